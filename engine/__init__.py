@@ -1,0 +1,15 @@
+"""LayerLab's headless engine: graph, transforms, profiler, evaluators, DPRS, sessions, reports.
+
+Nothing under ``engine`` imports Qt; the CLI, the tests and notebooks use it directly.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+__all__ = ["__version__"]
+
+try:
+    __version__ = metadata.version("layerlab")
+except metadata.PackageNotFoundError:  # running from a checkout that is not installed
+    __version__ = "0+unknown"

@@ -1,0 +1,132 @@
+"""Tiny ONNX models built inline for tests and benchmarks: conv stacks, residual blocks, concats,
+depthwise convs and transformer blocks. Weights are seeded random numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+__all__ = ["make_model", "conv_stack", "residual_net", "concat_net", "transformer_block", "gemm_mlp"]
+
+
+class _Builder:
+    def __init__(self, seed: int = 0) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.rng = np.random.default_rng(seed)
+        self.count = 0
+
+    def weight(self, name: str, shape: tuple[int, ...], scale: float | None = None) -> str:
+        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+        scale = scale if scale is not None else 1.0 / np.sqrt(max(fan_in, 1))
+        self.inits.append(numpy_helper.from_array((self.rng.standard_normal(shape) * scale).astype(np.float32), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str | None = None, **attrs: object) -> str:
+        self.count += 1
+        name = name or f"{op.lower()}_{self.count}"
+        out = f"{name}_out"
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 3, name: str | None = None, group: int = 1, relu: bool = True) -> str:
+        self.count += 1
+        name = name or f"conv_{self.count}"
+        w = self.weight(f"{name}.w", (cout, cin // group, k, k))
+        b = self.weight(f"{name}.b", (cout,), 0.1)
+        y = self.node("Conv", [x, w, b], name=name, pads=[k // 2] * 4, group=group)
+        return self.node("Relu", [y], name=f"{name}_relu") if relu else y
+
+
+def make_model(b: _Builder, x_shape: list[int | str], out: str, out_shape: list[int | str], opset: int = 17) -> onnx.ModelProto:
+    """Wrap the builder's nodes into a checked model with input ``x`` and output ``out``."""
+    graph = helper.make_graph(
+        b.nodes,
+        "test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)],
+        initializer=b.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv_stack(n: int = 4, channels: int = 16, size: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """x[1,C,H,W] -> n Conv+Relu layers."""
+    b = _Builder(seed)
+    x = "x"
+    for i in range(n):
+        x = b.conv(x, channels, channels, name=f"conv_{i}")
+    return make_model(b, [1, channels, size, size], x, [1, channels, size, size])
+
+
+def residual_net(blocks: int = 2, channels: int = 16, size: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """A stem conv, then residual blocks (conv-relu-conv + skip Add), GAP and a Gemm classifier."""
+    b = _Builder(seed)
+    x = b.conv("x", 3, channels, name="stem")
+    for i in range(blocks):
+        y = b.conv(x, channels, channels, name=f"block{i}_a")
+        y = b.conv(y, channels, channels, name=f"block{i}_b", relu=False)
+        x = b.node("Relu", [b.node("Add", [x, y], name=f"block{i}_add")], name=f"block{i}_relu")
+    x = b.node("GlobalAveragePool", [x], name="gap")
+    x = b.node("Flatten", [x], name="flatten")
+    w = b.weight("fc.w", (10, channels))
+    bias = b.weight("fc.b", (10,), 0.1)
+    x = b.node("Gemm", [x, w, bias], name="fc", transB=1)
+    return make_model(b, [1, 3, size, size], x, [1, 10])
+
+
+def concat_net(channels: int = 8, size: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """Two conv branches concatenated, a depthwise conv, then a 1x1 conv."""
+    b = _Builder(seed)
+    x = b.conv("x", 3, channels, name="stem")
+    left = b.conv(x, channels, channels, name="left")
+    right = b.conv(x, channels, channels, k=1, name="right")
+    cat = b.node("Concat", [left, right], name="cat", axis=1)
+    dw = b.conv(cat, 2 * channels, 2 * channels, name="depthwise", group=2 * channels)
+    out = b.conv(dw, 2 * channels, channels, k=1, name="project", relu=False)
+    return make_model(b, [1, 3, size, size], out, [1, channels, size, size])
+
+
+def gemm_mlp(sizes: tuple[int, ...] = (64, 128, 10), batch: int = 4, seed: int = 0) -> onnx.ModelProto:
+    """x[batch, sizes[0]] -> Gemm+Relu ... -> Gemm."""
+    b = _Builder(seed)
+    x = "x"
+    for i, (m, n) in enumerate(zip(sizes, sizes[1:])):
+        w = b.weight(f"fc{i}.w", (n, m))
+        bias = b.weight(f"fc{i}.b", (n,), 0.1)
+        x = b.node("Gemm", [x, w, bias], name=f"fc{i}", transB=1)
+        if i < len(sizes) - 2:
+            x = b.node("Relu", [x], name=f"fc{i}_relu")
+    return make_model(b, [batch, sizes[0]], x, [batch, sizes[-1]])
+
+
+def transformer_block(tokens: int = 16, dim: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """Single-head self-attention (MatMul + Softmax) and an MLP, each with a residual and LayerNorm."""
+    b = _Builder(seed)
+
+    def linear(x: str, m: int, n: int, name: str) -> str:
+        w = b.weight(f"{name}.w", (m, n))
+        bias = b.weight(f"{name}.b", (n,), 0.1)
+        return b.node("Add", [b.node("MatMul", [x, w], name=name), bias], name=f"{name}_bias")
+
+    def norm(x: str, name: str) -> str:
+        scale = b.weight(f"{name}.g", (dim,), 0.1)
+        shift = b.weight(f"{name}.beta", (dim,), 0.1)
+        return b.node("LayerNormalization", [x, scale, shift], name=name, axis=-1)
+
+    q, k, v = (linear("x", dim, dim, n) for n in ("q", "k", "v"))
+    kt = b.node("Transpose", [k], name="k_t", perm=[0, 2, 1])
+    scores = b.node("MatMul", [q, kt], name="scores")
+    scale = b.weight("attn.scale", (1,), 0.0)
+    b.inits[-1] = numpy_helper.from_array(np.array([1.0 / np.sqrt(dim)], np.float32), "attn.scale")
+    probs = b.node("Softmax", [b.node("Mul", [scores, scale], name="scale")], name="softmax", axis=-1)
+    attn = linear(b.node("MatMul", [probs, v], name="context"), dim, dim, "proj")
+    x = norm(b.node("Add", ["x", attn], name="residual1"), "ln1")
+    h = b.node("Relu", [linear(x, dim, 4 * dim, "mlp_up")], name="mlp_relu")
+    h = linear(h, 4 * dim, dim, "mlp_down")
+    out = norm(b.node("Add", [x, h], name="residual2"), "ln2")
+    return make_model(b, [1, tokens, dim], out, [1, tokens, dim])
