@@ -1,0 +1,325 @@
+"""Precision: int8 (static QDQ), int8_dynamic and fp16 for chosen layers, through the standard tools.
+
+- int8: ``onnxruntime.quantization.quantize_static`` in QDQ format, uint8 activations, int8
+  per-channel weights (the U8S8 pattern ORT's CPU kernels run fast), ``nodes_to_quantize`` = only
+  the chosen layers, calibrated on the given samples. A chosen layer gets Q/DQ on its input
+  activation and weight (and on its output, which its consumers then read through a DQ).
+- int8_dynamic: ``quantize_dynamic`` for MatMul (a Gemm is first split into MatMul + Add, keeping
+  the layer's name on the MatMul, since ORT has no dynamic Gemm).
+- fp16: the chosen layers get fp16 weights with Casts at their borders (see ``_fp16`` for why not
+  onnxconverter-common's ``node_block_list``); the model's inputs and outputs stay fp32.
+
+Models below opset 13 are converted first (per-channel DequantizeLinear needs 13). Node names of the
+untouched layers stay as they were. ``quantize_whole_model`` is the ``ort-int8`` baseline: every
+quantizable op with the same settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from engine.errors import SettingsError
+from engine.transforms import PassResult, clone, initializers, set_initializer
+
+__all__ = ["Calibration", "PrecisionPass", "quantize_whole_model", "random_calibration"]
+
+logger = logging.getLogger(__name__)
+
+#: Calibration samples: one dict of input name -> array per sample.
+Calibration = Sequence[dict[str, np.ndarray]]
+_MIN_OPSET = 13
+
+
+def random_calibration(model: onnx.ModelProto, count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Random-normal samples shaped like the model's inputs (symbolic dims become 1)."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    samples: list[dict[str, np.ndarray]] = [{} for _ in range(count)]
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
+        for sample in samples:
+            sample[vi.name] = rng.standard_normal(shape).astype(dtype)
+    return samples
+
+
+def _reader(samples: Calibration):  # -> CalibrationDataReader
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        """Feeds the given samples once, in order."""
+
+        def __init__(self) -> None:
+            self._it = iter(samples)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    return _Reader()
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
+
+
+def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Opset >= 13 and inferred shapes: the quantizer's preconditions."""
+    from engine.graph import upgrade_opset
+
+    if _opset(model) < _MIN_OPSET:
+        model = upgrade_opset(model, _MIN_OPSET)
+    if not model.graph.value_info:
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception as exc:
+            raise SettingsError(f"shapes cannot be inferred for quantization ({exc}); give concrete --input shapes") from None
+    return model
+
+
+class _QuietQuantizer(logging.Filter):
+    """Drops the quantizer's "Please consider pre-processing" advice, logged on the root logger for every call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and str(record.msg).startswith("Please "))
+
+
+def _quiet(func):  # type: ignore[no-untyped-def]
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        quiet = _QuietQuantizer()
+        logging.getLogger().addFilter(quiet)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            logging.getLogger().removeFilter(quiet)
+
+    return wrapper
+
+
+@_quiet
+def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calibration) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    # ORT's quantizer saves its input with external data and changes the proto it is given: hand it a file.
+    with tempfile.TemporaryDirectory(prefix="layerlab-quant-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        try:
+            quantize_static(
+                str(src), str(dst), _reader(samples),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                nodes_to_quantize=nodes,
+            )
+        except Exception as exc:
+            raise SettingsError(f"int8 quantization failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        return onnx.load(str(dst))
+
+
+@_quiet
+def _dynamic_int8(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="layerlab-quant-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
+                         weight_type=QuantType.QInt8)
+        result = _restore_gemms(model, onnx.load(str(dst)))
+    wanted = set(nodes)
+    for n in result.graph.node:  # ORT names the integer MatMul "<layer>_quant": give the layer its name back
+        if n.name.endswith("_quant") and n.name[: -len("_quant")] in wanted:
+            n.name = n.name[: -len("_quant")]
+    return result
+
+
+def _restore_gemms(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.ModelProto:
+    """Put back the Gemms ORT's dynamic quantizer split into ``<name>_MatMul`` + ``<name>_Add``.
+
+    It rewrites every Gemm of the model, also those it was told not to quantize; those are untouched
+    layers and must keep their node (and name) for plans and profiles.
+    """
+    names = {n.name for n in after.graph.node}
+    originals = {n.name: n for n in before.graph.node if n.op_type == "Gemm" and n.name not in names}
+    if not originals:
+        return after
+    split = {f"{g}_{suffix}": g for g in originals for suffix in ("MatMul", "Add")}
+    nodes: list[onnx.NodeProto] = []
+    for n in after.graph.node:
+        gemm = split.get(n.name)
+        if gemm is None:
+            nodes.append(n)
+        elif n.name.endswith("_MatMul"):
+            nodes.append(originals[gemm])
+    del after.graph.node[:]
+    after.graph.node.extend(nodes)
+    have = {t.name for t in after.graph.initializer}
+    used = {t for n in nodes for t in n.input}
+    after.graph.initializer.extend(t for t in before.graph.initializer if t.name in used and t.name not in have)
+    keep = [t for t in after.graph.initializer if t.name in used]
+    del after.graph.initializer[:]
+    after.graph.initializer.extend(keep)
+    return after
+
+
+def _gemm_to_matmul(model: onnx.ModelProto, names: set[str]) -> None:
+    """Split the named Gemms into MatMul (same name) + Add, in place: ORT quantizes MatMul dynamically, not Gemm."""
+    graph = model.graph
+    inits = initializers(graph)
+    out: list[onnx.NodeProto] = []
+    for n in graph.node:
+        if n.op_type != "Gemm" or n.name not in names:
+            out.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if attrs.get("transA", 0) or n.input[1] not in inits:
+            raise SettingsError(f"layer {n.name!r}: int8_dynamic needs a Gemm with constant B and transA=0")
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        w = (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
+        w_name = f"{n.name}.weight_kn"
+        set_initializer(graph, w_name, w)
+        has_bias = len(n.input) > 2 and n.input[2]
+        mid = f"{n.name}_matmul_out" if has_bias else n.output[0]
+        out.append(helper.make_node("MatMul", [n.input[0], w_name], [mid], name=n.name))
+        if has_bias:
+            beta = float(attrs.get("beta", 1.0))
+            c = n.input[2]
+            if beta != 1.0:
+                c = f"{n.name}.bias_scaled"
+                set_initializer(graph, c, numpy_helper.to_array(inits[n.input[2]]) * beta)
+            out.append(helper.make_node("Add", [mid, c], [n.output[0]], name=f"{n.name}_bias"))
+    del graph.node[:]
+    graph.node.extend(out)
+    used = {t for node in graph.node for t in node.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def _fp16(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
+    """Run ``nodes`` in fp16 with Casts at the borders; every other tensor stays exactly as it was.
+
+    onnxconverter-common 1.16's ``convert_float_to_float16(node_block_list=...)`` was tried first: on
+    the digits model it round-trips untouched tensors with two readers through fp16 (fp32 -> fp16 ->
+    fp32 before ``/res/conv_a/Conv``), changing layers the plan left in fp32. This does the same job
+    for the chosen layers only: fp16 copies of their weights, a Cast in and a Cast out, and adjacent
+    fp16 layers connected directly.
+    """
+    graph = model.graph
+    inits = initializers(graph)
+    fp16_out: dict[str, str] = {}  # fp32 tensor name -> its fp16 twin
+    out: list[onnx.NodeProto] = []
+    for n in graph.node:
+        if n.name not in nodes:
+            out.append(n)
+            continue
+        for i, t in enumerate(n.input):
+            if not t:
+                continue
+            if t in inits:
+                if inits[t].data_type != onnx.TensorProto.FLOAT:
+                    continue
+                twin = f"{t}_fp16"
+                if twin not in fp16_out.values():
+                    set_initializer(graph, twin, numpy_helper.to_array(inits[t]).astype(np.float16))
+                fp16_out[t] = twin
+            elif t not in fp16_out:
+                fp16_out[t] = f"{t}_fp16"
+                out.append(helper.make_node("Cast", [t], [fp16_out[t]], name=f"{n.name}_cast_in{i}", to=onnx.TensorProto.FLOAT16))
+            n.input[i] = fp16_out[t]
+        casts = []
+        for j, t in enumerate(n.output):
+            fp16_out[t] = f"{t}_fp16"
+            n.output[j] = fp16_out[t]
+            casts.append(helper.make_node("Cast", [fp16_out[t]], [t], name=f"{n.name}_cast_out{j}", to=onnx.TensorProto.FLOAT))
+        out += [n, *casts]
+    # adjacent fp16 layers read each other's fp16 tensors directly: drop Casts nobody reads
+    read = {t for node in out for t in node.input} | {o.name for o in graph.output}
+    out = [node for node in out if node.op_type != "Cast" or node.output[0] in read or not node.name.startswith(tuple(nodes))]
+    del graph.node[:]
+    graph.node.extend(out)
+    used = {t for node in graph.node for t in node.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    del graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _quantized_weights(model: onnx.ModelProto, names: Iterable[str]) -> list[str]:
+    """The layers among ``names`` that do NOT read a dequantized or integer weight after quantization."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    missed = []
+    for n in model.graph.node:
+        if n.name in names and n.op_type not in ("MatMulInteger", "DynamicQuantizeMatMul"):
+            ok = any(producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in n.input[:2])
+            if not ok:
+                missed.append(n.name)
+    return missed
+
+
+class PrecisionPass:
+    """Set layers to int8 (static), int8_dynamic or fp16; every other layer keeps fp32."""
+
+    def __init__(
+        self,
+        int8: Iterable[str] = (),
+        int8_dynamic: Iterable[str] = (),
+        fp16: Iterable[str] = (),
+        calibration: Calibration | None = None,
+    ) -> None:
+        self.int8 = sorted(set(int8))
+        self.int8_dynamic = sorted(set(int8_dynamic))
+        self.fp16 = sorted(set(fp16))
+        overlap = (set(self.int8) & set(self.int8_dynamic)) | ((set(self.int8) | set(self.int8_dynamic)) & set(self.fp16))
+        if overlap:
+            raise SettingsError(f"layer {sorted(overlap)[0]!r} is given two precisions")
+        self.calibration = calibration
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        if not (self.int8 or self.int8_dynamic or self.fp16):
+            return PassResult(model, False)
+        notes: list[str] = []
+        names = {n.name for n in model.graph.node}
+        missing = sorted((set(self.int8) | set(self.int8_dynamic) | set(self.fp16)) - names)
+        if missing:
+            raise SettingsError(f"precision: no node named {missing[0]!r}")
+        model = clone(model)
+        if self.int8 or self.int8_dynamic:
+            if _opset(model) < _MIN_OPSET:
+                notes.append(f"converted opset {_opset(model)} -> {_MIN_OPSET} for per-channel int8")
+            model = _prepare(model)
+        if self.int8:
+            samples = self.calibration
+            if not samples:
+                samples = random_calibration(model)
+                notes.append("int8 calibrated on random inputs: accuracy will suffer (give real samples with --calib)")
+            model = _static_int8(model, self.int8, samples)
+            missed = _quantized_weights(model, self.int8)
+            if missed:
+                notes.append(f"ONNX Runtime left {len(missed)} int8 layer(s) in fp32: {', '.join(missed[:5])}")
+        if self.int8_dynamic:
+            gemms = {n.name for n in model.graph.node if n.op_type == "Gemm" and n.name in self.int8_dynamic}
+            _gemm_to_matmul(model, gemms)
+            model = _dynamic_int8(model, self.int8_dynamic)
+        if self.fp16:
+            model = _fp16(model, set(self.fp16))
+        return PassResult(model, True, notes)
+
+
+def quantize_whole_model(model: onnx.ModelProto, calibration: Calibration | None = None) -> onnx.ModelProto:
+    """Every quantizable op to int8 (QDQ, U8S8, per-channel): the ``ort-int8`` baseline."""
+    model = _prepare(clone(model))
+    return _static_int8(model, None, calibration or random_calibration(model))
+
