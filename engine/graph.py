@@ -86,7 +86,12 @@ class Edge:
 
 @dataclass
 class ModelGraph:
-    """A validated model and its graph; ``model`` has shapes inferred and every node named."""
+    """A validated model and its graph.
+
+    ``model`` is the normalised model every transform starts from: nodes sorted and named, Constant
+    weights as initializers, value_info inferred from the file's own input dims (so exports keep a
+    dynamic batch). The shapes inferred for the given input shapes live in ``tensors``.
+    """
 
     path: Path | None
     model: onnx.ModelProto
@@ -197,8 +202,14 @@ def build_graph(
 
     _constants_to_initializers(model.graph)
     shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
-    _apply_input_shapes(model, shapes, label)
+    # The model keeps shapes inferred from its own (possibly symbolic) inputs, so transforms see
+    # channel and spatial sizes while exports keep a dynamic batch; the given input shapes only
+    # make the described tensors concrete.
     model, tensors = _infer_shapes(model, label)
+    if shapes:
+        shaped = _copy(model)
+        _apply_input_shapes(shaped, shapes, label)
+        _, tensors = _infer_shapes(shaped, label)
     inits = {t.name: t for t in model.graph.initializer}
     const_outputs = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     producers = {o: n.name for n in model.graph.node for o in n.output if o}

@@ -211,3 +211,13 @@ def test_external_data_missing(tmp_path: Path) -> None:
 def test_directory(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="is a directory"):
         load_model(tmp_path)
+
+
+def test_model_keeps_dynamic_inputs_when_shapes_are_given() -> None:
+    w = np.zeros((8, 3, 3, 3), np.float32)
+    model = _single("Conv", ["batch", 3, 10, 10], w, ["batch", 8, 8, 8])
+    g = build_graph(model, {"x": (4, 3, 10, 10)})
+    assert g.inputs[0].shape == (4, 3, 10, 10)  # described concretely
+    dims = g.model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch"  # the model transforms start from stays dynamic
+    assert any(v.name == "y" or v.name for v in g.model.graph.value_info) or len(g.nodes) == 1
