@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 _MODULES = [
     "inspect",
     "examples",
+    "profile",
     "apply",
 ]
 

@@ -1,0 +1,90 @@
+"""Predict a plan's end-to-end latency from a profile: per-node routine times plus the adapts it implies.
+
+Kept apart from the profiler so DPRS-side code and tests can use it without touching ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from engine.graph import ModelGraph
+
+if TYPE_CHECKING:
+    from engine.profiler import Profile
+
+__all__ = ["predict_ms"]
+
+logger = logging.getLogger(__name__)
+
+
+def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str]) -> float:
+    """Predicted end-to-end ms when each layer named in ``routines`` runs that routine (others fp32).
+
+    Sum of node times under their routine (ops and fp32 layers: the fp32 run's times), ORT's run
+    cost, and the adapts the choice implies, priced by the micro-models: for int8 layers a Quantize
+    on each activation input and a Dequantize on each output (the QDQ structure). At the borders of
+    islands of int8 Convs ORT may add NHWC Transposes, and at the borders of fp32 Conv islands NCHWc
+    Reorders (priced as an fp32 Transpose); whether it does depends on the model, so each border
+    cost is weighted by how many such adapts the all-int8 / all-fp32 runs showed per border there.
+    """
+    chosen = {n: r for n, r in routines.items() if r != "fp32"}
+    total = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
+    for lp in profile.layers:
+        r = chosen.get(lp.name)
+        total += lp.routines[r] if r is not None and r in lp.routines else lp.ms
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.nodes:
+        for t in n.inputs:
+            consumers.setdefault(t, []).append(n)
+    for node in graph.layers:
+        if chosen.get(node.name) == "int8":
+            total += sum(profile.adapt_ms(t, "quantize") or 0.0 for t in _activations(graph, node))
+            total += sum(profile.adapt_ms(t, "dequantize") or 0.0 for t in node.outputs)
+    for routine, kind, seen in (("int8", "transpose", "transpose"), ("fp32", "layout", "reorder")):
+        observed = sum(1 for a in profile.adapts if a.routine == routine and a.kind == seen)
+        expected = len(_borders(graph, {n.name: routine for n in graph.layers}, routine, producers, consumers))
+        weight = min(observed / expected, 1.0) if expected else 0.0
+        borders = _borders(graph, {**{n.name: "fp32" for n in graph.layers}, **chosen}, routine, producers, consumers)
+        total += weight * sum(profile.adapt_ms(t, kind) or 0.0 for t in borders)
+    return total
+
+
+def _activations(graph: ModelGraph, node: Any) -> list[str]:
+    return [t for t in node.inputs if t and t not in node.weights and t in graph.tensors]
+
+
+def _borders(graph: ModelGraph, plan: Mapping[str, str], routine: str, producers: Mapping[str, Any],
+             consumers: Mapping[str, list[Any]]) -> list[str]:
+    """Tensors where an island of Conv layers in ``routine`` meets anything else."""
+    same = lambda other: other.op_type == "Conv" and plan.get(other.name) == routine
+    out = []
+    for node in graph.layers:
+        if node.op_type != "Conv" or plan.get(node.name) != routine:
+            continue
+        out += [t for t in _activations(graph, node) if not _island(t, same, producers, consumers, upstream=True)]
+        out += [t for t in node.outputs if not _island(t, same, producers, consumers, upstream=False)]
+    return out
+
+
+def _island(tensor: str, same: Any, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool) -> bool:
+    """Whether ``tensor`` reaches (through ops, not layers) only layers for which ``same`` holds."""
+    frontier, seen, found = [tensor], set(), False
+    while frontier and len(seen) < 32:
+        t = frontier.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        nodes = ([producers[t]] if t in producers else []) if upstream else consumers.get(t, [])
+        if not nodes:
+            return False  # a graph input or output: the island ends here
+        for node in nodes:
+            if node.tunable:
+                if not same(node):
+                    return False
+                found = True
+            else:
+                frontier += [x for x in (node.inputs if upstream else node.outputs) if x]
+    return found
