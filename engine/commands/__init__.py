@@ -19,6 +19,8 @@ _MODULES = [
     "examples",
     "profile",
     "apply",
+    "evaluate",
+    "sensitivity",
 ]
 
 
