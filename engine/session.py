@@ -7,6 +7,11 @@ imports Qt or runs ONNX Runtime.
 
 Field values are the engine's plain typed results (``Plan``, ``Profile``, ``Sensitivity``,
 ``Route``, ``Trial``), each with ``to_json``/``from_json`` so the session file is JSON, never pickle.
+Saving and loading live in ``engine.session_file``.
+
+An evaluator is a script: it runs only when ``evaluator_trusted`` is true. The user's own choice
+(``set_evaluator``) is trusted; a session loaded from a file is trusted only when the evaluator is
+in the local trust list. Code that runs an evaluator calls ``require_trusted_evaluator()`` first.
 """
 
 from __future__ import annotations
@@ -95,6 +100,8 @@ class Session:
         self.input_shapes: dict[str, tuple[int, ...]] = {}
         self.graph: Any = None  # engine.graph.ModelGraph, rebuilt from model_path, never saved
         self.evaluator_path: Path | None = None
+        self.evaluator_trusted = True  # False for an evaluator named by a session file nobody here agreed to
+        self.machine: dict[str, Any] | None = None  # where profile was measured; None = this machine
         self.plan: Any = None  # engine.plan.Plan
         self.profile: Any = None  # engine.profiler.Profile
         self.sensitivity: Any = None  # engine.sensitivity.Sensitivity
@@ -126,13 +133,29 @@ class Session:
         self._set("selection", ())
         self._set("model", graph, attr="graph")
 
-    def set_evaluator(self, path: Path | None) -> None:
+    def set_evaluator(self, path: Path | None, *, trusted: bool = True) -> None:
+        """The user picked ``path`` (trusted); ``trusted=False`` when it came from someone else's file."""
+        self.evaluator_trusted = trusted
         self._set("evaluator", None if path is None else Path(path), attr="evaluator_path")
+
+    def require_trusted_evaluator(self) -> Path:
+        """The evaluator path; ``UntrustedEvaluatorError`` unless the user agreed to run it."""
+        from engine.session_file import UntrustedEvaluatorError
+
+        if self.evaluator_path is None:
+            raise UntrustedEvaluatorError("this session has no evaluator")
+        if not self.evaluator_trusted:
+            raise UntrustedEvaluatorError(
+                f"{self.evaluator_path}: evaluator comes from a session file; run it only after the user agrees"
+            )
+        return self.evaluator_path
 
     def set_plan(self, plan: Any) -> None:
         self._set("plan", plan)
 
     def set_profile(self, profile: Any) -> None:
+        """A profile measured here: the session's machine becomes this one."""
+        self.machine = None
         self._set("profile", profile)
 
     def set_sensitivity(self, sensitivity: Any) -> None:

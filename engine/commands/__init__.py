@@ -19,6 +19,7 @@ _MODULES = [
     "examples",
     "profile",
     "apply",
+    "report",
     "evaluate",
     "sensitivity",
 ]
