@@ -46,9 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # plain `layerlab` opens the window
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "gui"])
     try:
         return args.func(args)
     except LayerLabError as exc:

@@ -20,6 +20,7 @@ _MODULES = [
     "profile",
     "apply",
     "report",
+    "gui",
     "evaluate",
     "sensitivity",
 ]

@@ -1,0 +1,70 @@
+"""Start the explorer: a QApplication, a session and the main window; optionally a screenshot and exit.
+
+``layerlab gui`` calls ``run_app``; with ``screenshot`` it waits until the window's jobs (loading the
+model) have finished, saves ``window.grab()`` as a PNG and exits, which is how CI and the docs take
+pictures of the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from engine.session import Session
+from gui.qt_main_window import APPLICATION, ORGANIZATION, QtMainWindow
+
+__all__ = ["run_app"]
+
+logger = logging.getLogger(__name__)
+
+_SCREENSHOT_TIMEOUT_MS = 300_000
+
+
+def run_app(model: Path | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None,
+            evaluator: Path | None = None, screenshot: Path | None = None) -> int:
+    """Show the window (loading ``model`` when given) and run the event loop; returns the exit code."""
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    window = QtMainWindow(Session())
+    if screenshot is not None:
+        window.resize(1400, 900)  # the same picture whatever layout was saved last time
+    window.show()
+    if evaluator is not None:
+        window.open_evaluator(evaluator)
+    if model is not None:
+        window.open_model(model, input_shapes)
+    if screenshot is None:
+        return app.exec()
+
+    result = {"code": 0}
+    waited = {"ms": 0}
+
+    def shoot() -> None:
+        waited["ms"] += 200
+        if window.busy() and waited["ms"] < _SCREENSHOT_TIMEOUT_MS:
+            QTimer.singleShot(200, shoot)
+            return
+        if window.busy():
+            window.cancel_job()
+            print(f"layerlab gui: still busy after {_SCREENSHOT_TIMEOUT_MS // 1000} s; screenshot taken anyway",
+                  file=sys.stderr)
+        if window.last_error:
+            print(f"layerlab gui: {window.last_error}", file=sys.stderr)
+            result["code"] = 2
+        app.processEvents()
+        if not window.grab().save(str(screenshot)):
+            print(f"layerlab gui: cannot write {screenshot}", file=sys.stderr)
+            result["code"] = 2
+        else:
+            print(f"saved {screenshot}")
+        window.close()
+        app.quit()
+
+    QTimer.singleShot(300, shoot)  # give the first job a moment to start and the window to lay out
+    app.exec()
+    return result["code"]

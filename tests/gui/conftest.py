@@ -1,0 +1,44 @@
+"""GUI fixtures: a window with its own temporary QSettings file, and a session holding the digits model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "layerlab.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture(scope="session")
+def digits_graph(digits_model: Path):
+    from engine.graph import load_model
+
+    return load_model(digits_model, {"input": (1, 1, 8, 8)})
+
+
+@pytest.fixture
+def session(digits_model: Path, digits_graph):
+    from engine.plan import Plan
+    from engine.session import Session
+
+    s = Session()
+    s.set_model(digits_model, digits_graph, {"input": (1, 1, 8, 8)})
+    s.set_plan(Plan())
+    return s
+
+
+@pytest.fixture
+def window(qtbot, session, settings):
+    from gui.qt_main_window import QtMainWindow
+
+    w = QtMainWindow(session, settings)
+    qtbot.addWidget(w)
+    w.show()
+    return w

@@ -1,0 +1,114 @@
+"""The graph view: items for every node, selection sync both ways, search, keys, colour modes and the legend."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import onnx
+from onnx import TensorProto, helper
+from PySide6.QtCore import Qt
+
+from engine.graph import build_graph
+from engine.session import Session
+from gui.graph_items import NodeItem
+from gui.qt_graph_view import QtGraphView
+
+
+def _profile(ms: dict[str, float]):
+    layers = {n: SimpleNamespace(ms=v, routines={"fp32": v, "int8": v / 3}, unsupported=()) for n, v in ms.items()}
+    return SimpleNamespace(layers=layers, end_to_end=(sum(ms.values()), 0, 0), coverage=1.0)
+
+
+def test_every_node_has_an_item_and_layers_are_distinct(window, digits_graph) -> None:
+    view = window.graph_view
+    assert set(view.items) == {n.name for n in digits_graph.nodes}
+    assert sum(item.tunable for item in view.items.values()) == len(digits_graph.layers) == 7
+    layer, op = view.items["/conv1/Conv"], view.items["/relu/Relu"]
+    assert layer.boundingRect().width() > op.boundingRect().width()
+    assert layer.cacheMode() == NodeItem.CacheMode.DeviceCoordinateCache
+
+
+def test_selection_syncs_both_ways(window) -> None:
+    view, session = window.graph_view, window.session
+    view.items["/fc1/Gemm"].setSelected(True)
+    assert session.selection == ("/fc1/Gemm",)
+    session.set_selection(("/conv2/Conv", "/conv3/Conv"))
+    assert {n for n, item in view.items.items() if item.isSelected()} == {"/conv2/Conv", "/conv3/Conv"}
+
+
+def test_search_selects_matches(window) -> None:
+    view = window.graph_view
+    assert view.search("fc1") == ["/fc1/Gemm"]
+    assert window.session.selection == ("/fc1/Gemm",)
+    assert len(view.search("gemm")) == 2  # op types match too, case-insensitive
+    assert view.search("no such thing") == [] and window.session.selection == ()
+
+
+def test_arrow_keys_walk_the_edges(window, qtbot) -> None:
+    view = window.graph_view
+    view.select(["/conv1/Conv"])
+    view.setFocus()
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    assert window.session.selection == ("/relu/Relu",)
+    qtbot.keyClick(view, Qt.Key.Key_Down)
+    qtbot.keyClick(view, Qt.Key.Key_Up)
+    assert window.session.selection == ("/relu/Relu",)
+    view.select(["/relu_1/Relu"])
+    assert view.step(Qt.Key.Key_Down) == "/res/conv_a/Conv"  # the straight edge, not the skip connection
+
+
+def test_colour_modes_paint_from_the_session(window) -> None:
+    view, legend, session = window.graph_view, window.legend, window.session
+    before = view.items["/conv1/Conv"].fill.name()
+    view.set_colour_mode("macs")
+    assert view.items["/conv1/Conv"].fill.name() != before
+    assert view.items["/fc2/Gemm"].fill != view.items["/conv2/Conv"].fill  # 640 vs 147k MACs
+    assert "MACs" in legend.text.text() and legend.combo.currentData() == "macs"
+
+    legend.set_mode("latency")
+    assert view.colour_mode == "latency" and legend.text.text() == "not profiled yet"
+    session.set_profile(_profile({"/conv1/Conv": 0.1, "/conv2/Conv": 0.9}))
+    assert view.items["/conv1/Conv"].fill != view.items["/conv2/Conv"].fill
+    assert "90.0% of total" in view.items["/conv2/Conv"].toolTip()
+    assert "2 nodes" in legend.text.text()
+
+    session.set_route(SimpleNamespace(routines={"/conv1/Conv": "int8", "/conv2/Conv": "fp32", "/conv3/Conv": "int8"}))
+    view.set_colour_mode("routine")
+    items = view.items
+    assert items["/conv1/Conv"].fill == items["/conv3/Conv"].fill != items["/conv2/Conv"].fill
+
+    session.set_sensitivity(SimpleNamespace(layers={"/fc2/Gemm": SimpleNamespace(drops={"int8": 0.02}, sqnr_db=30.0)}))
+    view.set_colour_mode("sensitivity")
+    assert "drop (int8): 0.0200" in items["/fc2/Gemm"].toolTip()
+
+
+def test_plan_edits_show_as_badges(window) -> None:
+    from engine.plan import LayerSettings, Plan
+
+    window.session.set_plan(Plan(layers={"/conv2/Conv": LayerSettings(precision="int8", rank=4)}))
+    assert window.graph_view.items["/conv2/Conv"].badge == "int8 r4"
+    assert window.graph_view.items["/conv1/Conv"].badge == ""
+
+
+def _chain_graph(n: int):
+    nodes = [helper.make_node("Relu", [f"t{i}"], [f"t{i + 1}"], name=f"relu_{i}") for i in range(n)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info(f"t{n}", TensorProto.FLOAT, [1, 8])])
+    return build_graph(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+def test_a_thousand_nodes_build_and_zoom(qtbot) -> None:
+    session = Session()
+    view = QtGraphView(session)
+    qtbot.addWidget(view)
+    view.resize(800, 600)
+    view.show()
+    session.set_model("chain.onnx", _chain_graph(1200))
+    assert len(view.items) == 1200
+    view.fit()
+    assert view.transform().m11() < 0.1  # far out: boxes only, no text (level of detail)
+    view.grab()  # paints every visible item once without error
+    view.zoom(100.0)
+    assert view.transform().m11() <= 4.0
+    view.close_view()
+    assert len(session.events.model) == 0
