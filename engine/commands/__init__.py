@@ -23,6 +23,8 @@ _MODULES = [
     "gui",
     "evaluate",
     "sensitivity",
+    "tune",
+    "bench",
 ]
 
 

@@ -1,0 +1,72 @@
+"""Bench: three rows side by side, the JSON schema, sessions as the route, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.bench import bench_job, interleaved_latency
+from engine.evaluate import load_evaluator
+from engine.graph import load_model
+from engine.jobs import run
+from engine.profile_variants import random_feeds
+from engine.transforms.precision import quantize_whole_model
+
+
+@pytest.fixture(scope="module")
+def digits(digits_model: Path):
+    return load_model(digits_model, {"input": (1, 1, 8, 8)})
+
+
+def test_interleaved_latency_times_every_model(digits) -> None:
+    stats = run(interleaved_latency({"a": digits.model, "b": quantize_whole_model(digits.model)},
+                                    random_feeds(digits), threads=1, repeats=5, warmup=1))
+    assert set(stats) == {"a", "b"} and all(0 < s.p10 <= s.median <= s.p90 for s in stats.values())
+
+
+def test_bench_rows_and_json_schema(digits, digits_eval: Path) -> None:
+    evaluator = load_evaluator(digits_eval)
+    result = run(bench_job(digits, evaluator, repeats=5, threads=1, route_model=digits.model, predicted_ms=0.1,
+                           routines={n.name: "fp32" for n in digits.layers}))
+    data = json.loads(json.dumps(result.to_json()))
+    assert [r["name"] for r in data["rows"]] == ["ort-fp32", "ort-int8", "layerlab"]
+    for row in data["rows"]:
+        assert {"name", "ms", "p10", "p90", "speedup", "metric", "drop", "bytes"} <= set(row)
+        assert row["bytes"] > 0 and 0 <= row["metric"] <= 1
+    assert data["rows"][0]["speedup"] == 1.0 and data["rows"][0]["drop"] == 0.0
+    assert data["rows"][1]["bytes"] < data["rows"][0]["bytes"] / 2  # int8 weights
+    assert data["rows"][2]["metric"] == data["rows"][0]["metric"]  # same model, same metric
+    assert data["predicted_ms"] == 0.1
+
+
+def test_cli_bench_from_a_session_prints_json(digits, digits_model: Path, digits_eval: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    from engine.cli import main
+    from engine.dprs import Route
+    from engine.session_file import save_session
+    from engine.tune import route_plan
+    from engine.session import Session
+
+    session = Session()
+    session.set_model(digits_model, digits, {"input": (1, 1, 8, 8)})
+    session.set_plan(route_plan(digits, {"/conv2/Conv": "int8"}))
+    session.set_route(Route({n.name: "fp32" for n in digits.nodes}, 0.05, 0.0, 1, 0.0))
+    save_session(session, tmp_path / "s.json")
+    assert main(["bench", "digits", "--eval", str(digits_eval), "--session", str(tmp_path / "s.json"),
+                 "--repeats", "3", "--threads", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["predicted_ms"] == 0.05 and len(data["rows"]) == 3
+    assert data["routines"]["/conv2/Conv"] == "int8" and data["routines"]["/conv1/Conv"] == "fp32"
+
+
+def test_cli_bench_rejects_bad_input(tmp_path: Path, digits_eval: Path, capsys: pytest.CaptureFixture) -> None:
+    from engine.cli import main
+
+    assert main(["bench", "digits", "--eval", str(digits_eval), "--repeats", "1"]) == 2
+    assert main(["bench", "digits", "--eval", str(tmp_path / "none.npz")]) == 2
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["bench", "digits", "--eval", str(digits_eval), "--session", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err
+    assert "--repeats" in err and "none.npz" in err and "bad.json" in err
