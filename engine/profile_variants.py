@@ -1,25 +1,22 @@
 """Whole-model variants the profiler times: every layer in one routine (fp32, int8, int8_dynamic, fp16).
 
-This is the one place that turns a graph into a routine's model. It calls ONNX Runtime's quantizers
-and onnxconverter-common directly; when ``engine.transforms`` lands, ``build_variant`` is the function
-to re-point at it. Each builder also says which layers it could not convert, and why: the profiler
-reports those routines as unsupported instead of timing an unconverted layer.
+The variants come from ``engine.transforms.precision.PrecisionPass``, the same transform a plan
+applies, calibrated on the profiling inputs. ``build_variant`` also says which layers could not be
+converted, and why: the profiler reports those routines as unsupported instead of timing an
+unconverted layer. ``to_graph`` maps the variant's node times back onto the graph's nodes.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
-import warnings
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 
 import numpy as np
 import onnx
-from onnx import TensorProto
 
-from engine.errors import LayerLabError
-from engine.graph import ModelGraph, upgrade_opset
+from engine.errors import LayerLabError, SettingsError
+from engine.graph import ModelGraph, Node
+from engine.transforms.precision import PrecisionPass, unconverted
 
 __all__ = ["ROUTINES", "build_variant", "int8_variant", "random_feeds", "to_graph"]
 
@@ -52,131 +49,46 @@ def build_variant(
     graph: ModelGraph, routine: str, feeds: dict[str, np.ndarray]
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """The model with every layer in ``routine``, and {layer: reason} for layers left unconverted."""
-    builders: dict[str, Callable[[ModelGraph, dict[str, np.ndarray]], onnx.ModelProto]] = {
-        "fp32": lambda g, f: g.model,
-        "int8": _int8_static,
-        "int8_dynamic": _int8_dynamic,
-        "fp16": _fp16,
-    }
-    if routine not in builders:
+    if routine not in ROUTINES:
         raise LayerLabError(f"{graph.label}: unknown routine {routine!r} (known: {', '.join(ROUTINES)})")
     if routine == "fp32":
         return graph.model, {}
-    candidates = _candidates(graph, routine)
-    reasons = {n.name: _not_applicable(routine) for n in graph.layers if n.name not in candidates}
-    if not candidates:
+    candidates = {n.name: _not_applicable(n, routine) for n in graph.layers}
+    reasons = {name: why for name, why in candidates.items() if why}
+    chosen = [name for name, why in candidates.items() if not why]
+    if not chosen:
         return graph.model, reasons
-    variant = builders[routine](graph, feeds)
-    for name in candidates:
-        if not _converted(graph, variant, name, routine):
-            reasons[name] = f"the {routine} converter left {graph.node(name).op_type} in fp32"
+    variant = _precision(graph, routine, chosen, feeds)
+    for name in unconverted(variant, chosen, routine):
+        reasons[name] = f"the {routine} converter left {graph.node(name).op_type} in fp32"
     return variant, reasons
-
-
-def _candidates(graph: ModelGraph, routine: str) -> list[str]:
-    if routine == "int8_dynamic":
-        return [n.name for n in graph.layers if n.op_type in _DYNAMIC_OPS]
-    return [n.name for n in graph.layers]
-
-
-def _not_applicable(routine: str) -> str:
-    return "int8_dynamic applies to MatMul/Gemm layers only" if routine == "int8_dynamic" else f"no {routine} routine"
-
-
-def _converted(graph: ModelGraph, variant: onnx.ModelProto, layer: str, routine: str) -> bool:
-    """A layer is converted when its weight is fp16 (fp16) or a ``<weight>..._quantized`` initializer exists."""
-    weights = graph.node(layer).weights
-    if not weights:
-        return False
-    inits = {t.name: t for t in variant.graph.initializer}
-    if routine == "fp16":
-        w = inits.get(weights[0])
-        return w is not None and w.data_type == TensorProto.FLOAT16
-    return any(name.startswith(weights[0]) and name.endswith("_quantized") for name in inits)
-
-
-class _Reader:
-    """Calibration data for quantize_static: the profiling inputs, twice (min/max only need a few)."""
-
-    def __init__(self, feeds: dict[str, np.ndarray]) -> None:
-        self._items = iter([feeds, feeds])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)
 
 
 def int8_variant(graph: ModelGraph, layers: list[str], feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
     """The model with only ``layers`` in int8 (static QDQ U8S8 per-channel); the rest stays fp32."""
     if not layers:
         return graph.model
-    return _int8_static(graph, feeds, layers)
+    return _precision(graph, "int8", layers, feeds)
 
 
-def _int8_static(graph: ModelGraph, feeds: dict[str, np.ndarray], layers: list[str] | None = None) -> onnx.ModelProto:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    reader = type("_CalibReader", (_Reader, CalibrationDataReader), {})(feeds)
-    layers = layers if layers is not None else [n.name for n in graph.layers]
-    return _through_files(
-        graph,
-        lambda src, dst: quantize_static(
-            src, dst, reader, nodes_to_quantize=layers, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, quant_format=QuantFormat.QDQ,
-        ),
-    )
+def _not_applicable(node: Node, routine: str) -> str:
+    """Why ``routine`` does not exist for this layer; empty when it does."""
+    if routine != "int8_dynamic":
+        return ""
+    if node.op_type not in _DYNAMIC_OPS:
+        return "int8_dynamic applies to MatMul/Gemm layers only"
+    if node.op_type == "Gemm" and (node.attributes.get("transA", 0) or node.inputs[1] not in node.weights):
+        return "int8_dynamic needs a Gemm with constant B and transA=0"  # PrecisionPass refuses the others
+    return ""
 
 
-def _int8_dynamic(graph: ModelGraph, feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # quantize_dynamic first rewrites Gemm as <name>_MatMul + <name>_Add: name both forms.
-    layers = _candidates(graph, "int8_dynamic")
-    layers += [f"{name}_MatMul" for name in layers if graph.node(name).op_type == "Gemm"]
-    return _through_files(
-        graph,
-        lambda src, dst: quantize_dynamic(
-            src, dst, nodes_to_quantize=layers, op_types_to_quantize=list(_DYNAMIC_OPS), weight_type=QuantType.QInt8
-        ),
-    )
-
-
-def _fp16(graph: ModelGraph, feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
-    from onnxconverter_common import float16
-
-    block = [n.name for n in graph.nodes if not n.tunable]
-    model = onnx.ModelProto()
-    model.CopyFrom(upgrade_opset(graph.model, 13))  # the converter edits its argument in place
+def _precision(graph: ModelGraph, routine: str, layers: list[str], feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """``graph.model`` through PrecisionPass; calibrated on the profiling inputs (min/max needs only a few)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "number truncated to 1e-07": expected for fp16 weights
-            return float16.convert_float_to_float16(
-                model, keep_io_types=True, node_block_list=block, disable_shape_infer=True
-            )
-    except Exception as exc:  # noqa: BLE001 - converter errors are many and untyped
-        raise LayerLabError(f"{graph.label}: fp16 conversion failed ({str(exc).splitlines()[0][:200]})") from None
-
-
-def _through_files(graph: ModelGraph, convert: Callable[[str, str], None]) -> onnx.ModelProto:
-    """ORT's quantizers read and write files; run ``convert`` on a temp copy at opset >= 13."""
-    model = upgrade_opset(graph.model, 13)
-    with tempfile.TemporaryDirectory(prefix="layerlab-variant-") as tmp:
-        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        onnx.save(model, src)
-        quant_logger = logging.getLogger()
-        level = quant_logger.level
-        quant_logger.setLevel(logging.ERROR)  # the quantizer warns about pre-processing on the root logger
-        try:
-            convert(str(src), str(dst))
-        except Exception as exc:  # noqa: BLE001 - the quantizer's errors are untyped
-            raise LayerLabError(f"{graph.label}: quantization failed ({str(exc).splitlines()[0][:200]})") from None
-        finally:
-            quant_logger.setLevel(level)
-        return onnx.load(dst)
+        result = PrecisionPass(calibration=[feeds, feeds], **{routine: layers})(graph.model)
+    except SettingsError as exc:
+        raise LayerLabError(f"{graph.label}: {routine} conversion failed ({exc})") from None
+    return result.model
 
 
 def to_graph(

@@ -11,11 +11,16 @@
 
 Models below opset 13 are converted first (per-channel DequantizeLinear needs 13). Node names of the
 untouched layers stay as they were. ``quantize_whole_model`` is the ``ort-int8`` baseline: every
-quantizable op with the same settings.
+quantizable op with the same settings. ``unconverted`` names the layers a converter left in fp32.
+
+Calibration: pass plain samples, or a ``CalibrationCache`` to build many int8 variants of one model
+(the sensitivity sweep): it keeps the activation ranges of the first run (ORT's calibration cache)
+so later variants skip calibration and all share the same ranges.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -28,13 +33,50 @@ from onnx import helper, numpy_helper
 from engine.errors import SettingsError
 from engine.transforms import PassResult, clone, initializers, set_initializer
 
-__all__ = ["Calibration", "PrecisionPass", "quantize_whole_model", "random_calibration"]
+__all__ = [
+    "ROUTINES",
+    "Calibration",
+    "CalibrationCache",
+    "PrecisionPass",
+    "quantize_whole_model",
+    "random_calibration",
+    "unconverted",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Calibration samples: one dict of input name -> array per sample.
 Calibration = Sequence[dict[str, np.ndarray]]
 _MIN_OPSET = 13
+#: The per-layer routines, each a keyword of PrecisionPass.
+ROUTINES = ("int8", "int8_dynamic", "fp16")
+
+
+class CalibrationCache:
+    """Calibration samples plus the int8 activation ranges computed from them, per model.
+
+    The first int8 run on a model calibrates every tensor of its quantizable ops (whatever the
+    chosen layers) and keeps ORT's range file in memory; later runs on the same model read it
+    instead of calibrating again. Models are told apart by a digest of their bytes.
+    """
+
+    def __init__(self, samples: Calibration) -> None:
+        self.samples = list(samples)
+        self._ranges: dict[str, bytes] = {}  # model digest -> ORT calibration cache (JSON)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, model_bytes: bytes, path: Path) -> str:
+        """Write the ranges kept for this model to ``path`` if there are any; the model's digest."""
+        digest = hashlib.sha256(model_bytes).hexdigest()
+        if digest in self._ranges:
+            path.write_bytes(self._ranges[digest])
+        return digest
+
+    def _keep(self, digest: str, path: Path) -> None:
+        if digest not in self._ranges and path.is_file():
+            self._ranges[digest] = path.read_bytes()
 
 
 def random_calibration(model: onnx.ModelProto, count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -106,24 +148,29 @@ def _quiet(func):  # type: ignore[no-untyped-def]
 
 
 @_quiet
-def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calibration) -> onnx.ModelProto:
+def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calibration | CalibrationCache) -> onnx.ModelProto:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     # ORT's quantizer saves its input with external data and changes the proto it is given: hand it a file.
     with tempfile.TemporaryDirectory(prefix="layerlab-quant-") as tmp:
-        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        onnx.save(model, src)
+        src, dst, ranges = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx", Path(tmp) / "ranges.json"
+        data = model.SerializeToString()
+        src.write_bytes(data)
+        cache = samples if isinstance(samples, CalibrationCache) else CalibrationCache(samples)
+        digest = cache._load(data, ranges)
         try:
             quantize_static(
-                str(src), str(dst), _reader(samples),
+                str(src), str(dst), None if ranges.is_file() else _reader(cache.samples),
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 nodes_to_quantize=nodes,
+                calibration_cache_path=str(ranges),
             )
         except Exception as exc:
             raise SettingsError(f"int8 quantization failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        cache._keep(digest, ranges)
         return onnx.load(str(dst))
 
 
@@ -167,9 +214,7 @@ def _restore_gemms(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.Mode
     have = {t.name for t in after.graph.initializer}
     used = {t for n in nodes for t in n.input}
     after.graph.initializer.extend(t for t in before.graph.initializer if t.name in used and t.name not in have)
-    keep = [t for t in after.graph.initializer if t.name in used]
-    del after.graph.initializer[:]
-    after.graph.initializer.extend(keep)
+    _drop_unused_initializers(after.graph)
     return after
 
 
@@ -201,10 +246,14 @@ def _gemm_to_matmul(model: onnx.ModelProto, names: set[str]) -> None:
             out.append(helper.make_node("Add", [mid, c], [n.output[0]], name=f"{n.name}_bias"))
     del graph.node[:]
     graph.node.extend(out)
+    _drop_unused_initializers(graph)
+
+
+def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Delete the initializers no node reads, in place (deleting, not rebuilding, copies no weights)."""
     used = {t for node in graph.node for t in node.input}
-    keep = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    for i in reversed([i for i, t in enumerate(graph.initializer) if t.name not in used]):
+        del graph.initializer[i]
 
 
 def _fp16(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
@@ -249,35 +298,55 @@ def _fp16(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
     out = [node for node in out if node.op_type != "Cast" or node.output[0] in read or not node.name.startswith(tuple(nodes))]
     del graph.node[:]
     graph.node.extend(out)
-    used = {t for node in graph.node for t in node.input}
-    keep = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    _drop_unused_initializers(graph)
     del graph.value_info[:]
     return onnx.shape_inference.infer_shapes(model)
 
 
-def _quantized_weights(model: onnx.ModelProto, names: Iterable[str]) -> list[str]:
-    """The layers among ``names`` that do NOT read a dequantized or integer weight after quantization."""
+def unconverted(model: onnx.ModelProto, names: Iterable[str], routine: str) -> list[str]:
+    """The layers among ``names`` that still run in fp32 in ``model``, a PrecisionPass output for ``routine``.
+
+    int8 and int8_dynamic: the layer is no integer MatMul and does not read both its data and its
+    weight through a DequantizeLinear (a shared input may be dequantized for a neighbour). fp16: the
+    layer reads no fp16 tensor.
+    """
+    if routine not in ROUTINES:
+        raise SettingsError(f"routine {routine!r}: must be one of {', '.join(ROUTINES)}")
+    wanted = set(names)
     producers = {o: n for n in model.graph.node for o in n.output}
+    half = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    half |= {n.output[0] for n in model.graph.node if n.op_type == "Cast" and _cast_to(n) == onnx.TensorProto.FLOAT16}
     missed = []
     for n in model.graph.node:
-        if n.name in names and n.op_type not in ("MatMulInteger", "DynamicQuantizeMatMul"):
-            ok = any(producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in n.input[:2])
-            if not ok:
-                missed.append(n.name)
+        if n.name not in wanted:
+            continue
+        if routine == "fp16":
+            ok = any(t in half for t in n.input)
+        else:
+            ok = n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") or all(
+                producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in n.input[:2] if t
+            )
+        if not ok:
+            missed.append(n.name)
     return missed
 
 
+def _cast_to(node: onnx.NodeProto) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "to"), 0)
+
+
 class PrecisionPass:
-    """Set layers to int8 (static), int8_dynamic or fp16; every other layer keeps fp32."""
+    """Set layers to int8 (static), int8_dynamic or fp16; every other layer keeps fp32.
+
+    ``calibration``: samples for int8, or a ``CalibrationCache`` shared by passes on the same model.
+    """
 
     def __init__(
         self,
         int8: Iterable[str] = (),
         int8_dynamic: Iterable[str] = (),
         fp16: Iterable[str] = (),
-        calibration: Calibration | None = None,
+        calibration: Calibration | CalibrationCache | None = None,
     ) -> None:
         self.int8 = sorted(set(int8))
         self.int8_dynamic = sorted(set(int8_dynamic))
@@ -306,7 +375,7 @@ class PrecisionPass:
                 samples = random_calibration(model)
                 notes.append("int8 calibrated on random inputs: accuracy will suffer (give real samples with --calib)")
             model = _static_int8(model, self.int8, samples)
-            missed = _quantized_weights(model, self.int8)
+            missed = unconverted(model, self.int8, "int8")
             if missed:
                 notes.append(f"ONNX Runtime left {len(missed)} int8 layer(s) in fp32: {', '.join(missed[:5])}")
         if self.int8_dynamic:
@@ -318,7 +387,7 @@ class PrecisionPass:
         return PassResult(model, True, notes)
 
 
-def quantize_whole_model(model: onnx.ModelProto, calibration: Calibration | None = None) -> onnx.ModelProto:
+def quantize_whole_model(model: onnx.ModelProto, calibration: Calibration | CalibrationCache | None = None) -> onnx.ModelProto:
     """Every quantizable op to int8 (QDQ, U8S8, per-channel): the ``ort-int8`` baseline."""
     model = _prepare(clone(model))
     return _static_int8(model, None, calibration or random_calibration(model))

@@ -11,10 +11,13 @@ import pytest
 
 from engine.errors import SettingsError
 from engine.graph import build_graph, load_model
+from engine.transforms import precision
 from engine.transforms.precision import (
+    CalibrationCache,
     PrecisionPass,
     quantize_whole_model,
     random_calibration,
+    unconverted,
 )
 from tests import builders
 
@@ -137,3 +140,44 @@ def test_whole_model_int8_quantizes_every_layer(digits_model, digits_eval) -> No
     assert (session.run(None, {"input": x[:1]})[0].shape) == (1, 10)
     acc = np.mean([session.run(None, {"input": x[i : i + 1]})[0].argmax() == labels[i] for i in range(100)])
     assert acc > 0.9
+
+
+def _scales(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name.endswith("_scale")}
+
+
+def test_calibration_cache_calibrates_once_per_model_with_the_same_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = build_graph(builders.conv_stack())
+    calib = random_calibration(graph.model, 4)
+    plain = {layer: PrecisionPass(int8=[layer], calibration=calib)(graph.model).model for layer in ("conv_1", "conv_3")}
+    readers = []
+    real_reader = precision._reader
+    monkeypatch.setattr(precision, "_reader", lambda samples: readers.append(1) or real_reader(samples))
+    cache = CalibrationCache(calib)
+    for layer in ("conv_1", "conv_3"):  # the second layer's ranges come from the first run's calibration
+        cached = PrecisionPass(int8=[layer], calibration=cache)(graph.model).model
+        assert _reads_dq_weight(cached, layer)
+        scales = _scales(cached)
+        assert scales.keys() == _scales(plain[layer]).keys() and scales
+        for name, value in _scales(plain[layer]).items():
+            np.testing.assert_array_equal(scales[name], value)
+    assert len(readers) == 1
+    changed = onnx.ModelProto()
+    changed.CopyFrom(graph.model)  # new weights, same names (as after pruning): its ranges must not be reused
+    w = changed.graph.initializer[0]
+    w.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w) * 3, w.name))
+    PrecisionPass(int8=["conv_1"], calibration=cache)(changed)
+    quantize_whole_model(graph.model, cache)  # the first model again, all layers: its ranges are kept
+    assert len(readers) == 2
+
+
+def test_unconverted_names_layers_left_in_fp32() -> None:
+    graph = build_graph(builders.transformer_block())
+    int8 = PrecisionPass(int8=["q", "k"], calibration=random_calibration(graph.model, 2))(graph.model).model
+    assert unconverted(int8, ["q", "k", "v"], "int8") == ["v"]
+    dynamic = PrecisionPass(int8_dynamic=["v"])(graph.model).model
+    assert unconverted(dynamic, ["q", "v"], "int8_dynamic") == ["q"]
+    half = PrecisionPass(fp16=["proj"])(graph.model).model
+    assert unconverted(half, ["proj", "mlp_up"], "fp16") == ["mlp_up"]
+    with pytest.raises(SettingsError, match="int4"):
+        unconverted(half, ["proj"], "int4")
