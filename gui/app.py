@@ -7,11 +7,13 @@ pictures of the window.
 
 from __future__ import annotations
 
+import gc
+import tempfile
 import logging
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
 from engine.session import Session
@@ -25,21 +27,31 @@ _SCREENSHOT_TIMEOUT_MS = 300_000
 
 
 def run_app(model: Path | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None,
-            evaluator: Path | None = None, screenshot: Path | None = None) -> int:
+            evaluator: Path | None = None, screenshot: Path | None = None, colour: str | None = None) -> int:
     """Show the window (loading ``model`` when given) and run the event loop; returns the exit code."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
-    window = QtMainWindow(Session())
+    settings = None
+    if screenshot is not None:  # the same picture whatever layout the user saved last time, and none saved
+        scratch = tempfile.mkdtemp(prefix="layerlab-shot-")
+        settings = QSettings(str(Path(scratch) / "layerlab.ini"), QSettings.Format.IniFormat)
+    window = QtMainWindow(Session(), settings)
     if screenshot is not None:
+        window.files.timer.stop()  # a picture leaves no autosave behind and asks nothing
+        window.files.ask = lambda *_: False
         window.resize(1400, 900)  # the same picture whatever layout was saved last time
     window.show()
+    if colour is not None:
+        window.graph_view.set_colour_mode(colour)
     if evaluator is not None:
         window.open_evaluator(evaluator)
     if model is not None:
         window.open_model(model, input_shapes)
     if screenshot is None:
-        return app.exec()
+        code = app.exec()
+        _dispose(app, window)
+        return code
 
     result = {"code": 0}
     waited = {"ms": 0}
@@ -67,4 +79,13 @@ def run_app(model: Path | None = None, input_shapes: dict[str, tuple[int, ...]] 
 
     QTimer.singleShot(300, shoot)  # give the first job a moment to start and the window to lay out
     app.exec()
+    _dispose(app, window)
     return result["code"]
+
+
+def _dispose(app: QApplication, window: QtMainWindow) -> None:
+    """Delete the window while Qt is still alive: pyqtgraph items collected at interpreter exit can crash it."""
+    window.deleteLater()
+    app.processEvents()
+    del window
+    gc.collect()

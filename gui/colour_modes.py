@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MODES", "ColourValues", "node_values", "sensitivity_drop"]
+__all__ = ["MODES", "ColourValues", "layers_by_name", "node_values", "sensitivity_drop"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def node_values(session: Any, mode: str) -> ColourValues:
 
 def _latency(profile: Any, out: ColourValues) -> ColourValues:
     out.unit = "ms"
-    layers = dict(getattr(profile, "layers", {}) or {}) if profile is not None else {}
+    layers = layers_by_name(getattr(profile, "layers", None) if profile is not None else None)
     if not layers:
         out.missing = "not profiled yet"
         return out
@@ -129,7 +129,19 @@ def _sensitivity(sensitivity: Any, out: ColourValues) -> ColourValues:
         for routine, d in sorted((getattr(ls, "drops", {}) or {}).items()):
             lines.append(f"  {routine}: {float(d):.4f}")
         sqnr = getattr(ls, "sqnr_db", None)
-        if sqnr is not None:
+        if isinstance(sqnr, dict):  # the engine keeps one SQNR per routine
+            lines += [f"  SQNR {r}: {float(v):.1f} dB" for r, v in sorted(sqnr.items())]
+        elif sqnr is not None:
             lines.append(f"  SQNR: {float(sqnr):.1f} dB")
         out.tooltips[name] = "\n".join(lines)
     return out
+
+
+def layers_by_name(layers: Any) -> dict[str, Any]:
+    """Profile layers by node name: the engine keeps a list of LayerProfile, hand-made tables may use a dict."""
+    if not layers:
+        return {}
+    if isinstance(layers, dict):
+        return dict(layers)
+    return {lp.name: lp for lp in layers}
+

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHB
                                QVBoxLayout, QWidget)
 
 from engine.plan import PRUNE_MODES, Plan, PruneSettings
-from gui.colour_modes import sensitivity_drop
+from gui.colour_modes import layers_by_name, sensitivity_drop
 from gui.graph_items import shape_label
 from gui.layer_options import PRECISION_ORDER, RankInfo, layer_options, rank_info
 from gui.plan_commands import SetPlanCommand, edit_layers
@@ -183,7 +183,7 @@ class QtInspector(QWidget):
         selection = self.session.selection
         name = selection[0] if len(selection) == 1 else None
         notes = []
-        profile = getattr(self.session.profile, "layers", None) or {}
+        profile = layers_by_name(getattr(self.session.profile, "layers", None))
         entry = profile.get(name) if name else None
         routines = dict(getattr(entry, "routines", {}) or {}) if entry is not None else {}
         self._bars(self.latency_plot, routines, "#4c78a8")
@@ -196,7 +196,9 @@ class QtInspector(QWidget):
         if name and not sens:
             notes.append("no sensitivity yet")
         elif ls is not None and sensitivity_drop(ls) and getattr(ls, "sqnr_db", None) is not None:
-            notes.append(f"int8 SQNR {float(ls.sqnr_db):.1f} dB")
+            sqnr = ls.sqnr_db.get("int8") if isinstance(ls.sqnr_db, dict) else ls.sqnr_db  # engine: per routine
+            if sqnr is not None:
+                notes.append(f"int8 SQNR {float(sqnr):.1f} dB")
         self.results_note.setText(" · ".join(notes))
         self.results_note.setVisible(bool(notes))
 

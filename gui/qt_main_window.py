@@ -17,10 +17,15 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMe
 
 from engine.plan import Plan
 from gui.colour_modes import MODES
+from gui.plan_commands import SetPlanCommand
 from gui.qt_graph_view import QtGraphView
 from gui.qt_inspector import QtInspector
 from gui.qt_job_status import QtJobStatus
 from gui.qt_legend import QtLegend
+from gui.qt_charts import QtCharts
+from gui.qt_file_actions import QtFileActions
+from gui.qt_live_engine import QtLiveEngine
+from gui.qt_status import QtStatus
 from gui.qt_worker import QtWorker
 
 __all__ = ["QtMainWindow", "ORGANIZATION", "APPLICATION"]
@@ -41,6 +46,9 @@ class QtMainWindow(QMainWindow):
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
         self.undo_stack = QUndoStack(self)
         self.job: QtWorker | None = None
+        self._shown = False
+        self._queue: list[tuple[QtWorker, str | None]] = []  # jobs waiting for the running one to end
+        self._kinds: dict[int, str | None] = {}
         self.last_error = ""
         self.setObjectName("LayerLabMainWindow")
         self.setAcceptDrops(True)
@@ -59,6 +67,16 @@ class QtMainWindow(QMainWindow):
         self.resizeDocks([self.legend_dock, self.inspector_dock], [130, 700], Qt.Orientation.Vertical)
         self.resizeDocks([self.inspector_dock], [380], Qt.Orientation.Horizontal)
 
+        self.live = QtLiveEngine(self)
+        self.files = QtFileActions(self)
+        self.results = QtStatus(session, lambda: self.live.prediction)
+        self.results_dock = self._dock("Results", self.results, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.charts = QtCharts(session, self._restore_trial)
+        self.charts_dock = self._dock("Charts", self.charts, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.splitDockWidget(self.results_dock, self.charts_dock, Qt.Orientation.Horizontal)
+        self.resizeDocks([self.results_dock, self.charts_dock], [330, 700], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.results_dock], [230], Qt.Orientation.Vertical)
+
         self.status_text = QLabel()
         self.job_status = QtJobStatus()
         self.statusBar().addWidget(self.status_text, 1)
@@ -72,6 +90,13 @@ class QtMainWindow(QMainWindow):
         self._restore_layout()
         self._update_title()
         self.set_status("Open a model (File ▸ Open, Ctrl+O) or drop an .onnx file here.")
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not self._shown and self.settings.value("window/state") is None:
+            # first run: keep the graph the biggest thing; resizeDocks only sticks once the window is laid out
+            self.resizeDocks([self.results_dock], [220], Qt.Orientation.Vertical)
+        self._shown = True
 
     def _dock(self, title: str, widget: Any, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -95,6 +120,14 @@ class QtMainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Open &recent")
         self._action(file_menu, "Open &evaluator…", self._ask_evaluator, "Ctrl+E")
         file_menu.addSeparator()
+        self._action(file_menu, "Open &session…", self._open_session, "Ctrl+Shift+O")
+        self._action(file_menu, "&Save session", self.files.save, QKeySequence.StandardKey.Save)
+        self._action(file_menu, "Save session &as…", self.files.save_as, "Ctrl+Alt+S")
+        export_menu = file_menu.addMenu("E&xport")
+        self._action(export_menu, "&Report (HTML)…", lambda: self.files.export("report"))
+        self._action(export_menu, "Optimized &model (ONNX)…", lambda: self.files.export("model"))
+        self._action(export_menu, "Per-layer &CSV…", lambda: self.files.export("csv"))
+        file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         edit_menu = bar.addMenu("&Edit")
         undo = self.undo_stack.createUndoAction(self, "&Undo")
@@ -113,7 +146,20 @@ class QtMainWindow(QMainWindow):
         view_menu.addSeparator()
         view_menu.addAction(self.inspector_dock.toggleViewAction())
         view_menu.addAction(self.legend_dock.toggleViewAction())
-        self.cancel_action = self._action(bar.addMenu("&Jobs"), "&Cancel running job", self.cancel_job)
+        view_menu.addAction(self.results_dock.toggleViewAction())
+        view_menu.addAction(self.charts_dock.toggleViewAction())
+        jobs_menu = bar.addMenu("&Jobs")
+        toolbar = self.addToolBar("Jobs")
+        toolbar.setObjectName("toolbar_jobs")
+        self.profile_action = self._action(jobs_menu, "&Profile", self.live.profile, "Ctrl+P")
+        self.sensitivity_action = self._action(jobs_menu, "&Sensitivity", self.live.sensitivity, "Ctrl+Shift+S")
+        self.tune_action = self._action(jobs_menu, "&Tune", self.live.tune, "Ctrl+T")
+        self.tune_action.setEnabled(False)  # engine.tune lands in parallel; wiring it is the next step
+        self.tune_action.setToolTip("Tune is not wired into the window yet")
+        self.measure_action = self._action(jobs_menu, "&Measure", self.live.measure, "Ctrl+M")
+        toolbar.addActions([self.profile_action, self.sensitivity_action, self.tune_action, self.measure_action])
+        jobs_menu.addSeparator()
+        self.cancel_action = self._action(jobs_menu, "&Cancel running job", self.cancel_job)
         self._rebuild_recent()
 
     # --- opening --------------------------------------------------------------------------------
@@ -137,16 +183,26 @@ class QtMainWindow(QMainWindow):
         """Load ``path`` in a worker process; the session gets the graph when it is ready."""
         path = Path(path)
         shapes = dict(input_shapes or {})
-        job = self.run_job("engine.graph:load_model", {"path": str(path), "input_shapes": shapes},
-                           f"Loading {path.name}", lambda graph: self._model_loaded(path, graph, shapes))
+        self.cancel_job(everything=True)  # jobs of the old model have nothing to say about the new one
+        job = self.run_job("engine.gui_jobs:open_model", {"path": str(path), "input_shapes": shapes},
+                           f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded))
         return job
 
     def _model_loaded(self, path: Path, graph: Any, shapes: dict[str, tuple[int, ...]]) -> None:
         self.undo_stack.clear()  # edits of the previous model cannot be undone into this one
         self.session.set_model(path, graph, shapes)
         self.session.set_plan(Plan())
+        # Opening is not an edit: nothing is unsaved yet (Session has no "mark clean" without a path).
+        self.session.dirty = False
+        self.session.events.dirty.emit(False)
         self._add_recent(path)
         self.set_status(f"{path.name}: {len(graph.nodes)} nodes, {len(graph.layers)} layers")
+        self.files.offer_model_recovery(path)
+        self.live.model_opened()
+
+    def _open_session(self) -> None:
+        if self.files.open_session():
+            self.live.model_opened()  # profiles only what the file did not have
 
     def open_evaluator(self, path: Path) -> None:
         """Remember the evaluator; it runs only when a job needs it (and the user agreed)."""
@@ -156,19 +212,38 @@ class QtMainWindow(QMainWindow):
     # --- jobs -----------------------------------------------------------------------------------
 
     def run_job(self, target: str, kwargs: dict[str, Any], label: str,
-                on_result: Callable[[Any], None]) -> QtWorker:
-        """Start an engine job in a worker process (cancelling the one running); ``on_result`` gets its result."""
-        self.cancel_job()
+                on_result: Callable[[Any], None], kind: str | None = None) -> QtWorker:
+        """Run an engine job in a worker process; ``on_result`` gets its result.
+
+        Jobs run one at a time (they time things: two at once on two cores would spoil both). Without
+        ``kind`` the job replaces whatever runs and waits; with a ``kind`` it queues, replacing an
+        earlier job of the same kind (running: cancelled; waiting: dropped).
+        """
+        if kind is None:
+            self.cancel_job(everything=True)
+        else:
+            self._queue = [(j, k) for j, k in self._queue if k != kind]
+            if self.job is not None and self._kinds.get(id(self.job)) == kind:
+                self.job.cancel()
         job = QtWorker(target, kwargs, label, parent=self)
         job.finished.connect(lambda result: self._job_finished(job, on_result, result))
         job.errored.connect(lambda message, detail: self.show_error(f"{label} failed: {message}", detail))
         job.cancelled.connect(lambda _: self.set_status(f"{label}: cancelled"))
+        job.finished.connect(lambda _: self.set_status(f"{label}: done") if self.status_text.text() == f"{label}…" else None)
         job.ended.connect(lambda: self._job_ended(job))
+        self._kinds[id(job)] = kind
+        self._queue.append((job, kind))
+        self._start_next()
+        return job
+
+    def _start_next(self) -> None:
+        if (self.job is not None and self.job.running) or not self._queue:
+            return
+        job, _ = self._queue.pop(0)
         self.job = job
         self.job_status.attach(job)
         job.start()
-        self.set_status(f"{label}…")
-        return job
+        self.set_status(f"{job.label}…")
 
     def _job_finished(self, job: QtWorker, on_result: Callable[[Any], None], result: Any) -> None:
         try:
@@ -178,15 +253,27 @@ class QtMainWindow(QMainWindow):
             self.show_error(f"{job.label}: {exc}", "")
 
     def _job_ended(self, job: QtWorker) -> None:
+        self._kinds.pop(id(job), None)
         if self.job is job:
             self.job = None
+        self._start_next()
 
-    def cancel_job(self) -> None:
+    def cancel_job(self, everything: bool = False) -> None:
+        """Cancel the running job; with ``everything`` the waiting ones are dropped too."""
+        if everything:
+            self._queue.clear()
         if self.job is not None and self.job.running:
             self.job.cancel()
 
     def busy(self) -> bool:
-        return self.job is not None and self.job.running
+        """True while a job runs or waits."""
+        return (self.job is not None and self.job.running) or bool(self._queue)
+
+    def _restore_trial(self, trial: Any) -> None:
+        """Put a trial's plan back, as an undoable edit."""
+        after = Plan.from_dict(trial.plan, trial.label or "trial")
+        self.undo_stack.push(SetPlanCommand(self.session, self.session.plan, after, f"restore {trial.label or 'trial'}"))
+        self.live.show_trial(trial)  # already measured: no need to measure it again
 
     # --- status and errors ---------------------------------------------------------------------
 
@@ -260,6 +347,9 @@ class QtMainWindow(QMainWindow):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         self.save_layout()
+        self._queue.clear()
+        self.live.close()
+        self.files.timer.stop()
         if self.job is not None and self.job.running:
             self.job.cancel()
             self.job.wait(timeout=2.0)  # do not leave a worker process behind
@@ -267,4 +357,6 @@ class QtMainWindow(QMainWindow):
             getattr(self.session.events, name).disconnect(callback)
         self.graph_view.close_view()
         self.inspector.close_view()
+        self.results.close_view()
+        self.charts.close_view()
         super().closeEvent(event)

@@ -27,7 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--eval", metavar="E", type=Path, help="evaluator: a .npz data set or an evaluator script")
     p.add_argument("--screenshot", metavar="OUT.png", type=Path,
-                   help="wait until loading finishes, save a PNG of the window and exit")
+                   help="wait until loading, profiling (and sensitivity with --eval) finish, save a PNG of the window and exit")
+    p.add_argument("--colour", metavar="MODE", choices=("kind", "sensitivity", "latency", "routine", "macs"),
+                   help="colour the graph by kind, sensitivity, latency, routine or macs")
     p.set_defaults(func=run)
 
 
@@ -54,4 +56,5 @@ def run(args: argparse.Namespace) -> int:
         run_app = importlib.import_module("gui.app").run_app
     except ImportError as exc:
         raise LayerLabError(f"the window needs PySide6 and pyqtgraph ({exc}); the other commands work without") from None
-    return run_app(model, shapes, evaluator, screenshot)
+    colour = getattr(args, "colour", None)
+    return run_app(model, shapes, evaluator, screenshot, **({"colour": colour} if colour else {}))

@@ -42,3 +42,26 @@ def window(qtbot, session, settings):
     qtbot.addWidget(w)
     w.show()
     return w
+
+
+@pytest.fixture(autouse=True)
+def _collect_qt_garbage(qapp):
+    """Collect each test's widgets while Qt is alive: pyqtgraph items left to interpreter exit can crash it."""
+    import gc
+
+    yield
+    qapp.processEvents()
+    gc.collect()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_widgets_before_exit(qapp):
+    """Delete what is left while Qt is alive, so nothing is torn down during interpreter exit."""
+    import gc
+
+    yield
+    for widget in qapp.topLevelWidgets():
+        widget.deleteLater()
+    qapp.processEvents()
+    gc.collect()
+    gc.freeze()  # PySide6 6.x can crash collecting its wrappers during interpreter exit; leave them be

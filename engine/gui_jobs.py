@@ -1,0 +1,207 @@
+"""Engine jobs for the explorer window, with picklable arguments, plus the instant prediction of a plan.
+
+A worker process cannot receive a ``ModelGraph`` cheaply or a closure at all, so each job here takes
+the model path and input shapes, loads the graph in the child and runs the ordinary engine job
+(``profile_job``, ``sensitivity_job``, apply + measure + evaluate). ``predict_plan`` is the quick
+side: from cached tables (profile, sensitivity) it predicts what a plan costs, in the GUI process,
+without ONNX Runtime. No Qt here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.errors import LayerLabError
+from engine.jobs import Job, Progress
+from engine.session import Measurement
+
+__all__ = ["Prediction", "load_graph", "open_model", "profile_model_job", "sensitivity_model_job", "measure_plan_job",
+           "plan_routines", "predict_plan", "baseline_measurement", "tune_available"]
+
+logger = logging.getLogger(__name__)
+
+_MEASURE_REPEATS = 20
+
+
+def load_graph(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
+    """``engine.graph.load_model`` with the window's arguments."""
+    from engine.graph import load_model
+
+    return load_model(Path(path), dict(input_shapes or {}))
+
+
+def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[Any, dict]:
+    """Load the model for the window: unknown input dims the user did not give become 1 (a batch of one).
+
+    Returns the graph and the input shapes it was loaded with, which every later job reuses.
+    """
+    shapes = {k: tuple(v) for k, v in dict(input_shapes or {}).items()}
+    graph = load_graph(path, shapes)
+    guessed = {t.name: tuple(d if isinstance(d, int) and d > 0 else 1 for d in t.shape)
+               for t in graph.inputs if t.name not in shapes and t.shape is not None
+               and any(not isinstance(d, int) or d <= 0 for d in t.shape)}
+    if guessed:
+        logger.info("%s: unknown input dims set to 1: %s", path, guessed)
+        shapes.update(guessed)
+        graph = load_graph(path, shapes)
+    return graph, shapes
+
+
+def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                      options: Any = None) -> Job[Any]:
+    """Load the model and profile it (``engine.profiler.profile_job``); returns the Profile."""
+    from engine.profiler import ProfileOptions, profile_job
+
+    yield Progress(0, 0, "loading the model")
+    graph = load_graph(path, input_shapes)
+    return (yield from profile_job(graph, options or ProfileOptions()))
+
+
+def sensitivity_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
+                          evaluator: str | Path, settings: Any = None) -> Job[Any]:
+    """Load the model and the evaluator and run the per-layer sweep; returns the Sensitivity."""
+    from engine.evaluate import load_evaluator
+    from engine.sensitivity import sensitivity_job
+
+    yield Progress(0, 0, "loading the model and the evaluator")
+    graph = load_graph(path, input_shapes)
+    return (yield from sensitivity_job(graph, load_evaluator(evaluator), settings))
+
+
+def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
+                     plan: Mapping[str, Any], routines: Mapping[str, str] | None = None,
+                     evaluator: str | Path | None = None, threads: int | None = None,
+                     repeats: int = _MEASURE_REPEATS) -> Job[Measurement]:
+    """Build the variant ``plan`` describes and measure its latency (and metric, given an evaluator).
+
+    ``auto`` precisions take the routine named in ``routines`` (the route), else fp32.
+    """
+    from engine.evaluate import ensure_reference, evaluate_job, load_evaluator
+    from engine.plan import Plan
+    from engine.profile_variants import random_feeds
+    from engine.profiler import measure_latency
+    from engine.transforms import apply_plan
+
+    yield Progress(0, 3, "building the variant")
+    graph = load_graph(path, input_shapes)
+    resolved = _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})
+    model = apply_plan(graph, resolved).model
+    yield Progress(1, 3, "measuring latency")
+    stats = measure_latency(model, random_feeds(graph), threads, repeats=repeats, label=graph.label)
+    metric = None
+    if evaluator is not None:
+        yield Progress(2, 3, "evaluating")
+        ev = load_evaluator(evaluator)
+        ensure_reference(ev, graph.model)
+        metric = (yield from evaluate_job(model, ev)).metric
+    return Measurement(stats.median, stats.p10, stats.p90, metric, model.ByteSize())
+
+
+def _resolve_auto(plan: Any, graph: Any, routines: Mapping[str, str]) -> Any:
+    from dataclasses import replace
+
+    from engine.plan import PRECISIONS
+
+    layers = dict(plan.layers)
+    for node in graph.layers:
+        settings = plan.settings_for(node.name)
+        if settings.precision == "auto":
+            routine = routines.get(node.name, "fp32")
+            layers[node.name] = replace(settings, precision=routine if routine in PRECISIONS else "fp32")
+    return replace(plan, layers=layers)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a plan should cost, from cached tables: routines per layer, latency, metric drop."""
+
+    routines: dict[str, str]
+    latency_ms: float | None
+    drop: float | None
+    notes: list[str] = field(default_factory=list)
+    fp32_ms: float | None = None  # the same prediction for the all-fp32 plan: speedups compare like with like
+
+    def route(self) -> Any:
+        """The prediction as an ``engine.dprs.Route`` (for the session and the routine colour mode)."""
+        from engine.dprs import Route
+
+        return Route(dict(self.routines), self.latency_ms if self.latency_ms is not None else math.nan,
+                     self.drop if self.drop is not None else math.nan, 0, 0.0,
+                     detail="; ".join(self.notes))
+
+
+def tune_available() -> bool:
+    """True when ``engine.tune`` (DPRS over the session's tables) can be imported."""
+    try:
+        import engine.tune  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plan_routines(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = None) -> tuple[dict[str, str], list[str]]:
+    """The routine of every layer under ``plan``; ``auto`` layers are chosen by DPRS when engine.tune exists.
+
+    Without it (or without a profile) an ``auto`` layer is predicted as fp32, and a note says so.
+    """
+    chosen = {n.name: plan.settings_for(n.name).precision or "fp32" for n in graph.layers}
+    auto = [n for n, r in chosen.items() if r == "auto"]
+    notes: list[str] = []
+    if auto and profile is not None and tune_available():
+        from engine.dprs import solve
+        from engine.tune import build_problem
+
+        pinned = {n: frozenset({r}) for n, r in chosen.items() if r != "auto"}
+        try:
+            route = solve(build_problem(graph, profile, sensitivity, pinned=pinned))
+            chosen.update({n: route.routines.get(n, "fp32") for n in auto})
+            auto = []
+        except (LayerLabError, TypeError, ImportError) as exc:  # tune still settling: predict, do not fail
+            notes.append(f"DPRS failed ({exc})")
+    if auto:
+        notes.append(f"{len(auto)} auto layer(s) predicted as fp32 (no tuner yet)")
+        chosen.update({n: "fp32" for n in auto})
+    return chosen, notes
+
+
+def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = None) -> Prediction:
+    """Predicted latency (``profile_predict.predict_ms``) and drop (sum of per-layer drops) of ``plan``.
+
+    The tables hold precisions only: pruning and low-rank edits are measured, not predicted (a note says so).
+    """
+    from engine.profile_predict import predict_ms
+
+    routines, notes = plan_routines(graph, plan, profile, sensitivity)
+    latency = predict_ms(profile, graph, routines) if profile is not None else None
+    drop = None
+    if sensitivity is not None:
+        drop, unknown = 0.0, 0
+        for name, routine in routines.items():
+            if routine == "fp32":
+                continue
+            value = getattr(sensitivity.layers.get(name), "drops", {}).get(routine)
+            if value is None:
+                unknown += 1
+            else:
+                drop += float(value)
+        if unknown:
+            notes.append(f"{unknown} layer(s) have no measured drop for their routine")
+    if any(plan.settings_for(n.name).prune is not None or plan.settings_for(n.name).rank is not None
+           for n in graph.layers):
+        notes.append("pruning and rank are not in the tables: measure to see them")
+    fp32 = predict_ms(profile, graph, {n: "fp32" for n in routines}) if profile is not None else None
+    return Prediction(routines, latency, drop, notes, fp32)
+
+
+def baseline_measurement(graph: Any, profile: Any = None, sensitivity: Any = None) -> Measurement:
+    """The fp32 model's numbers as far as the tables know them: profiled latency, baseline metric, size."""
+    e2e = getattr(profile, "end_to_end", None)
+    metric = getattr(sensitivity, "baseline", None)
+    if metric is not None and not math.isfinite(metric):
+        metric = None
+    return Measurement(getattr(e2e, "median", None), getattr(e2e, "p10", None), getattr(e2e, "p90", None),
+                       metric, graph.model.ByteSize())

@@ -1,0 +1,172 @@
+"""The live engine: Profile, Sensitivity, Tune and Measure jobs for the open model, and the instant prediction.
+
+After a model opens, profiling starts (and the sensitivity sweep when an evaluator is set). Every
+plan change recomputes the prediction from the cached tables at once (``engine.gui_jobs.predict_plan``,
+shown as the session's route); every plan *edit* (an undo-stack step) also schedules a Measure about
+a second later, replacing any earlier Measure. Jobs run in worker processes with picklable arguments
+(model path, input shapes, options); results land in the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer
+
+from engine.gui_jobs import baseline_measurement, predict_plan
+from engine.plan import Plan
+from engine.session import Measurement, Trial
+
+__all__ = ["QtLiveEngine", "MEASURE_DELAY_MS"]
+
+logger = logging.getLogger(__name__)
+
+#: How long after the last edit Measure starts (edits in between restart the wait).
+MEASURE_DELAY_MS = 1000
+
+
+class QtLiveEngine(QObject):
+    """Runs engine jobs for ``window.session`` through ``window.run_job``; tests may change the options."""
+
+    def __init__(self, window: Any) -> None:
+        super().__init__(window)
+        self.window = window
+        self.session = window.session
+        self.profile_options: Any = None  # engine.profiler.ProfileOptions; None = its defaults
+        self.sweep_settings: Any = None  # engine.sensitivity.SweepSettings; None = its defaults
+        self.measure_repeats = 20
+        self.auto_measure = True
+        self.prediction: Any = None  # engine.gui_jobs.Prediction of the current plan
+        self._measure_timer = QTimer(self)
+        self._measure_timer.setSingleShot(True)
+        self._measure_timer.setInterval(MEASURE_DELAY_MS)
+        self._measure_timer.timeout.connect(self.measure)
+        self._callbacks = {
+            "plan": lambda _: self.predict(),
+            "profile": lambda _: self._tables_changed(),
+            "sensitivity": lambda _: self._tables_changed(),
+        }
+        for name, callback in self._callbacks.items():
+            getattr(self.session.events, name).connect(callback)
+        self._undo = window.undo_stack
+        self._undo.indexChanged.connect(self._undo_changed)
+
+    def close(self) -> None:
+        self._measure_timer.stop()
+        self._undo.indexChanged.disconnect(self._undo_changed)
+        for name, callback in self._callbacks.items():
+            getattr(self.session.events, name).disconnect(callback)
+
+    # --- what a job needs ---------------------------------------------------------------------
+
+    def _model_args(self) -> dict[str, Any] | None:
+        if self.session.graph is None or self.session.model_path is None:
+            self.window.set_status("Open a model first.")
+            return None
+        return {"path": str(self.session.model_path), "input_shapes": dict(self.session.input_shapes)}
+
+    def _evaluator(self, quiet: bool = False) -> str | None:
+        """The evaluator path when one is set and the user agreed to run it."""
+        path = self.session.evaluator_path
+        if path is None or not self.session.evaluator_trusted:
+            if not quiet:
+                self.window.set_status("Sensitivity needs an evaluator (File ▸ Open evaluator…)" if path is None
+                                       else f"{path.name}: evaluator from a session file; open it yourself to run it")
+            return None
+        return str(path)
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    def model_opened(self) -> None:
+        """Start what a freshly opened model needs: profile, then sensitivity when there is an evaluator."""
+        self.prediction = None
+        if self.session.profile is None:
+            self.profile()
+        if self.session.sensitivity is None and self._evaluator(quiet=True) is not None:
+            self.sensitivity()
+
+    def profile(self) -> Any:
+        args = self._model_args()
+        if args is None:
+            return None
+        return self.window.run_job("engine.gui_jobs:profile_model_job", {**args, "options": self.profile_options},
+                                   "Profiling", self.session.set_profile, kind="profile")
+
+    def sensitivity(self) -> Any:
+        args, evaluator = self._model_args(), self._evaluator()
+        if args is None or evaluator is None:
+            return None
+        return self.window.run_job("engine.gui_jobs:sensitivity_model_job",
+                                   {**args, "evaluator": evaluator, "settings": self.sweep_settings},
+                                   "Sensitivity", self.session.set_sensitivity, kind="sensitivity")
+
+    def tune(self) -> Any:
+        # engine.tune is landing in parallel; until its result type settles the window only says so.
+        self.window.set_status("Tune is not wired into the window yet (use `layerlab tune`).")
+        return None
+
+    def _undo_changed(self, _index: int) -> None:
+        try:
+            edited = self._undo.count() > 0  # clear() (a new model) is not an edit
+        except RuntimeError:  # the stack is being destroyed with the window
+            return
+        if edited:
+            self.schedule_measure()
+
+    def schedule_measure(self) -> None:
+        """Measure the current plan about a second from now (a newer edit restarts the wait)."""
+        if self.auto_measure and self.session.graph is not None:
+            self._measure_timer.start()
+
+    def measure(self) -> Any:
+        """Build the current plan's variant and measure it in the worker (replacing an earlier Measure)."""
+        self._measure_timer.stop()
+        args = self._model_args()
+        if args is None:
+            return None
+        plan = self.session.plan if self.session.plan is not None else Plan()
+        prediction = self.prediction or predict_plan(self.session.graph, plan)
+        kwargs = {**args, "plan": plan.to_dict(), "routines": dict(prediction.routines),
+                  "evaluator": self._evaluator(quiet=True), "repeats": self.measure_repeats}
+        return self.window.run_job("engine.gui_jobs:measure_plan_job", kwargs, "Measuring",
+                                   lambda m: self._measured(plan, prediction, m), kind="measure")
+
+    def _measured(self, plan: Plan, prediction: Any, measured: Measurement) -> None:
+        baseline = self.session.baseline
+        metric = None
+        if prediction.drop is not None and baseline is not None and baseline.metric is not None:
+            metric = baseline.metric - prediction.drop
+        predicted = Measurement(ms=prediction.latency_ms, metric=metric)
+        self.session.add_trial(Trial(plan.to_dict(), dict(prediction.routines), predicted, measured,
+                                     label=f"trial {len(self.session.trials) + 1}"))
+        self.session.set_current(measured)  # last, so views showing "current" see the trial too
+
+    def show_trial(self, trial: Trial) -> None:
+        """A restored trial was measured before: show its numbers instead of measuring again."""
+        self._measure_timer.stop()
+        self.session.set_current(trial.measured)
+
+    # --- the instant side ---------------------------------------------------------------------
+
+    def _tables_changed(self) -> None:
+        graph = self.session.graph
+        if graph is not None:
+            self.session.set_baseline(baseline_measurement(graph, self.session.profile, self.session.sensitivity))
+        self.predict()
+
+    def predict(self) -> Any:
+        """Recompute the route of the current plan from the cached tables (no ONNX Runtime)."""
+        graph = self.session.graph
+        if graph is None:
+            self.prediction = None
+            return None
+        plan = self.session.plan if self.session.plan is not None else Plan()
+        try:
+            self.prediction = predict_plan(graph, plan, self.session.profile, self.session.sensitivity)
+        except Exception as exc:  # a half-made table must not break editing
+            logger.exception("prediction failed")
+            self.window.set_status(f"prediction failed: {exc}")
+            return None
+        self.session.set_route(self.prediction.route())
+        return self.prediction

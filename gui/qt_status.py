@@ -1,0 +1,126 @@
+"""The results panel: predicted and measured latency, speedup over the fp32 baseline, metric, drop, model size.
+
+Everything is read from the session (route = prediction, current = measured, baseline = fp32);
+what is not known yet says so ("not measured yet") instead of showing a zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
+
+__all__ = ["QtStatus", "format_ms", "format_bytes", "speedup_text"]
+
+logger = logging.getLogger(__name__)
+
+_ROWS = ("latency", "speedup", "metric", "drop", "size")
+_TITLES = {"latency": "Latency", "speedup": "Speedup vs fp32", "metric": "Metric", "drop": "Drop", "size": "Model size"}
+
+
+def _known(value: Any) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def format_ms(ms: float | None) -> str:
+    if not _known(ms):
+        return ""
+    return f"{ms:.3f} ms" if ms < 10 else f"{ms:.1f} ms"
+
+
+def format_bytes(n: int | None) -> str:
+    if not _known(n):
+        return ""
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def speedup_text(baseline_ms: float | None, ms: float | None) -> str:
+    if not _known(baseline_ms) or not _known(ms) or ms <= 0:
+        return ""
+    return f"×{baseline_ms / ms:.2f}"
+
+
+class QtStatus(QWidget):
+    """A small table: rows latency / speedup / metric / drop / size, columns fp32, predicted, measured."""
+
+    def __init__(self, session: Any, prediction: Any = None, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.prediction = prediction or (lambda: None)  # -> engine.gui_jobs.Prediction of the current plan
+        grid = QGridLayout(self)
+        grid.setHorizontalSpacing(16)
+        self.cells: dict[tuple[str, str], QLabel] = {}
+        for col, head in enumerate(("", "fp32 baseline", "predicted", "measured")):
+            label = QLabel(f"<b>{head}</b>")
+            grid.addWidget(label, 0, col)
+        for row, key in enumerate(_ROWS, start=1):
+            grid.addWidget(QLabel(_TITLES[key]), row, 0)
+            for col, which in enumerate(("baseline", "predicted", "measured"), start=1):
+                cell = QLabel()
+                cell.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                grid.addWidget(cell, row, col)
+                self.cells[(key, which)] = cell
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: #666")
+        grid.addWidget(self.note, len(_ROWS) + 1, 0, 1, 4)
+        grid.setRowStretch(len(_ROWS) + 2, 1)
+        self._callback = lambda _: self.refresh()
+        for name in ("model", "route", "baseline", "current"):
+            getattr(session.events, name).connect(self._callback)
+        self.refresh()
+
+    def close_view(self) -> None:
+        self.session.events.disconnect_all(self._callback)
+
+    def text(self, key: str, which: str) -> str:
+        """What a cell shows (for tests and the screenshot check)."""
+        return self.cells[(key, which)].text()
+
+    def refresh(self) -> None:
+        s = self.session
+        base, route, current = s.baseline, s.route, s.current
+        base_ms = getattr(base, "ms", None)
+        base_metric = getattr(base, "metric", None)
+        pred_ms = getattr(route, "latency_ms", None)
+        pred_drop = getattr(route, "drop", None)
+        pred_metric = base_metric - pred_drop if _known(base_metric) and _known(pred_drop) else None
+        cur_ms, cur_metric = getattr(current, "ms", None), getattr(current, "metric", None)
+        cur_drop = base_metric - cur_metric if _known(base_metric) and _known(cur_metric) else None
+        none = "no model" if s.graph is None else ""
+        values = {
+            ("latency", "baseline"): format_ms(base_ms) or none or "not profiled yet",
+            ("latency", "predicted"): format_ms(pred_ms) or none or "not profiled yet",
+            ("latency", "measured"): format_ms(cur_ms) or none or "not measured yet",
+            ("speedup", "baseline"): "×1.00" if _known(base_ms) else "",
+            ("speedup", "predicted"): speedup_text(getattr(self.prediction(), "fp32_ms", None) or base_ms, pred_ms),
+            ("speedup", "measured"): speedup_text(base_ms, cur_ms),
+            ("metric", "baseline"): _metric(base_metric) or none or "needs an evaluator",
+            ("metric", "predicted"): _metric(pred_metric),
+            ("metric", "measured"): _metric(cur_metric) or ("" if current is None else "no evaluator"),
+            ("drop", "baseline"): "0" if _known(base_metric) else "",
+            ("drop", "predicted"): _drop(pred_drop),
+            ("drop", "measured"): _drop(cur_drop),
+            ("size", "baseline"): format_bytes(getattr(base, "bytes", None)),
+            ("size", "predicted"): "",
+            ("size", "measured"): format_bytes(getattr(current, "bytes", None)),
+        }
+        if current is None and s.graph is not None:
+            values[("metric", "measured")] = values[("size", "measured")] = "not measured yet"
+        for key, text in values.items():
+            self.cells[key].setText(text)
+        self.note.setText(str(getattr(route, "detail", "") or ""))
+
+
+def _metric(value: float | None) -> str:
+    return f"{value:.4f}" if _known(value) else ""
+
+
+def _drop(value: float | None) -> str:
+    return f"{value:+.4f}".replace("+", "") if _known(value) else ""

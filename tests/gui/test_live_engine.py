@@ -1,0 +1,121 @@
+"""The live engine: profile and sensitivity after opening, instant prediction, debounced Measure, trials, charts, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.plan import Plan
+from engine.profiler import ProfileOptions
+from engine.session import Measurement, Session, Trial
+from gui.plan_commands import SetPlanCommand
+from gui.qt_charts import layer_bars
+from gui.qt_main_window import QtMainWindow
+
+SHAPES = {"input": (1, 1, 8, 8)}
+
+
+@pytest.fixture
+def fast(tmp_path):
+    return ProfileOptions(warmup=1, repeats=3, profile_runs=2, cache_dir=tmp_path / "cache")
+
+
+def _new_window(qtbot, settings, fast) -> QtMainWindow:
+    w = QtMainWindow(Session(), settings)
+    qtbot.addWidget(w)
+    w.live.profile_options = fast
+    w.live.measure_repeats = 3
+    w.show()
+    return w
+
+
+def _int8(window, name: str) -> None:
+    after = Plan.from_dict({"layers": {name: {"precision": "int8"}}})
+    window.undo_stack.push(SetPlanCommand(window.session, window.session.plan, after, "int8"))
+
+
+def test_opening_profiles_and_sweeps_then_the_status_shows_the_baseline(qtbot, settings, fast, digits_model,
+                                                                       digits_eval) -> None:
+    w = _new_window(qtbot, settings, fast)
+    w.open_evaluator(digits_eval)
+    w.open_model(digits_model)  # no shapes given: the symbolic batch becomes 1
+    qtbot.waitUntil(lambda: w.session.sensitivity is not None, timeout=120_000)
+    s = w.session
+    assert s.input_shapes == SHAPES and s.profile is not None and not w.last_error
+    assert s.baseline.ms == s.profile.end_to_end.median and s.baseline.metric == s.sensitivity.baseline
+    assert w.results.text("latency", "baseline").endswith("ms")
+    assert w.results.text("latency", "measured") == "not measured yet"
+    assert w.results.text("metric", "baseline") == f"{s.sensitivity.baseline:.4f}"
+    names, base, current = layer_bars(s)
+    assert names == [n.name for n in s.graph.layers] and base == current  # an fp32 plan runs fp32 routines
+
+
+def test_opening_does_not_mark_the_session_dirty(qtbot, settings, fast, digits_model) -> None:
+    w = _new_window(qtbot, settings, fast)
+    w.live.profile_options = None
+    w.live.profile = lambda: None  # only the opening itself is under test
+    job = w.open_model(digits_model)
+    with qtbot.waitSignal(job.ended, timeout=60_000):
+        pass
+    assert w.session.graph is not None and not w.session.dirty and "*" not in w.windowTitle()
+
+
+def test_an_edit_predicts_at_once_and_measures_a_second_later(window, qtbot, fast) -> None:
+    window.live.profile_options = fast
+    window.live.measure_repeats = 3
+    job = window.live.profile()
+    with qtbot.waitSignal(job.ended, timeout=120_000):
+        pass
+    first = window.session.graph.layers[0].name
+    before = window.session.route.latency_ms
+    _int8(window, first)
+    route = window.session.route
+    assert route.routines[first] == "int8" and route.latency_ms != before  # no job needed for the prediction
+    assert window.results.text("latency", "predicted").endswith("ms")
+    assert window.session.current is None and window.live._measure_timer.isActive()
+    qtbot.waitUntil(lambda: window.session.current is not None, timeout=60_000)
+    trial = window.session.trials[-1]
+    assert trial.plan["layers"][first]["precision"] == "int8" and trial.routines[first] == "int8"
+    assert trial.measured.ms > 0 and trial.predicted.ms == pytest.approx(route.latency_ms)
+    assert window.results.text("latency", "measured").endswith("ms")
+    assert window.results.text("speedup", "measured").startswith("×")
+
+
+def test_quick_edits_measure_only_the_last_plan(window, qtbot) -> None:
+    window.live.measure_repeats = 3
+    names = [n.name for n in window.session.graph.layers]
+    _int8(window, names[0])
+    _int8(window, names[1])  # restarts the wait: the first plan is never measured
+    qtbot.waitUntil(lambda: window.session.current is not None, timeout=60_000)
+    qtbot.wait(300)
+    assert len(window.session.trials) == 1 and set(window.session.trials[0].plan["layers"]) == {names[1]}
+
+
+def test_a_newer_measure_replaces_a_running_one(window, qtbot) -> None:
+    window.live.auto_measure = False
+    window.live.measure_repeats = 3
+    first = window.live.measure()
+    second = window.live.measure()
+    with qtbot.waitSignal(second.ended, timeout=60_000):
+        pass
+    assert first.outcome is None or first.outcome.status == "cancelled"
+    assert len(window.session.trials) == 1
+
+
+def test_clicking_a_trial_restores_its_plan_undoably(window) -> None:
+    window.live.auto_measure = False
+    name = window.session.graph.layers[0].name
+    plan = Plan.from_dict({"layers": {name: {"precision": "int8"}}})
+    window.session.set_baseline(Measurement(ms=2.0, metric=0.9))
+    window.session.add_trial(Trial(plan.to_dict(), {name: "int8"}, Measurement(ms=1.0), Measurement(ms=1.2, metric=0.85)))
+    assert window.charts.scatter.points()[0].pos().x() == pytest.approx(1.2)
+    window.charts.restore(0)
+    assert window.session.plan.settings_for(name).precision == "int8"
+    assert window.session.current.ms == 1.2 and not window.live._measure_timer.isActive()
+    window.undo_stack.undo()
+    assert window.session.plan.settings_for(name).precision == "fp32"
+
+
+def test_tune_is_disabled_until_it_is_wired(window) -> None:
+    assert not window.tune_action.isEnabled() and window.tune_action.toolTip()
