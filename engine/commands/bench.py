@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.bench import bench_job
-    from engine.commands.evaluate import evaluator_path
+    from engine.commands.common import evaluator_path
     from engine.errors import SettingsError
     from engine.evaluate import load_evaluator
     from engine.graph import load_model

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["format_count", "resolve_model", "input_shapes", "shape_text", "add_model_arguments"]
+__all__ = ["format_count", "resolve_model", "input_shapes", "shape_text", "add_model_arguments", "evaluator_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,3 +57,21 @@ def shape_text(shape: Sequence[object] | None) -> str:
     if shape is None:
         return "?"
     return "x".join("?" if d is None else str(d) for d in shape) or "scalar"
+
+
+def evaluator_path(args: argparse.Namespace, *, required: bool = True) -> str | None:
+    """--eval, or the evaluator of the example named as MODEL; None (or an error when required) otherwise."""
+    from engine.errors import LayerLabError
+
+    if args.eval:
+        return str(args.eval)
+    model = getattr(args, "model", None)
+    if model and not Path(model).exists() and not model.endswith(".onnx") and os.sep not in model:
+        from engine.examples import get_example
+
+        example = get_example(model)
+        if example.eval is not None:
+            return str(example.eval)
+    if required:
+        raise LayerLabError(f"{model}: give an evaluator with --eval (a .py file or an .npz)")
+    return None

@@ -6,9 +6,9 @@ import argparse
 import json
 import logging
 
-from engine.commands.common import add_model_arguments, resolve_model
+from engine.commands.common import add_model_arguments, evaluator_path, resolve_model
 
-__all__ = ["add_parser", "run", "evaluator_path"]
+__all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,23 +21,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--json", action="store_true", help='print {"metric", "n"} as JSON')
     p.set_defaults(func=run)
-
-
-def evaluator_path(args: argparse.Namespace) -> str:
-    """--eval, or the evaluator of the example named as MODEL."""
-    from engine.errors import LayerLabError
-
-    if args.eval:
-        return str(args.eval)
-    from pathlib import Path
-
-    if not Path(args.model).exists() and not args.model.endswith(".onnx"):
-        from engine.examples import get_example
-
-        example = get_example(args.model)
-        if example.eval is not None:
-            return str(example.eval)
-    raise LayerLabError(f"{args.model}: give an evaluator with --eval (a .py file or an .npz)")
 
 
 def run(args: argparse.Namespace) -> int:

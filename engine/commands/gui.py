@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--input", action="append", metavar="NAME=SHAPE", help="concrete input shape, e.g. x=1x3x48x320 (repeatable)"
     )
-    p.add_argument("--eval", metavar="E", type=Path, help="evaluator: a .npz data set or an evaluator script")
+    p.add_argument("--eval", metavar="E", type=Path, help="evaluator: a .npz data set or an evaluator script (default: the example's)")
     p.add_argument("--screenshot", metavar="OUT.png", type=Path,
                    help="wait until loading, profiling (and sensitivity with --eval) finish, save a PNG of the window and exit")
     p.add_argument("--colour", metavar="MODE", choices=("kind", "sensitivity", "latency", "routine", "macs"),
@@ -34,13 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.commands.common import input_shapes, resolve_model
+    from engine.commands.common import evaluator_path, input_shapes, resolve_model
 
     model, shapes = None, {}
     if getattr(args, "model", None):
         model, defaults = resolve_model(args.model)
         shapes = input_shapes(args, defaults)
-    evaluator = getattr(args, "eval", None)
+    evaluator = evaluator_path(args, required=False) if model is not None else getattr(args, "eval", None)
+    evaluator = Path(evaluator) if evaluator is not None else None
     if evaluator is not None and not Path(evaluator).exists():
         raise LayerLabError(f"{evaluator}: no such evaluator file")
     screenshot = getattr(args, "screenshot", None)

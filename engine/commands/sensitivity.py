@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.commands.evaluate import evaluator_path
+    from engine.commands.common import evaluator_path
     from engine.evaluate import load_evaluator
     from engine.graph import load_model, parse_input_shape
     from engine.jobs import run as run_job

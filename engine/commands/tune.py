@@ -44,7 +44,7 @@ def parse_bytes(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.commands.evaluate import evaluator_path
+    from engine.commands.common import evaluator_path
     from engine.errors import SettingsError
     from engine.evaluate import load_evaluator
     from engine.graph import load_model
