@@ -113,6 +113,11 @@ def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensiti
         return graph.model, Stats(0.5, 0.4, 0.6), metric_of(routines)
         yield  # noqa: unreachable
 
+    def fake_compare(base, candidates, feeds, options):
+        return tune.measure_latency(base, feeds), {}  # candidates keep the times fake_build gave them
+        yield  # noqa: unreachable
+
+    monkeypatch.setattr(tune, "_compare_interleaved", fake_compare)
     monkeypatch.setattr(tune, "profile_job", fake_job(prof))
     monkeypatch.setattr(tune, "sensitivity_job", fake_job(sens))
     monkeypatch.setattr(tune, "_build_and_measure", fake_build)
@@ -203,3 +208,25 @@ def test_ppocr_predicted_agrees_with_predict_ms(ppocr_model: Path, monkeypatch: 
     layers = {n.name: route.routines[n.name] for n in graph.layers}
     assert route.latency_ms == pytest.approx(predict_ms(prof, graph, layers), rel=0.05)
     assert json.dumps(layers)
+
+
+def test_the_fp32_comparison_is_interleaved(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+) -> None:
+    """A route that looked fast when timed alone but is slower than fp32 in the round-robin run is dropped."""
+    names = [n.name for n in digits.layers]
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    fast = replace(prof, layers=[replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers])
+    _fake_pipeline(monkeypatch, fast, sens, lambda r: 1.0)
+    monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(9.0, 8.0, 10.0))  # fp32 timed alone: slow
+    seen: list[list[int]] = []
+
+    def compare(base, candidates, feeds, options):
+        seen.append(sorted(candidates))
+        return Stats(0.3, 0.2, 0.4), {k: Stats(0.6, 0.5, 0.7) for k in candidates}
+        yield  # noqa: unreachable
+
+    monkeypatch.setattr(tune, "_compare_interleaved", compare)
+    result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(routines=("fp32", "int8"))))
+    assert seen and seen[0]  # the candidates were compared with fp32 in one run
+    assert "no faster than fp32" in result.note and result.model is digits.model
