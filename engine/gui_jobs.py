@@ -17,10 +17,11 @@ from typing import Any, Mapping
 
 from engine.errors import LayerLabError
 from engine.jobs import Job, Progress
-from engine.session import Measurement
+from engine.session import Measurement, Trial
 
-__all__ = ["Prediction", "load_graph", "open_model", "profile_model_job", "sensitivity_model_job", "measure_plan_job",
-           "plan_routines", "predict_plan", "baseline_measurement", "tune_available"]
+__all__ = ["Prediction", "TuneOutcome", "load_graph", "open_model", "profile_model_job", "sensitivity_model_job",
+           "measure_plan_job", "tune_model_job", "tune_outcome", "export_plan_job", "plan_routines", "predict_plan",
+           "baseline_measurement", "tune_available"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,73 @@ def _resolve_auto(plan: Any, graph: Any, routines: Mapping[str, str]) -> Any:
 
 
 @dataclass(frozen=True)
+class TuneOutcome:
+    """What the window keeps of a tune (``engine.tune.TuneResult`` without the built model): picklable and small."""
+
+    routines: dict[str, str]  # layer -> routine of the chosen route (ops left out: they run fp32)
+    route: Any  # engine.dprs.Route
+    baseline: Measurement
+    measured: Measurement
+    trials: list[Trial]  # one per round, as engine.tune.to_session labels them
+    profile: Any
+    sensitivity: Any
+    feasible: bool = True
+    note: str = ""
+
+
+def tune_outcome(result: Any, graph: Any) -> TuneOutcome:
+    """The window's view of an ``engine.tune.TuneResult`` on ``graph``."""
+    from engine.tune import round_trials
+
+    b, m = result.baseline_ms, result.ms_measured
+    trials = round_trials(result, graph)
+    return TuneOutcome(result.layer_routines(), result.route,
+                       Measurement(b.median, b.p10, b.p90, result.baseline_metric, graph.model.ByteSize()),
+                       Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()),
+                       trials, result.profile, result.sensitivity, result.feasible, result.note)
+
+
+def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None, evaluator: str | Path,
+                   max_drop: float, plan_dict: Mapping[str, Any] | None = None,
+                   options: Any = None) -> Job[TuneOutcome]:
+    """Load the model and the evaluator and run ``engine.tune.tune_job`` within ``max_drop``.
+
+    ``plan_dict``: layers whose precision is not ``auto`` stay pinned (None: every layer is auto).
+    ``options``: an ``engine.tune.TuneOptions`` for the effort (its max_drop is replaced by ``max_drop``).
+    """
+    from dataclasses import replace
+
+    from engine.evaluate import load_evaluator
+    from engine.plan import Plan
+    from engine.tune import TuneOptions, tune_job
+
+    yield Progress(0, 0, "loading the model and the evaluator")
+    graph = load_graph(path, input_shapes)
+    plan = Plan.from_dict(dict(plan_dict), "plan") if plan_dict is not None else None
+    opts = replace(options or TuneOptions(), max_drop=float(max_drop))
+    result = yield from tune_job(graph, load_evaluator(evaluator), opts, plan)
+    return tune_outcome(result, graph)
+
+
+def export_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
+                    plan: Mapping[str, Any], routines: Mapping[str, str] | None, out_path: str | Path) -> Job[str]:
+    """Build the variant ``plan`` describes (as Measure builds it) and save it to ``out_path``; returns the path."""
+    import onnx
+
+    from engine.plan import Plan
+    from engine.transforms import apply_plan
+
+    yield Progress(0, 1, "building the variant")
+    graph = load_graph(path, input_shapes)
+    model = apply_plan(graph, _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})).model
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    yield Progress(1, 1, f"saved {out.name}")
+    return str(out)
+
+
+@dataclass(frozen=True)
 class Prediction:
     """What a plan should cost, from cached tables: routines per layer, latency, metric drop."""
 
@@ -143,39 +211,49 @@ def tune_available() -> bool:
     return True
 
 
-def plan_routines(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = None) -> tuple[dict[str, str], list[str]]:
+def plan_routines(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = None,
+                  max_drop: float | None = None) -> tuple[dict[str, str], list[str]]:
     """The routine of every layer under ``plan``; ``auto`` layers are chosen by DPRS when engine.tune exists.
 
-    Without it (or without a profile) an ``auto`` layer is predicted as fp32, and a note says so.
+    DPRS solves ``engine.routes.build_problem`` over the profile (and sensitivity) with the layers that
+    are not ``auto`` pinned, within ``max_drop`` when given. Without a profile (or the tuner) an ``auto``
+    layer is predicted as fp32, and a note says so.
     """
     chosen = {n.name: plan.settings_for(n.name).precision or "fp32" for n in graph.layers}
     auto = [n for n, r in chosen.items() if r == "auto"]
     notes: list[str] = []
     if auto and profile is not None and tune_available():
-        from engine.dprs import solve
-        from engine.tune import build_problem
+        from engine import dprs
+        from engine.routes import build_problem
+        from engine.tune import TuneOptions
 
-        pinned = {n: frozenset({r}) for n, r in chosen.items() if r != "auto"}
+        pinned = {n: r for n, r in chosen.items() if r != "auto"}
         try:
-            route = solve(build_problem(graph, profile, sensitivity, pinned=pinned))
+            # tune's routines: ORT's fp16 CPU timings are cast noise that would lure DPRS (see engine.tune)
+            problem = build_problem(graph, profile, sensitivity, pinned=pinned, routines=TuneOptions().routines)
+            route = dprs.solve(problem, dprs.Constraints(max_drop=max_drop))
+            if not route.feasible:
+                notes.append(f"DPRS: no route within the budget ({route.detail or route.binding})")
             chosen.update({n: route.routines.get(n, "fp32") for n in auto})
             auto = []
-        except (LayerLabError, TypeError, ImportError) as exc:  # tune still settling: predict, do not fail
+        except (LayerLabError, KeyError, ValueError) as exc:  # a half-made table: predict, do not fail
             notes.append(f"DPRS failed ({exc})")
     if auto:
-        notes.append(f"{len(auto)} auto layer(s) predicted as fp32 (no tuner yet)")
+        why = "no profile yet" if profile is None else "no tuner"
+        notes.append(f"{len(auto)} auto layer(s) predicted as fp32 ({why})")
         chosen.update({n: "fp32" for n in auto})
     return chosen, notes
 
 
-def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = None) -> Prediction:
+def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = None,
+                 max_drop: float | None = None) -> Prediction:
     """Predicted latency (``profile_predict.predict_ms``) and drop (sum of per-layer drops) of ``plan``.
 
     The tables hold precisions only: pruning and low-rank edits are measured, not predicted (a note says so).
     """
     from engine.profile_predict import predict_ms
 
-    routines, notes = plan_routines(graph, plan, profile, sensitivity)
+    routines, notes = plan_routines(graph, plan, profile, sensitivity, max_drop)
     latency = predict_ms(profile, graph, routines) if profile is not None else None
     drop = None
     if sensitivity is not None:

@@ -30,9 +30,9 @@ from engine.routes import build_problem
 from engine.sensitivity import Sensitivity, SweepSettings, sensitivity_job
 
 if TYPE_CHECKING:
-    from engine.session import Session
+    from engine.session import Session, Trial
 
-__all__ = ["Round", "TuneOptions", "TuneResult", "route_plan", "to_session", "tune_job"]
+__all__ = ["Round", "TuneOptions", "TuneResult", "round_trials", "route_plan", "to_session", "tune_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def to_session(result: TuneResult, graph: ModelGraph, model_path: Any, evaluator
     """A Session holding the tune: plan, profile, sensitivity, route, baseline/current and one Trial per round."""
     from pathlib import Path
 
-    from engine.session import Measurement, Session, Trial
+    from engine.session import Measurement, Session
 
     session = Session()
     session.set_model(Path(model_path), graph, dict(input_shapes or {}))
@@ -239,14 +239,21 @@ def to_session(result: TuneResult, graph: ModelGraph, model_path: Any, evaluator
     session.set_baseline(Measurement(b.median, b.p10, b.p90, result.baseline_metric, graph.model.ByteSize()))
     m = result.ms_measured
     session.set_current(Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()))
-    for i, r in enumerate(result.rounds):
-        session.add_trial(Trial(
-            plan=route_plan(graph, r.routines).to_dict(), routines=dict(r.routines),
-            predicted=Measurement(ms=r.ms_predicted, metric=result.baseline_metric - r.drop_predicted, bytes=r.weight_bytes),
-            measured=Measurement(r.ms_measured.median, r.ms_measured.p10, r.ms_measured.p90, r.metric),
-            label=f"tune round {i + 1}" + (f" (reverted {', '.join(r.reverted)})" if r.reverted else ""),
-        ))
+    for trial in round_trials(result, graph):
+        session.add_trial(trial)
     return session
+
+
+def round_trials(result: TuneResult, graph: ModelGraph) -> list[Trial]:
+    """One session Trial per tune round: its plan, routines, predicted and measured numbers."""
+    from engine.session import Measurement, Trial
+
+    return [Trial(
+        plan=route_plan(graph, r.routines).to_dict(), routines=dict(r.routines),
+        predicted=Measurement(ms=r.ms_predicted, metric=result.baseline_metric - r.drop_predicted, bytes=r.weight_bytes),
+        measured=Measurement(r.ms_measured.median, r.ms_measured.p10, r.ms_measured.p90, r.metric),
+        label=f"tune round {i + 1}" + (f" (reverted {', '.join(r.reverted)})" if r.reverted else ""),
+    ) for i, r in enumerate(result.rounds)]
 
 
 # --- steps ----------------------------------------------------------------------------------

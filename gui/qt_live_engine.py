@@ -17,6 +17,7 @@ from PySide6.QtCore import QObject, QTimer
 from engine.gui_jobs import baseline_measurement, predict_plan
 from engine.plan import Plan
 from engine.session import Measurement, Trial
+from gui.plan_commands import SetPlanCommand
 
 __all__ = ["QtLiveEngine", "MEASURE_DELAY_MS"]
 
@@ -36,6 +37,8 @@ class QtLiveEngine(QObject):
         self.profile_options: Any = None  # engine.profiler.ProfileOptions; None = its defaults
         self.sweep_settings: Any = None  # engine.sensitivity.SweepSettings; None = its defaults
         self.measure_repeats = 20
+        self.max_drop = 0.01  # Tune's accuracy budget (metric units); the window keeps it in QSettings
+        self.tune_options: Any = None  # engine.tune.TuneOptions for the effort; None = its defaults
         self.auto_measure = True
         self.prediction: Any = None  # engine.gui_jobs.Prediction of the current plan
         self._measure_timer = QTimer(self)
@@ -102,9 +105,40 @@ class QtLiveEngine(QObject):
                                    "Sensitivity", self.session.set_sensitivity, kind="sensitivity")
 
     def tune(self) -> Any:
-        # engine.tune is landing in parallel; until its result type settles the window only says so.
-        self.window.set_status("Tune is not wired into the window yet (use `layerlab tune`).")
-        return None
+        """Tune within ``max_drop`` in the worker; the route lands as one undoable plan change plus its trials."""
+        args, evaluator = self._model_args(), self._evaluator()
+        if args is None or evaluator is None:
+            return None
+        plan = self.session.plan if self.session.plan is not None else Plan()
+        kwargs = {**args, "evaluator": evaluator, "max_drop": self.max_drop, "plan_dict": plan.to_dict(),
+                  "options": self.tune_options}
+        return self.window.run_job("engine.gui_jobs:tune_model_job", kwargs, f"Tuning (max drop {self.max_drop:g})",
+                                   lambda outcome: self._tuned(plan, outcome), kind="tune")
+
+    def _tuned(self, before: Plan, outcome: Any) -> None:
+        from dataclasses import replace
+
+        session = self.session
+        if session.profile is None:
+            session.set_profile(outcome.profile)
+        if session.sensitivity is None:
+            session.set_sensitivity(outcome.sensitivity)
+        # the route's routines pinned per layer; the user's prune/rank edits stay as they were
+        layers = {n.name: replace(before.settings_for(n.name), precision=outcome.routines.get(n.name, "fp32"))
+                  for n in session.graph.layers}
+        after = Plan(default=before.default, layers={**before.layers, **layers})
+        self._undo.push(SetPlanCommand(session, session.plan, after, f"tune (max drop {self.max_drop:g})"))
+        session.set_baseline(outcome.baseline)
+        for trial in outcome.trials:
+            session.add_trial(trial)
+        session.set_route(outcome.route)
+        if all(after.settings_for(n.name).prune is None and after.settings_for(n.name).rank is None
+               for n in session.graph.layers):
+            self._measure_timer.stop()  # tune measured exactly this variant
+            session.set_current(outcome.measured)
+        drop = (outcome.baseline.metric or 0.0) - (outcome.measured.metric or 0.0)
+        text = f"tuned: {outcome.measured.ms:.3f} ms (fp32 {outcome.baseline.ms:.3f} ms), drop {drop:.4g}"
+        self.window.set_status(text + (f" — {outcome.note}" if outcome.note else ""))
 
     def _undo_changed(self, _index: int) -> None:
         try:
@@ -163,7 +197,7 @@ class QtLiveEngine(QObject):
             return None
         plan = self.session.plan if self.session.plan is not None else Plan()
         try:
-            self.prediction = predict_plan(graph, plan, self.session.profile, self.session.sensitivity)
+            self.prediction = predict_plan(graph, plan, self.session.profile, self.session.sensitivity, self.max_drop)
         except Exception as exc:  # a half-made table must not break editing
             logger.exception("prediction failed")
             self.window.set_status(f"prediction failed: {exc}")

@@ -13,10 +13,12 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea
+from PySide6.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
+                               QScrollArea)
 
 from engine.plan import Plan
 from gui.colour_modes import MODES
+from gui.netron_view import QtNetron
 from gui.plan_commands import SetPlanCommand
 from gui.qt_graph_view import QtGraphView
 from gui.qt_inspector import QtInspector
@@ -69,6 +71,7 @@ class QtMainWindow(QMainWindow):
 
         self.live = QtLiveEngine(self)
         self.files = QtFileActions(self)
+        self.netron = QtNetron(self)
         self.results = QtStatus(session, lambda: self.live.prediction)
         self.results_dock = self._dock("Results", self.results, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.charts = QtCharts(session, self._restore_trial)
@@ -144,6 +147,8 @@ class QtMainWindow(QMainWindow):
         for mode, label in MODES.items():
             self._action(colour_menu, label, lambda m=mode: self.graph_view.set_colour_mode(m))
         view_menu.addSeparator()
+        self.netron.add_actions(view_menu)
+        view_menu.addSeparator()
         view_menu.addAction(self.inspector_dock.toggleViewAction())
         view_menu.addAction(self.legend_dock.toggleViewAction())
         view_menu.addAction(self.results_dock.toggleViewAction())
@@ -154,13 +159,32 @@ class QtMainWindow(QMainWindow):
         self.profile_action = self._action(jobs_menu, "&Profile", self.live.profile, "Ctrl+P")
         self.sensitivity_action = self._action(jobs_menu, "&Sensitivity", self.live.sensitivity, "Ctrl+Shift+S")
         self.tune_action = self._action(jobs_menu, "&Tune", self.live.tune, "Ctrl+T")
-        self.tune_action.setEnabled(False)  # engine.tune lands in parallel; wiring it is the next step
-        self.tune_action.setToolTip("Tune is not wired into the window yet")
+        self.tune_action.setToolTip("Choose a routine per layer within the max drop, build it and measure it")
         self.measure_action = self._action(jobs_menu, "&Measure", self.live.measure, "Ctrl+M")
-        toolbar.addActions([self.profile_action, self.sensitivity_action, self.tune_action, self.measure_action])
+        toolbar.addActions([self.profile_action, self.sensitivity_action, self.tune_action])
+        toolbar.addWidget(self._max_drop_box())
+        toolbar.addAction(self.measure_action)
         jobs_menu.addSeparator()
         self.cancel_action = self._action(jobs_menu, "&Cancel running job", self.cancel_job)
         self._rebuild_recent()
+
+    def _max_drop_box(self) -> QDoubleSpinBox:
+        """Tune's accuracy budget, in the metric's units, remembered in QSettings."""
+        self.max_drop_box = box = QDoubleSpinBox()
+        box.setPrefix("max drop ")
+        box.setDecimals(4)
+        box.setRange(0.0, 1e6)
+        box.setSingleStep(0.005)
+        box.setToolTip("Tune's accuracy budget: the largest metric drop allowed (0.01 = one point of accuracy)")
+        box.setValue(float(self.settings.value("tune/max_drop", 0.01)))
+        self.live.max_drop = box.value()
+        box.valueChanged.connect(self._max_drop_changed)
+        return box
+
+    def _max_drop_changed(self, value: float) -> None:
+        self.live.max_drop = float(value)
+        self.settings.setValue("tune/max_drop", float(value))
+        self.live.predict()  # auto layers are chosen within the budget
 
     # --- opening --------------------------------------------------------------------------------
 
@@ -349,6 +373,7 @@ class QtMainWindow(QMainWindow):
         self.save_layout()
         self._queue.clear()
         self.live.close()
+        self.netron.close()
         self.files.timer.stop()
         if self.job is not None and self.job.running:
             self.job.cancel()

@@ -75,3 +75,52 @@ def test_jobs_take_picklable_arguments_and_run(digits_model, digits_eval, tmp_pa
     assert measured.ms > 0 and 0.5 < measured.metric <= 1.0 and measured.bytes > 0
     fp32 = run(measure_plan_job(str(digits_model), SHAPES, Plan().to_dict(), repeats=3))
     assert fp32.metric is None and fp32.bytes != measured.bytes  # int8 weights are smaller
+
+
+def test_auto_layers_are_chosen_by_dprs_within_the_budget(graph) -> None:
+    profile, sens = _tables(graph)
+    first, second = graph.layers[0].name, graph.layers[1].name
+    plan = Plan.from_dict({"default": {"precision": "auto"}, "layers": {first: {"precision": "fp32"}}})
+    free, _ = plan_routines(graph, plan, profile, sens)
+    assert free[first] == "fp32"  # pinned stays pinned
+    assert all(free[n.name] == "int8" for n in graph.layers[1:])  # 4x faster, nothing to pay
+    tight, _ = plan_routines(graph, plan, profile, sens, max_drop=0.015)
+    assert tight[first] == "fp32" and sum(r != "fp32" for r in tight.values()) == 1  # 0.01 per layer: one fits
+    pred = predict_plan(graph, plan, profile, sens, max_drop=0.015)
+    assert pred.drop == pytest.approx(0.01) and pred.latency_ms < pred.fp32_ms
+    assert second in free
+
+
+def test_tune_model_job_returns_a_picklable_outcome_with_a_trial_per_round(digits_model, digits_eval,
+                                                                          tmp_path) -> None:
+    from engine.gui_jobs import TuneOutcome, tune_model_job
+    from engine.tune import TuneOptions
+
+    graph = load_graph(digits_model, SHAPES)
+    first = graph.layers[0].name
+    plan = Plan.from_dict({"default": {"precision": "auto"}, "layers": {first: {"precision": "fp32"}}}).to_dict()
+    fast = ProfileOptions(warmup=1, repeats=3, profile_runs=2, cache_dir=tmp_path, routines=("fp32", "int8", "int8_dynamic"))
+    options = TuneOptions(max_drop=0.5, repeats=3, max_rounds=2, profile=fast)  # max_drop is replaced below
+    outcome = run(tune_model_job(str(digits_model), SHAPES, str(digits_eval), 0.02, plan, options))
+    assert isinstance(outcome, TuneOutcome)
+    assert pickle.loads(pickle.dumps(outcome)).routines == outcome.routines  # it crosses the worker's pipe
+    assert set(outcome.routines) == {n.name for n in graph.layers} and outcome.routines[first] == "fp32"
+    assert outcome.trials and all(t.label.startswith("tune round") and t.measured.ms > 0 for t in outcome.trials)
+    assert all(t.routines[first] == "fp32" for t in outcome.trials)
+    assert outcome.baseline.metric is not None and outcome.measured.metric is not None
+    if outcome.feasible:
+        assert outcome.baseline.metric - outcome.measured.metric <= 0.02 + 1e-9
+    assert outcome.sensitivity is not None and {lp.name for lp in outcome.profile.layers} >= set(outcome.routines)
+
+
+def test_export_plan_job_saves_the_variant(digits_model, tmp_path) -> None:
+    import onnx
+
+    from engine.gui_jobs import export_plan_job
+
+    plan = Plan.from_dict({"default": {"precision": "auto"}}).to_dict()
+    graph = load_graph(digits_model, SHAPES)
+    routines = {n.name: "int8" for n in graph.layers}
+    saved = run(export_plan_job(str(digits_model), SHAPES, plan, routines, tmp_path / "sub" / "v.onnx"))
+    ops = {n.op_type for n in onnx.load(saved).graph.node}
+    assert saved == str(tmp_path / "sub" / "v.onnx") and ops & {"QuantizeLinear", "QLinearConv", "ConvInteger"}

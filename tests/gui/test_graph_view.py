@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import onnx
 from onnx import TensorProto, helper
 from PySide6.QtCore import Qt
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -115,7 +114,3 @@ def test_clicking_a_trial_restores_its_plan_undoably(window) -> None:
     assert window.session.current.ms == 1.2 and not window.live._measure_timer.isActive()
     window.undo_stack.undo()
     assert window.session.plan.settings_for(name).precision == "fp32"
-
-
-def test_tune_is_disabled_until_it_is_wired(window) -> None:
-    assert not window.tune_action.isEnabled() and window.tune_action.toolTip()
