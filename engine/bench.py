@@ -3,7 +3,7 @@
 Rows: ``ort-fp32`` (the model as given, ORT_ENABLE_ALL), ``ort-int8`` (``quantize_whole_model``: ORT's
 quantize_static, QDQ U8S8 per-channel, calibrated on the same inputs as the route) and ``layerlab``
 (the route from ``tune_job``, or a saved session's plan). Latency is timed with the sessions
-interleaved (one run of each in turn, same thread count) so drift on a shared machine hits every row
+interleaved (blocks of runs of each in turn, same thread count) so drift on a shared machine hits every row
 alike; each row reports median and p10/p90, speedup against ort-fp32, metric, drop and file size.
 """
 
@@ -60,20 +60,30 @@ class BenchResult:
                 "threads": self.threads, "repeats": self.repeats, "routines": dict(self.routines)}
 
 
+# ORT's intra-op threads spin for a while after each run; a session run right after another one
+# competes with those spinning threads (ppocr-rec, 2 threads: 23 ms one-run-each vs 9.0 ms alone).
+# Taking turns in blocks and dropping the first runs of each block measures every model as it
+# runs alone (9.0 ms), while still spreading drift on a shared machine over every row.
+BLOCK = 10
+SETTLE = 2
+
+
 def interleaved_latency(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], threads: int,
                         repeats: int, warmup: int = 5) -> Job[dict[str, Stats]]:
-    """Per model, latency over ``repeats`` runs taken round-robin (one run of each model in turn)."""
+    """Per model, latency over ``repeats`` runs taken in turns: ``BLOCK`` runs of each model in turn,
+    the first ``SETTLE`` of every block not counted (the previous session's threads still spin)."""
     from engine.profile_measure import make_session, time_runs
 
     sessions = {name: make_session(m, threads, name) for name, m in models.items()}
     for name, s in sessions.items():
         yield from time_runs(s, feeds, warmup, name)
     times: dict[str, list[float]] = {name: [] for name in sessions}
-    for i in range(repeats):
+    counted = BLOCK - SETTLE
+    while min(len(t) for t in times.values()) < repeats:
         for name, s in sessions.items():
-            times[name] += yield from time_runs(s, feeds, 1, name)
-        if i % 10 == 9:
-            yield Progress(i + 1, repeats, "timing (interleaved)")
+            runs = yield from time_runs(s, feeds, SETTLE + min(counted, repeats - len(times[name])), name)
+            times[name] += runs[SETTLE:]
+        yield Progress(min(len(t) for t in times.values()), repeats, "timing (in turns)")
     return {name: Stats.of(t) for name, t in times.items()}
 
 

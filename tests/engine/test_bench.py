@@ -70,3 +70,26 @@ def test_cli_bench_rejects_bad_input(tmp_path: Path, digits_eval: Path, capsys: 
     assert main(["bench", "digits", "--eval", str(digits_eval), "--session", str(tmp_path / "bad.json")]) == 2
     err = capsys.readouterr().err
     assert "--repeats" in err and "none.npz" in err and "bad.json" in err
+
+
+def test_interleaved_latency_drops_the_settling_runs_of_each_block(digits, monkeypatch) -> None:
+    """Runs right after another session are slowed by its spinning threads: they must not count."""
+    import engine.bench
+    import engine.profile_measure
+
+    calls: list[tuple[str, int]] = []
+
+    def fake_time_runs(session, feeds, count, label):
+        calls.append((label, count))
+        if False:
+            yield
+        return [100.0] * min(count, engine.bench.SETTLE) + [1.0] * max(count - engine.bench.SETTLE, 0)
+
+    monkeypatch.setattr(engine.profile_measure, "time_runs", fake_time_runs)
+    stats = run(interleaved_latency({"a": digits.model, "b": digits.model}, {}, threads=1, repeats=13, warmup=1))
+    assert all(s.median == s.p90 == 1.0 for s in stats.values())
+    timed = calls[2:]  # after one warm-up call per model
+    assert [label for label, _ in timed[:4]] == ["a", "b", "a", "b"]  # blocks in turn
+    counted = engine.bench.BLOCK - engine.bench.SETTLE
+    assert sum(n - engine.bench.SETTLE for label, n in timed if label == "a") == 13
+    assert max(n for _, n in timed) == engine.bench.SETTLE + counted
