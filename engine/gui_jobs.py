@@ -129,6 +129,7 @@ class TuneOutcome:
     sensitivity: Any
     feasible: bool = True
     note: str = ""
+    ops: str = "fp32"  # the plan's "ops" of the chosen route
 
 
 def tune_outcome(result: Any, graph: Any) -> TuneOutcome:
@@ -140,7 +141,8 @@ def tune_outcome(result: Any, graph: Any) -> TuneOutcome:
     return TuneOutcome(result.layer_routines(), result.route,
                        Measurement(b.median, b.p10, b.p90, result.baseline_metric, graph.model.ByteSize()),
                        Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()),
-                       trials, result.profile, result.sensitivity, result.feasible, result.note)
+                       trials, result.profile, result.sensitivity, result.feasible, result.note,
+                       result.plan.ops)
 
 
 def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None, evaluator: str | Path,
@@ -249,7 +251,8 @@ def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = 
                  max_drop: float | None = None) -> Prediction:
     """Predicted latency (``profile_predict.predict_ms``) and drop (sum of per-layer drops) of ``plan``.
 
-    The tables hold precisions only: pruning and low-rank edits are measured, not predicted (a note says so).
+    The tables hold layer precisions only: pruning, low-rank and the plan's ops precision are measured,
+    not predicted (a note says so).
     """
     from engine.profile_predict import predict_ms
 
@@ -271,6 +274,8 @@ def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = 
     if any(plan.settings_for(n.name).prune is not None or plan.settings_for(n.name).rank is not None
            for n in graph.layers):
         notes.append("pruning and rank are not in the tables: measure to see them")
+    if plan.ops != "fp32":
+        notes.append(f"ops in {plan.ops} are not in the tables: measure to see them")
     fp32 = predict_ms(profile, graph, {n: "fp32" for n in routines}) if profile is not None else None
     return Prediction(routines, latency, drop, notes, fp32)
 

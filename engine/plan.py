@@ -22,6 +22,11 @@ Fields of one entry (all optional):
   removes output channels (see ``engine.transforms.prune``).
 - ``rank``: an int k >= 1 for a truncated-SVD factorisation (Gemm/MatMul/Conv), ``null`` for none.
 
+A top-level ``"ops": "int8"`` (default ``"fp32"``) also quantizes the ops that are not layers
+(Add, Concat, MaxPool, Reshape ...) wherever ONNX Runtime's quantizer can, as whole-model
+``quantize_static`` does: int8 data then flows between int8 layers without a Dequantize/Quantize
+pair at every op. It can cost accuracy (on ppocr-rec it does) and is measured, not predicted.
+
 ``prune`` and ``rank`` of the default apply to layers that have no entry of their own; a rank in
 the default is reported as a problem because ranks depend on each layer's size. A layer cannot be
 both pruned and factored. ``Plan.validate(graph)`` lists every problem with the reason; unknown
@@ -40,12 +45,13 @@ from typing import Any
 
 from engine.errors import SettingsError
 
-__all__ = ["PRECISIONS", "PRUNE_MODES", "LayerSettings", "Plan", "PruneSettings"]
+__all__ = ["OPS_PRECISIONS", "PRECISIONS", "PRUNE_MODES", "LayerSettings", "Plan", "PruneSettings"]
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic", "auto")
 PRUNE_MODES = ("unstructured", "structured")
+OPS_PRECISIONS = ("fp32", "int8")  # the plan's "ops": what the non-layer ops run in
 _CRITERIA = ("l1", "l2")
 
 
@@ -122,6 +128,11 @@ class Plan:
 
     default: LayerSettings = field(default_factory=LayerSettings)
     layers: dict[str, LayerSettings] = field(default_factory=dict)
+    ops: str = "fp32"  # one of OPS_PRECISIONS
+
+    def __post_init__(self) -> None:
+        if self.ops not in OPS_PRECISIONS:
+            raise SettingsError(f"ops {self.ops!r}: must be one of {', '.join(OPS_PRECISIONS)}")
 
     def settings_for(self, name: str) -> LayerSettings:
         """The effective settings of layer ``name`` (its entry, precision filled from the default)."""
@@ -147,9 +158,9 @@ class Plan:
     def from_dict(cls, data: Any, label: str = "<plan>") -> Plan:
         if not isinstance(data, dict):
             raise SettingsError(f"{label}: expected a JSON object with 'default' and 'layers'")
-        unknown = set(data) - {"default", "layers"}
+        unknown = set(data) - {"default", "layers", "ops"}
         if unknown:
-            raise SettingsError(f"{label}: unknown field(s) {', '.join(sorted(unknown))} (known: default, layers)")
+            raise SettingsError(f"{label}: unknown field(s) {', '.join(sorted(unknown))} (known: default, layers, ops)")
         default = LayerSettings.from_dict(data.get("default", {}), f"{label}: default", inherit_precision=False)
         layers_raw = data.get("layers", {})
         if not isinstance(layers_raw, dict):
@@ -158,10 +169,16 @@ class Plan:
             str(name): LayerSettings.from_dict(entry, f"{label}: layer {name!r}", inherit_precision=True)
             for name, entry in layers_raw.items()
         }
-        return cls(default=default, layers=layers)
+        try:
+            return cls(default=default, layers=layers, ops=data.get("ops", "fp32"))
+        except SettingsError as exc:
+            raise SettingsError(f"{label}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"default": self.default.to_dict(), "layers": {k: v.to_dict() for k, v in self.layers.items()}}
+        out = {"default": self.default.to_dict(), "layers": {k: v.to_dict() for k, v in self.layers.items()}}
+        if self.ops != "fp32":
+            out["ops"] = self.ops
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

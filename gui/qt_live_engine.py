@@ -126,7 +126,7 @@ class QtLiveEngine(QObject):
         # the route's routines pinned per layer; the user's prune/rank edits stay as they were
         layers = {n.name: replace(before.settings_for(n.name), precision=outcome.routines.get(n.name, "fp32"))
                   for n in session.graph.layers}
-        after = Plan(default=before.default, layers={**before.layers, **layers})
+        after = Plan(default=before.default, layers={**before.layers, **layers}, ops=outcome.ops)
         self._undo.push(SetPlanCommand(session, session.plan, after, f"tune (max drop {self.max_drop:g})"))
         session.set_baseline(outcome.baseline)
         for trial in outcome.trials:

@@ -87,7 +87,7 @@ class QtMainWindow(QMainWindow):
         self._build_menus()
 
         self._callbacks = {"model": lambda _: self._update_title(), "dirty": lambda _: self._update_title(),
-                           "evaluator": lambda _: self._update_title()}
+                           "evaluator": lambda _: self._update_title(), "plan": lambda _: self._sync_ops()}
         for name, callback in self._callbacks.items():
             getattr(session.events, name).connect(callback)
         self._restore_layout()
@@ -138,6 +138,11 @@ class QtMainWindow(QMainWindow):
         redo = self.undo_stack.createRedoAction(self, "&Redo")
         redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         edit_menu.addActions([undo, redo])
+        edit_menu.addSeparator()
+        self.ops_action = self._action(edit_menu, "Quantize &ops between layers too (int8)", self._toggle_ops)
+        self.ops_action.setCheckable(True)
+        self.ops_action.setToolTip("The plan's ops: Add, Concat, pooling … in int8 as whole-model quantization does; "
+                                   "fewer conversions, maybe less accuracy (measured, not predicted)")
         view_menu = bar.addMenu("&View")
         self._action(view_menu, "&Fit graph (F)", self.graph_view.fit)
         self._action(view_menu, "Zoom &in (Ctrl+=)", lambda: self.graph_view.zoom(1.25))
@@ -292,6 +297,19 @@ class QtMainWindow(QMainWindow):
     def busy(self) -> bool:
         """True while a job runs or waits."""
         return (self.job is not None and self.job.running) or bool(self._queue)
+
+    def _toggle_ops(self) -> None:
+        """The plan's ops precision follows the Edit menu's check, as an undoable edit."""
+        from dataclasses import replace
+
+        before = self.session.plan if self.session.plan is not None else Plan()
+        ops = "int8" if self.ops_action.isChecked() else "fp32"
+        if before.ops != ops:
+            self.undo_stack.push(SetPlanCommand(self.session, self.session.plan, replace(before, ops=ops), f"ops {ops}"))
+
+    def _sync_ops(self) -> None:
+        plan = self.session.plan
+        self.ops_action.setChecked(plan is not None and plan.ops == "int8")
 
     def _restore_trial(self, trial: Any) -> None:
         """Put a trial's plan back, as an undoable edit."""

@@ -86,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
     for i, r in enumerate(result.rounds, start=1):
         changed = {k: v for k, v in r.routines.items() if v != "fp32"}
         counts = ", ".join(f"{sum(1 for v in changed.values() if v == x)} {x}" for x in sorted(set(changed.values())))
-        print(f"  round {i}: {counts or 'all fp32'}; predicted {r.ms_predicted:.3f} ms, measured "
+        counts = (counts or "all fp32") + ("; ops int8" if r.ops != "fp32" else "")
+        print(f"  round {i}: {counts}; predicted {r.ms_predicted:.3f} ms, measured "
               f"{r.ms_measured.median:.3f} ms, metric {r.metric:.4f} (drop {result.baseline_metric - r.metric:+.4f})"
               + (f"; reverted {', '.join(r.reverted)}" if r.reverted else ""))
     print(f"route: predicted {result.ms_predicted:.3f} ms, measured {m.median:.3f} ms (p10 {m.p10:.3f}, p90 {m.p90:.3f}), "
-          f"{b.median / m.median:.2f}x fp32; {evaluator.metric_name} {result.metric:.4f} "
+          f"{b.median / m.median:.2f}x fp32{'; ops int8' if result.plan.ops != 'fp32' else ''}; {evaluator.metric_name} {result.metric:.4f} "
           f"(drop {result.baseline_metric - result.metric:+.4f}, budget {options.max_drop:g})")
     if result.note:
         print(f"note: {result.note}")

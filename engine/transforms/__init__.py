@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -109,7 +109,7 @@ def apply_plan(
     problems += [f"layer {k!r}: precision auto: resolve auto with layerlab tune first" for k, s in settings.items() if s.precision == "auto"]
     if problems:
         raise SettingsError(f"{graph.label}: plan cannot be applied: {'; '.join(problems)}")
-    if all(s.is_identity for s in settings.values()):
+    if all(s.is_identity for s in settings.values()) and plan.ops == "fp32":
         return ApplyResult(graph.model, [], False)
 
     prune = {k: s.prune for k, s in settings.items() if s.prune is not None and s.prune.ratio > 0}
@@ -130,7 +130,8 @@ def apply_plan(
     steps: list[tuple[str, Callable[[onnx.ModelProto], PassResult]]] = [
         ("prune", PrunePass(prune)),
         ("low-rank", LowRankPass(ranks)),
-        ("precision", PrecisionPass(calibration=calibration, **by_precision)),
+        ("precision", PrecisionPass(calibration=calibration, **by_precision,
+                                    int8_ops_except=_layer_nodes(settings, ranks) if plan.ops == "int8" else None)),
     ]
     model, notes, modified, done = graph.model, [], False, []
     for label, step in steps:
@@ -147,3 +148,10 @@ def apply_plan(
     except onnx.checker.ValidationError as exc:  # a bug in a pass, not the user's fault: keep the traceback
         raise RuntimeError(f"{graph.label}: the transformed model is invalid: {exc}") from exc
     return ApplyResult(model, notes, modified)
+
+
+def _layer_nodes(settings: dict[str, Any], ranks: dict[str, int]) -> set[str]:
+    """Names the layers have in the transformed model (a factored layer is two nodes)."""
+    from engine.transforms.lowrank import lowrank_names
+
+    return {m for name in settings for m in (lowrank_names(name) if name in ranks else (name,))}

@@ -4,6 +4,8 @@
   per-channel weights (the U8S8 pattern ORT's CPU kernels run fast), ``nodes_to_quantize`` = only
   the chosen layers, calibrated on the given samples. A chosen layer gets Q/DQ on its input
   activation and weight (and on its output, which its consumers then read through a DQ).
+- ops int8 (the plan's ``"ops": "int8"``): every node that is not a layer joins ``nodes_to_quantize``
+  too, so ORT quantizes the ops between layers as whole-model ``quantize_static`` does.
 - int8_dynamic: ``quantize_dynamic`` for MatMul (a Gemm is first split into MatMul + Add, keeping
   the layer's name on the MatMul, since ORT has no dynamic Gemm).
 - fp16: the chosen layers get fp16 weights with Casts at their borders (see ``_fp16`` for why not
@@ -347,6 +349,7 @@ class PrecisionPass:
         int8_dynamic: Iterable[str] = (),
         fp16: Iterable[str] = (),
         calibration: Calibration | CalibrationCache | None = None,
+        int8_ops_except: Iterable[str] | None = None,
     ) -> None:
         self.int8 = sorted(set(int8))
         self.int8_dynamic = sorted(set(int8_dynamic))
@@ -355,9 +358,17 @@ class PrecisionPass:
         if overlap:
             raise SettingsError(f"layer {sorted(overlap)[0]!r} is given two precisions")
         self.calibration = calibration
+        # int8_ops_except: the plan's "ops": "int8", given as the names of the layer nodes: every other node
+        # (an op) goes to quantize_static too. None: ops stay fp32.
+        self.layer_nodes = None if int8_ops_except is None else set(int8_ops_except)
+
+    def _ops(self, model: onnx.ModelProto) -> list[str]:
+        if self.layer_nodes is None:
+            return []
+        return [n.name for n in model.graph.node if n.name and n.name not in self.layer_nodes]
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
-        if not (self.int8 or self.int8_dynamic or self.fp16):
+        if not (self.int8 or self.int8_dynamic or self.fp16 or self.layer_nodes is not None):
             return PassResult(model, False)
         notes: list[str] = []
         names = {n.name for n in model.graph.node}
@@ -365,16 +376,18 @@ class PrecisionPass:
         if missing:
             raise SettingsError(f"precision: no node named {missing[0]!r}")
         model = clone(model)
-        if self.int8 or self.int8_dynamic:
+        ops = self._ops(model)
+        if self.int8 or self.int8_dynamic or ops:
             if _opset(model) < _MIN_OPSET:
                 notes.append(f"converted opset {_opset(model)} -> {_MIN_OPSET} for per-channel int8")
             model = _prepare(model)
-        if self.int8:
+            ops = self._ops(model)  # after the opset conversion: its node list is the one quantized
+        if self.int8 or ops:
             samples = self.calibration
             if not samples:
                 samples = random_calibration(model)
                 notes.append("int8 calibrated on random inputs: accuracy will suffer (give real samples with --calib)")
-            model = _static_int8(model, self.int8, samples)
+            model = _static_int8(model, self.int8 + ops, samples)
             missed = unconverted(model, self.int8, "int8")
             if missed:
                 notes.append(f"ONNX Runtime left {len(missed)} int8 layer(s) in fp32: {', '.join(missed[:5])}")

@@ -29,6 +29,9 @@ def test_round_trip_and_save_load(tmp_path) -> None:
     assert again.settings_for("a").precision == "fp16"
     plan.save(tmp_path / "p.json")
     assert Plan.load(tmp_path / "p.json") == plan
+    assert "ops" not in plan.to_dict()  # the default stays implicit: older readers keep working
+    ops = Plan(ops="int8")
+    assert ops.to_dict()["ops"] == "int8" and Plan.from_json(ops.to_json()) == ops
 
 
 @pytest.mark.parametrize(
@@ -41,6 +44,7 @@ def test_round_trip_and_save_load(tmp_path) -> None:
         ('{"layers": {"a": {"precison": "fp16"}}}', "unknown field"),
         ('{"default": {}, "layer": {}}', "unknown field"),
         ("not json", "not valid JSON"),
+        ('{"ops": "fp16"}', "p.json: ops 'fp16'"),
     ],
 )
 def test_malformed_plans_say_why(text: str, words: str) -> None:

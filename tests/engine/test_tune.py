@@ -97,8 +97,11 @@ def test_unprofiled_unmeasured_and_pinned_routines_are_not_offered(digits: Model
     assert dprs.solve(problem).routines["/fc1/Gemm"] == "int8"
 
 
-def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensitivity, metric_of) -> list[dict[str, str]]:
-    """Replace the measuring steps of tune_job by fakes; returns the routines of every built variant."""
+def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensitivity, metric_of,
+                   ops_ms: float = 0.5, ops_drop: float = 0.0) -> list[dict[str, str]]:
+    """Replace the measuring steps of tune_job by fakes; returns the routines of every built variant.
+
+    A variant with its ops in int8 measures ``ops_ms`` and loses ``ops_drop`` more than ``metric_of`` says."""
     built: list[dict[str, str]] = []
 
     def fake_job(value):
@@ -110,6 +113,8 @@ def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensiti
     def fake_build(graph, plan, calibration, evaluator, feeds, options, i):
         routines = {n.name: plan.settings_for(n.name).precision for n in graph.layers}
         built.append(routines)
+        if plan.ops == "int8":
+            return graph.model, Stats(ops_ms, ops_ms, ops_ms), metric_of(routines) - ops_drop
         return graph.model, Stats(0.5, 0.4, 0.6), metric_of(routines)
         yield  # noqa: unreachable
 
@@ -142,6 +147,25 @@ def test_rounds_revert_the_worst_layer_when_the_measured_drop_is_too_high(
     assert result.feasible and result.routines[worst] == "fp32" and result.routines[second] != "fp32"
     assert result.metric == base and result.ms_measured.median == 0.5
     assert result.to_json()["rounds"] == len(result.rounds)
+
+
+def test_the_best_route_is_also_measured_with_its_ops_in_int8(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+) -> None:
+    names = [n.name for n in digits.layers]
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    fast = replace(prof, layers=[replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers])
+    base = run(tune.evaluate_job(digits.model, evaluator)).metric
+    options = tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))
+    _fake_pipeline(monkeypatch, fast, sens, lambda r: base, ops_ms=0.4)  # faster, nothing lost: it wins
+    result = run(tune.tune_job(digits, evaluator, options))
+    assert result.rounds[-1].ops == "int8" and result.rounds[-1].routines == result.rounds[0].routines
+    assert result.plan.ops == "int8" and result.ms_measured.median == 0.4 and result.to_json()["route"]["ops"] == "int8"
+    trials = tune.round_trials(result, digits)
+    assert trials[-1].plan["ops"] == "int8" and "ops int8" in trials[-1].label
+    _fake_pipeline(monkeypatch, fast, sens, lambda r: base, ops_ms=0.4, ops_drop=0.05)  # faster but over budget
+    result = run(tune.tune_job(digits, evaluator, options))
+    assert result.rounds[-1].ops == "int8" and result.plan.ops == "fp32" and result.ms_measured.median == 0.5
 
 
 def test_infeasible_and_slower_routes_fall_back_to_fp32(

@@ -103,3 +103,14 @@ def test_eta_text() -> None:
     assert eta_text(Progress(0, 10), 5.0) == ""
     assert eta_text(Progress(5, 10), 5.0) == "ETA 5 s"
     assert eta_text(Progress(1, 100), 60.0) == "ETA 99 min"
+
+
+def test_ops_int8_is_an_undoable_plan_edit_kept_in_sync_with_the_menu(window) -> None:
+    assert not window.ops_action.isChecked()
+    window.ops_action.trigger()  # checks it
+    assert window.session.plan.ops == "int8" and window.undo_stack.count() == 1
+    assert any("ops in int8" in n for n in window.live.predict().notes)
+    window.undo_stack.undo()
+    assert window.session.plan.ops == "fp32" and not window.ops_action.isChecked()
+    window.undo_stack.redo()
+    assert window.ops_action.isChecked()

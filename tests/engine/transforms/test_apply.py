@@ -111,3 +111,33 @@ def test_ppocr_one_int8_layer_runs(ppocr_model) -> None:
     assert ops["QuantizeLinear"] == 2 and ops["DequantizeLinear"] == 4
     x = np.random.default_rng(0).standard_normal((1, 3, 48, 320)).astype(np.float32)
     assert _session(result.model).run(None, {"x": x})[0].shape == _session(graph.model).run(None, {"x": x})[0].shape
+
+
+def test_ops_int8_with_every_layer_int8_is_ort_whole_model_quantization(digits_model, digits_eval) -> None:
+    from engine.transforms.precision import quantize_whole_model
+
+    graph = load_model(digits_model, {"input": (1, 1, 8, 8)})
+    data = np.load(digits_eval)
+    calib = [{"input": data["input:input"][i : i + 1]} for i in range(8)]
+    layers_only = apply_plan(graph, Plan(LayerSettings("int8")), calib).model
+    with_ops = apply_plan(graph, Plan(LayerSettings("int8"), ops="int8"), calib).model
+    onnx.checker.check_model(with_ops, full_check=True)
+    whole = quantize_whole_model(graph.model, calib)
+    ops = lambda m: Counter(n.op_type for n in m.graph.node)  # noqa: E731
+    assert ops(with_ops) == ops(whole)
+    # int8 flows through the ops between layers: fewer Dequantize -> op -> Quantize round trips
+    assert ops(with_ops)["QuantizeLinear"] < ops(layers_only)["QuantizeLinear"]
+    x = data["input:input"][:1]
+    assert np.allclose(_session(with_ops).run(None, {"input": x})[0], _session(whole).run(None, {"input": x})[0])
+
+
+def test_ops_int8_leaves_fp32_layers_in_fp32() -> None:
+    graph = build_graph(builders.residual_net())
+    plan = Plan(LayerSettings("int8"), {"fc": LayerSettings("fp32")}, ops="int8")
+    model = apply_plan(graph, plan).model
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    fc = next(n for n in model.graph.node if n.name == "fc")
+    assert producers.get(fc.input[1]) != "DequantizeLinear"  # its weight is still fp32
+    add = next(n for n in model.graph.node if n.op_type == "Add")
+    assert all(producers.get(t) == "DequantizeLinear" for t in add.input)  # the residual Add is quantized
+    _session(model).run(None, {"x": np.random.rand(*[d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]).astype(np.float32)})
