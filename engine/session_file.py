@@ -1,5 +1,8 @@
 """The session file: JSON with a schema version, atomic save, autosave sidecars and the evaluator trust list.
 
+Autosave and the trust list live in ``engine.session_autosave``, the errors in
+``engine.session_errors``; every name is importable from here as well.
+
 Schema (version 1; every key is written, absent values are ``null``)::
 
     {
@@ -42,6 +45,23 @@ from typing import Any
 
 from engine.errors import LayerLabError
 from engine.session import Measurement, Session, Trial
+from engine.session_autosave import (  # re-exported: callers import these from here
+    autosave,
+    autosave_path,
+    discard_autosave,
+    find_autosave,
+    is_trusted,
+    recover,
+    trust_evaluator,
+)
+from engine.session_errors import (  # re-exported: callers import these from here
+    MalformedSessionError,
+    ModelChangedError,
+    ModelMovedError,
+    NewerSchemaError,
+    SessionError,
+    UntrustedEvaluatorError,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -71,8 +91,6 @@ logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SESSION_SUFFIX = ".layerlab.json"
-_AUTOSAVE = ".autosave"
-_TRUST_FILE = "trusted_evaluators.json"
 # Typed fields: module and class; a missing module (not written yet) leaves the field a dict.
 _TYPES = {
     "plan": ("engine.plan", "Plan"),
@@ -80,50 +98,6 @@ _TYPES = {
     "sensitivity": ("engine.sensitivity", "Sensitivity"),
     "route": ("engine.dprs", "Route"),
 }
-
-
-class SessionError(LayerLabError):
-    """A session file cannot be read or used."""
-
-
-class ModelMovedError(SessionError):
-    """The model is not where the session says; ``expected_path`` lets the GUI offer to locate it."""
-
-    def __init__(self, message: str, expected_path: Path, session_path: Path) -> None:
-        super().__init__(message)
-        self.expected_path = expected_path
-        self.session_path = session_path
-
-
-class ModelChangedError(SessionError):
-    """The model file differs from the one profiled (sha256 mismatch)."""
-
-    def __init__(self, message: str, model_path: Path, expected_sha256: str, actual_sha256: str) -> None:
-        super().__init__(message)
-        self.model_path = model_path
-        self.expected_sha256 = expected_sha256
-        self.actual_sha256 = actual_sha256
-
-
-class NewerSchemaError(SessionError):
-    """Written by a newer LayerLab: refusing is safer than dropping fields we do not know."""
-
-    def __init__(self, message: str, version: int) -> None:
-        super().__init__(message)
-        self.version = version
-
-
-class MalformedSessionError(SessionError):
-    """Not valid JSON, or not a LayerLab session; ``line`` is set for JSON syntax errors."""
-
-    def __init__(self, message: str, path: Path, line: int | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.line = line
-
-
-class UntrustedEvaluatorError(SessionError):
-    """An evaluator was about to run without the user's agreement."""
 
 
 # --- JSON conversion -------------------------------------------------------------------------
@@ -402,91 +376,3 @@ def load_session(
     logger.info("loaded session %s (model %s)", path, model)
     return session
 
-
-# --- autosave --------------------------------------------------------------------------------
-
-
-def autosave_path(path: str | os.PathLike[str]) -> Path:
-    """The sidecar next to a session file (``s.layerlab.json.autosave``) or a model (``m.onnx.layerlab.autosave``)."""
-    path = Path(path)
-    if _is_model(path):
-        return path.with_name(path.name + ".layerlab" + _AUTOSAVE)
-    return path.with_name(path.name + _AUTOSAVE)
-
-
-def _is_model(path: Path) -> bool:
-    return path.suffix.lower() == ".onnx"
-
-
-def autosave(session: Session) -> Path:
-    """Write the session to its sidecar; the session stays dirty (the user has not saved)."""
-    anchor = session.path or session.model_path
-    if anchor is None:
-        raise SessionError("cannot autosave a session without a model")
-    return save_session(session, autosave_path(anchor), mark_saved=False)
-
-
-def find_autosave(path: str | os.PathLike[str]) -> Path | None:
-    """The sidecar of ``path`` (session or model) when it holds work newer than the session file."""
-    path = Path(path)
-    sidecar = autosave_path(path)
-    if not sidecar.is_file():
-        return None
-    if not _is_model(path) and path.is_file() and path.stat().st_mtime > sidecar.stat().st_mtime:
-        return None  # saved after the last autosave: nothing to recover
-    return sidecar
-
-
-def recover(path: str | os.PathLike[str], **load_options: Any) -> Session:
-    """Load the autosave of ``path`` (session or model); the result is dirty and saves to ``path``'s session."""
-    path = Path(path)
-    sidecar = find_autosave(path)
-    if sidecar is None:
-        raise SessionError(f"{path}: no autosave to recover")
-    session = load_session(sidecar, **load_options)
-    session.path = None if _is_model(path) else path
-    session.dirty = True
-    return session
-
-
-def discard_autosave(path: str | os.PathLike[str]) -> None:
-    """Remove the sidecar of ``path`` (the user declined recovery)."""
-    autosave_path(path).unlink(missing_ok=True)
-
-
-# --- evaluator trust list --------------------------------------------------------------------
-
-
-def _trust_file() -> Path:
-    from engine.examples import cache_dir
-
-    return cache_dir() / _TRUST_FILE
-
-
-def _trusted_entries() -> list[dict[str, str]]:
-    try:
-        data = json.loads(_trust_file().read_text(encoding="utf-8"))
-        return [e for e in data.get("trusted", []) if isinstance(e, dict)]
-    except (OSError, ValueError, AttributeError):
-        return []
-
-
-def is_trusted(path: str | os.PathLike[str]) -> bool:
-    """True when the evaluator at ``path``, as its bytes are now, is in the local trust list."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    entry = {"path": str(path.resolve()), "sha256": _sha256(path)}
-    return entry in _trusted_entries()
-
-
-def trust_evaluator(path: str | os.PathLike[str]) -> None:
-    """Record that the user agreed to run the evaluator at ``path`` with its current contents."""
-    path = Path(path)
-    if not path.is_file():
-        raise SessionError(f"{path}: evaluator not found")
-    entry = {"path": str(path.resolve()), "sha256": _sha256(path)}
-    entries = [e for e in _trusted_entries() if e.get("path") != entry["path"]] + [entry]
-    target = _trust_file()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(target, json.dumps({"version": 1, "trusted": entries}, indent=1) + "\n")
