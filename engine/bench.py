@@ -51,13 +51,15 @@ class BenchResult:
     threads: int
     repeats: int
     routines: dict[str, str]
+    ops: str = "fp32"  # the route plan's "ops"
 
     def row(self, name: str) -> BenchRow:
         return next(r for r in self.rows if r.name == name)
 
     def to_json(self) -> dict[str, Any]:
         return {"rows": [r.to_json() for r in self.rows], "predicted_ms": self.predicted_ms,
-                "threads": self.threads, "repeats": self.repeats, "routines": dict(self.routines)}
+                "threads": self.threads, "repeats": self.repeats, "routines": dict(self.routines),
+                "ops": self.ops}
 
 
 # ORT's intra-op threads spin for a while after each run; a session run right after another one
@@ -89,7 +91,7 @@ def interleaved_latency(models: dict[str, onnx.ModelProto], feeds: dict[str, np.
 
 def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, threads: int | None = None,
               route_model: onnx.ModelProto | None = None, predicted_ms: float | None = None,
-              routines: dict[str, str] | None = None, tune_options: Any = None) -> Job[BenchResult]:
+              routines: dict[str, str] | None = None, tune_options: Any = None, ops: str = "fp32") -> Job[BenchResult]:
     """Bench the three rows. Without ``route_model`` the route comes from ``tune_job`` (``tune_options``)."""
     from engine.profile_measure import physical_cores
     from engine.profile_variants import random_feeds
@@ -102,7 +104,7 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
 
         opts = tune_options or TuneOptions(threads=threads)
         tuned = yield from tune_job(graph, evaluator, opts)
-        route_model, predicted_ms, routines = tuned.model, tuned.ms_predicted, tuned.layer_routines()
+        route_model, predicted_ms, routines, ops = tuned.model, tuned.ms_predicted, tuned.layer_routines(), tuned.plan.ops
     yield Progress(0, 3, "building ort-int8")
     int8 = quantize_whole_model(graph.model, evaluator.calibration())
     models = {"ort-fp32": graph.model, "ort-int8": int8, "layerlab": route_model}
@@ -115,4 +117,4 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
     base = stats["ort-fp32"].median
     rows = [BenchRow(name, stats[name], metrics[name], model.ByteSize(), base / stats[name].median,
                      metrics["ort-fp32"] - metrics[name]) for name, model in models.items()]
-    return BenchResult(rows, predicted_ms, threads, repeats, dict(routines or {}))
+    return BenchResult(rows, predicted_ms, threads, repeats, dict(routines or {}), ops)

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError(f"--threads {args.threads}: must be at least 1")
     evaluator = load_evaluator(evaluator_path(args))
     route_model = predicted = routines = None
+    ops = "fp32"
     if args.session is not None:
         from engine.session_file import load_session
         from engine.transforms import apply_plan
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         route_model = apply_plan(graph, session.plan, evaluator.calibration()).model
         predicted = getattr(session.route, "latency_ms", None)
         routines = {n.name: session.plan.settings_for(n.name).precision or "fp32" for n in graph.layers}
+        ops = session.plan.ops
         label = str(session.model_path)
     else:
         path, defaults = resolve_model(args.model)
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         label = str(path)
     result = run_job(
         bench_job(graph, evaluator, repeats=args.repeats, threads=args.threads, route_model=route_model,
-                  predicted_ms=predicted, routines=routines,
+                  predicted_ms=predicted, routines=routines, ops=ops,
                   tune_options=TuneOptions(max_drop=args.max_drop, threads=args.threads)),
         stderr_progress("bench"),
     )
@@ -79,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
     changed = {k: v for k, v in result.routines.items() if v != "fp32"}
     if result.routines:
         kinds = ", ".join(f"{sum(1 for v in changed.values() if v == x)} {x}" for x in sorted(set(changed.values())))
-        print(f"route: {kinds or 'all fp32'} of {len(result.routines)} layers")
+        ops_note = f"; ops {result.ops}" if result.ops != "fp32" else ""
+        print(f"route: {kinds or 'all fp32'} of {len(result.routines)} layers{ops_note}")
     return 0

@@ -38,6 +38,7 @@ def test_bench_rows_and_json_schema(digits, digits_eval: Path) -> None:
     assert data["rows"][0]["speedup"] == 1.0 and data["rows"][0]["drop"] == 0.0
     assert data["rows"][1]["bytes"] < data["rows"][0]["bytes"] / 2  # int8 weights
     assert data["rows"][2]["metric"] == data["rows"][0]["metric"]  # same model, same metric
+    assert data["ops"] == "fp32"
     assert data["predicted_ms"] == 0.1
 
 
