@@ -22,6 +22,7 @@ from gui.netron_view import QtNetron
 from gui.plan_commands import SetPlanCommand
 from gui.qt_graph_view import QtGraphView
 from gui.qt_inspector import QtInspector
+from gui.qt_overview import QtOverview
 from gui.qt_job_status import QtJobStatus
 from gui.qt_legend import QtLegend
 from gui.qt_charts import QtCharts
@@ -63,6 +64,9 @@ class QtMainWindow(QMainWindow):
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.inspector)
         self.inspector_dock = self._dock("Inspector", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.overview = QtOverview(self.graph_view)
+        self.overview_dock = self._dock("Overview", self.overview, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.resizeDocks([self.overview_dock], [110], Qt.Orientation.Horizontal)
         self.legend = QtLegend(self.graph_view)
         self.legend_dock = self._dock("Legend", self.legend, Qt.DockWidgetArea.RightDockWidgetArea)
         self.splitDockWidget(self.legend_dock, self.inspector_dock, Qt.Orientation.Vertical)
@@ -154,6 +158,7 @@ class QtMainWindow(QMainWindow):
         view_menu.addSeparator()
         self.netron.add_actions(view_menu)
         view_menu.addSeparator()
+        view_menu.addAction(self.overview_dock.toggleViewAction())
         view_menu.addAction(self.inspector_dock.toggleViewAction())
         view_menu.addAction(self.legend_dock.toggleViewAction())
         view_menu.addAction(self.results_dock.toggleViewAction())
