@@ -14,9 +14,11 @@ from engine.graph import ModelGraph
 if TYPE_CHECKING:
     from engine.profiler import Profile
 
-__all__ = ["predict_ms"]
+__all__ = ["predict_ms", "reached_layers"]
 
 logger = logging.getLogger(__name__)
+
+_ISLAND_LIMIT = 32  # tensors explored per border: islands are local, and this bounds the cost
 
 
 def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str]) -> float:
@@ -71,20 +73,25 @@ def _borders(graph: ModelGraph, plan: Mapping[str, str], routine: str, producers
 
 def _island(tensor: str, same: Any, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool) -> bool:
     """Whether ``tensor`` reaches (through ops, not layers) only layers for which ``same`` holds."""
-    frontier, seen, found = [tensor], set(), False
-    while frontier and len(seen) < 32:
+    layers, open_end = reached_layers(tensor, producers, consumers, upstream)
+    return not open_end and bool(layers) and all(same(node) for node in layers)
+
+
+def reached_layers(tensor: str, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool) -> tuple[list[Any], bool]:
+    """Layers reached from ``tensor`` through ops, and whether a graph input/output (open end) was reached."""
+    frontier, seen, found, open_end = [tensor], set(), {}, False
+    while frontier and len(seen) < _ISLAND_LIMIT:
         t = frontier.pop()
         if t in seen:
             continue
         seen.add(t)
         nodes = ([producers[t]] if t in producers else []) if upstream else consumers.get(t, [])
         if not nodes:
-            return False  # a graph input or output: the island ends here
+            open_end = True
+            break
         for node in nodes:
             if node.tunable:
-                if not same(node):
-                    return False
-                found = True
+                found[node.name] = node
             else:
                 frontier += [x for x in (node.inputs if upstream else node.outputs) if x]
-    return found
+    return list(found.values()), open_end

@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1, "int8_dynamic": 1}
 _CONVERTS = {"int8": ("quantize", "dequantize"), "fp16": ("cast", "cast")}  # (on inputs, on outputs)
-_ISLAND_LIMIT = 32  # tensors explored per border, as predict_ms does
 
 
 def build_problem(
@@ -144,29 +143,9 @@ def _add_converts(graph: ModelGraph, profile: Profile, times: dict[str, dict[str
                     times[node.name][routine] += ms  # one conversion whoever reads it
 
 
-def _reached(tensor: str, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool) -> tuple[list[Any], bool]:
-    """Layers reached from ``tensor`` through ops, and whether a graph input/output (open end) was reached."""
-    frontier, seen, found, open_end = [tensor], set(), {}, False
-    while frontier and len(seen) < _ISLAND_LIMIT:
-        t = frontier.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        nodes = ([producers[t]] if t in producers else []) if upstream else consumers.get(t, [])
-        if not nodes:
-            open_end = True
-            break
-        for node in nodes:
-            if node.tunable:
-                found[node.name] = node
-            else:
-                frontier += [x for x in (node.inputs if upstream else node.outputs) if x]
-    return list(found.values()), open_end
-
-
 def _add_borders(graph: ModelGraph, profile: Profile, times: dict[str, dict[str, float]], pairs: dict) -> None:
     """Transposes around int8 Conv islands and NCHWc reorders around fp32 ones, weighted like predict_ms."""
-    from engine.profile_predict import _borders  # the same island rule, to weigh borders identically
+    from engine.profile_predict import _borders, reached_layers  # the same island rule as predict_ms
 
     producers = {o: n for n in graph.nodes for o in n.outputs}
     consumers: dict[str, list[Any]] = {}
@@ -187,7 +166,7 @@ def _add_borders(graph: ModelGraph, profile: Profile, times: dict[str, dict[str,
                 ms = weight * (profile.adapt_ms(t, kind) or 0.0)
                 if not ms:
                     continue
-                others, open_end = _reached(t, producers, consumers, upstream)
+                others, open_end = reached_layers(t, producers, consumers, upstream)
                 others = [o for o in others if o.name != node.name]
                 if open_end or not others or any(o.op_type != "Conv" for o in others):
                     times[node.name][routine] += ms  # a border whatever the other side runs

@@ -13,8 +13,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
-from PySide6.QtWidgets import (QDockWidget, QDoubleSpinBox, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QScrollArea)
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea
 
 from engine.plan import Plan
 from gui.colour_modes import MODES
@@ -23,6 +22,7 @@ from gui.plan_commands import SetPlanCommand
 from gui.qt_graph_view import QtGraphView
 from gui.qt_inspector import QtInspector
 from gui.qt_overview import QtOverview
+from gui.qt_plan_controls import QtPlanControls
 from gui.qt_job_status import QtJobStatus
 from gui.qt_legend import QtLegend
 from gui.qt_charts import QtCharts
@@ -91,7 +91,7 @@ class QtMainWindow(QMainWindow):
         self._build_menus()
 
         self._callbacks = {"model": lambda _: self._update_title(), "dirty": lambda _: self._update_title(),
-                           "evaluator": lambda _: self._update_title(), "plan": lambda _: self._sync_ops()}
+                           "evaluator": lambda _: self._update_title(), "plan": lambda _: self.plan_controls.sync()}
         for name, callback in self._callbacks.items():
             getattr(session.events, name).connect(callback)
         self._restore_layout()
@@ -143,10 +143,9 @@ class QtMainWindow(QMainWindow):
         redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         edit_menu.addActions([undo, redo])
         edit_menu.addSeparator()
-        self.ops_action = self._action(edit_menu, "Quantize &ops between layers too (int8)", self._toggle_ops)
-        self.ops_action.setCheckable(True)
-        self.ops_action.setToolTip("The plan's ops: Add, Concat, pooling … in int8 as whole-model quantization does; "
-                                   "fewer conversions, maybe less accuracy (measured, not predicted)")
+        self.plan_controls = QtPlanControls(self)
+        self.ops_action, self.max_drop_box = self.plan_controls.ops_action, self.plan_controls.max_drop_box
+        edit_menu.addAction(self.ops_action)
         view_menu = bar.addMenu("&View")
         self._action(view_menu, "&Fit graph (F)", self.graph_view.fit)
         self._action(view_menu, "Zoom &in (Ctrl+=)", lambda: self.graph_view.zoom(1.25))
@@ -172,29 +171,11 @@ class QtMainWindow(QMainWindow):
         self.tune_action.setToolTip("Choose a routine per layer within the max drop, build it and measure it")
         self.measure_action = self._action(jobs_menu, "&Measure", self.live.measure, "Ctrl+M")
         toolbar.addActions([self.profile_action, self.sensitivity_action, self.tune_action])
-        toolbar.addWidget(self._max_drop_box())
+        toolbar.addWidget(self.max_drop_box)
         toolbar.addAction(self.measure_action)
         jobs_menu.addSeparator()
         self.cancel_action = self._action(jobs_menu, "&Cancel running job", self.cancel_job)
         self._rebuild_recent()
-
-    def _max_drop_box(self) -> QDoubleSpinBox:
-        """Tune's accuracy budget, in the metric's units, remembered in QSettings."""
-        self.max_drop_box = box = QDoubleSpinBox()
-        box.setPrefix("max drop ")
-        box.setDecimals(4)
-        box.setRange(0.0, 1e6)
-        box.setSingleStep(0.005)
-        box.setToolTip("Tune's accuracy budget: the largest metric drop allowed (0.01 = one point of accuracy)")
-        box.setValue(float(self.settings.value("tune/max_drop", 0.01)))
-        self.live.max_drop = box.value()
-        box.valueChanged.connect(self._max_drop_changed)
-        return box
-
-    def _max_drop_changed(self, value: float) -> None:
-        self.live.max_drop = float(value)
-        self.settings.setValue("tune/max_drop", float(value))
-        self.live.predict()  # auto layers are chosen within the budget
 
     # --- opening --------------------------------------------------------------------------------
 
@@ -302,19 +283,6 @@ class QtMainWindow(QMainWindow):
     def busy(self) -> bool:
         """True while a job runs or waits."""
         return (self.job is not None and self.job.running) or bool(self._queue)
-
-    def _toggle_ops(self) -> None:
-        """The plan's ops precision follows the Edit menu's check, as an undoable edit."""
-        from dataclasses import replace
-
-        before = self.session.plan if self.session.plan is not None else Plan()
-        ops = "int8" if self.ops_action.isChecked() else "fp32"
-        if before.ops != ops:
-            self.undo_stack.push(SetPlanCommand(self.session, self.session.plan, replace(before, ops=ops), f"ops {ops}"))
-
-    def _sync_ops(self) -> None:
-        plan = self.session.plan
-        self.ops_action.setChecked(plan is not None and plan.ops == "int8")
 
     def _restore_trial(self, trial: Any) -> None:
         """Put a trial's plan back, as an undoable edit."""

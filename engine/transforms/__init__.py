@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from engine.graph import ModelGraph
     from engine.plan import Plan
 
-__all__ = ["ApplyResult", "PassResult", "apply_plan", "clone", "consumers", "initializers", "refresh_shapes", "set_initializer"]
+__all__ = ["ApplyResult", "PassResult", "apply_plan", "clone", "consumers", "drop_unused_initializers", "initializers", "refresh_shapes", "set_initializer"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,3 +155,10 @@ def _layer_nodes(settings: dict[str, Any], ranks: dict[str, int]) -> set[str]:
     from engine.transforms.lowrank import lowrank_names
 
     return {m for name in settings for m in (lowrank_names(name) if name in ranks else (name,))}
+
+
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
+    """Delete the initializers no node reads, in place (deleting, not rebuilding, copies no weights)."""
+    used = {t for node in graph.node for t in node.input}
+    for i in reversed([i for i, t in enumerate(graph.initializer) if t.name not in used]):
+        del graph.initializer[i]

@@ -8,7 +8,7 @@
   too, so ORT quantizes the ops between layers as whole-model ``quantize_static`` does.
 - int8_dynamic: ``quantize_dynamic`` for MatMul (a Gemm is first split into MatMul + Add, keeping
   the layer's name on the MatMul, since ORT has no dynamic Gemm).
-- fp16: the chosen layers get fp16 weights with Casts at their borders (see ``_fp16`` for why not
+- fp16: the chosen layers get fp16 weights with Casts at their borders (see ``engine.transforms.fp16`` for why not
   onnxconverter-common's ``node_block_list``); the model's inputs and outputs stay fp32.
 
 Models below opset 13 are converted first (per-channel DequantizeLinear needs 13). Node names of the
@@ -33,7 +33,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from engine.errors import SettingsError
-from engine.transforms import PassResult, clone, initializers, set_initializer
+from engine.transforms import PassResult, clone, drop_unused_initializers, initializers, set_initializer
+from engine.transforms.fp16 import fp16_layers
 
 __all__ = [
     "ROUTINES",
@@ -216,7 +217,7 @@ def _restore_gemms(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.Mode
     have = {t.name for t in after.graph.initializer}
     used = {t for n in nodes for t in n.input}
     after.graph.initializer.extend(t for t in before.graph.initializer if t.name in used and t.name not in have)
-    _drop_unused_initializers(after.graph)
+    drop_unused_initializers(after.graph)
     return after
 
 
@@ -248,61 +249,7 @@ def _gemm_to_matmul(model: onnx.ModelProto, names: set[str]) -> None:
             out.append(helper.make_node("Add", [mid, c], [n.output[0]], name=f"{n.name}_bias"))
     del graph.node[:]
     graph.node.extend(out)
-    _drop_unused_initializers(graph)
-
-
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
-    """Delete the initializers no node reads, in place (deleting, not rebuilding, copies no weights)."""
-    used = {t for node in graph.node for t in node.input}
-    for i in reversed([i for i, t in enumerate(graph.initializer) if t.name not in used]):
-        del graph.initializer[i]
-
-
-def _fp16(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
-    """Run ``nodes`` in fp16 with Casts at the borders; every other tensor stays exactly as it was.
-
-    onnxconverter-common 1.16's ``convert_float_to_float16(node_block_list=...)`` was tried first: on
-    the digits model it round-trips untouched tensors with two readers through fp16 (fp32 -> fp16 ->
-    fp32 before ``/res/conv_a/Conv``), changing layers the plan left in fp32. This does the same job
-    for the chosen layers only: fp16 copies of their weights, a Cast in and a Cast out, and adjacent
-    fp16 layers connected directly.
-    """
-    graph = model.graph
-    inits = initializers(graph)
-    fp16_out: dict[str, str] = {}  # fp32 tensor name -> its fp16 twin
-    out: list[onnx.NodeProto] = []
-    for n in graph.node:
-        if n.name not in nodes:
-            out.append(n)
-            continue
-        for i, t in enumerate(n.input):
-            if not t:
-                continue
-            if t in inits:
-                if inits[t].data_type != onnx.TensorProto.FLOAT:
-                    continue
-                twin = f"{t}_fp16"
-                if twin not in fp16_out.values():
-                    set_initializer(graph, twin, numpy_helper.to_array(inits[t]).astype(np.float16))
-                fp16_out[t] = twin
-            elif t not in fp16_out:
-                fp16_out[t] = f"{t}_fp16"
-                out.append(helper.make_node("Cast", [t], [fp16_out[t]], name=f"{n.name}_cast_in{i}", to=onnx.TensorProto.FLOAT16))
-            n.input[i] = fp16_out[t]
-        casts = []
-        for j, t in enumerate(n.output):
-            fp16_out[t] = f"{t}_fp16"
-            n.output[j] = fp16_out[t]
-            casts.append(helper.make_node("Cast", [fp16_out[t]], [t], name=f"{n.name}_cast_out{j}", to=onnx.TensorProto.FLOAT))
-        out += [n, *casts]
-    # adjacent fp16 layers read each other's fp16 tensors directly: drop Casts nobody reads
-    read = {t for node in out for t in node.input} | {o.name for o in graph.output}
-    out = [node for node in out if node.op_type != "Cast" or node.output[0] in read or not node.name.startswith(tuple(nodes))]
-    del graph.node[:]
-    graph.node.extend(out)
-    _drop_unused_initializers(graph)
-    del graph.value_info[:]
-    return onnx.shape_inference.infer_shapes(model)
+    drop_unused_initializers(graph)
 
 
 def unconverted(model: onnx.ModelProto, names: Iterable[str], routine: str) -> list[str]:
@@ -396,7 +343,7 @@ class PrecisionPass:
             _gemm_to_matmul(model, gemms)
             model = _dynamic_int8(model, self.int8_dynamic)
         if self.fp16:
-            model = _fp16(model, set(self.fp16))
+            model = fp16_layers(model, set(self.fp16))
         return PassResult(model, True, notes)
 
 
