@@ -41,6 +41,7 @@ __all__ = [
     "Calibration",
     "CalibrationCache",
     "PrecisionPass",
+    "prepare",
     "quantize_whole_model",
     "random_calibration",
     "unconverted",
@@ -81,6 +82,10 @@ class CalibrationCache:
         if digest not in self._ranges and path.is_file():
             self._ranges[digest] = path.read_bytes()
 
+    def ranges_for(self, model: onnx.ModelProto) -> bytes | None:
+        """ORT's range file kept for ``model`` (as the quantizer was given it), or None before its first int8 run."""
+        return self._ranges.get(hashlib.sha256(model.SerializeToString()).hexdigest())
+
 
 def random_calibration(model: onnx.ModelProto, count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Random-normal samples shaped like the model's inputs (symbolic dims become 1)."""
@@ -117,7 +122,7 @@ def _opset(model: onnx.ModelProto) -> int:
     return next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
 
 
-def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Opset >= 13 and inferred shapes: the quantizer's preconditions."""
     from engine.graph import upgrade_opset
 
@@ -131,11 +136,16 @@ def _prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+# Logged on the root logger on every call: "Please consider pre-processing ..." and, with ops in int8,
+# "Axis 1 is out-of-range for weight ..." (a rank-1 BatchNormalization weight; ORT falls back to per-tensor).
+_ADVICE = ("Please ", "Axis ")
+
+
 class _QuietQuantizer(logging.Filter):
-    """Drops the quantizer's "Please consider pre-processing" advice, logged on the root logger for every call."""
+    """Drops the quantizer's advice (``_ADVICE``) from the root logger while it runs."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name == "root" and str(record.msg).startswith("Please "))
+        return not (record.name == "root" and str(record.msg).startswith(_ADVICE))
 
 
 def _quiet(func):  # type: ignore[no-untyped-def]
@@ -151,29 +161,36 @@ def _quiet(func):  # type: ignore[no-untyped-def]
 
 
 @_quiet
-def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calibration | CalibrationCache) -> onnx.ModelProto:
+def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calibration | CalibrationCache,
+                 ranges: bytes | None = None) -> onnx.ModelProto:
+    """quantize_static with LayerLab's settings; ``ranges``: an ORT range file to use instead of calibrating."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     # ORT's quantizer saves its input with external data and changes the proto it is given: hand it a file.
     with tempfile.TemporaryDirectory(prefix="layerlab-quant-") as tmp:
-        src, dst, ranges = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx", Path(tmp) / "ranges.json"
+        src, dst, range_file = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx", Path(tmp) / "ranges.json"
         data = model.SerializeToString()
         src.write_bytes(data)
         cache = samples if isinstance(samples, CalibrationCache) else CalibrationCache(samples)
-        digest = cache._load(data, ranges)
+        digest = None
+        if ranges is not None:
+            range_file.write_bytes(ranges)
+        else:
+            digest = cache._load(data, range_file)
         try:
             quantize_static(
-                str(src), str(dst), None if ranges.is_file() else _reader(cache.samples),
+                str(src), str(dst), None if range_file.is_file() else _reader(cache.samples),
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 nodes_to_quantize=nodes,
-                calibration_cache_path=str(ranges),
+                calibration_cache_path=str(range_file),
             )
         except Exception as exc:
             raise SettingsError(f"int8 quantization failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-        cache._keep(digest, ranges)
+        if digest is not None:
+            cache._keep(digest, range_file)
         return onnx.load(str(dst))
 
 
@@ -327,7 +344,7 @@ class PrecisionPass:
         if self.int8 or self.int8_dynamic or ops:
             if _opset(model) < _MIN_OPSET:
                 notes.append(f"converted opset {_opset(model)} -> {_MIN_OPSET} for per-channel int8")
-            model = _prepare(model)
+            model = prepare(model)
             ops = self._ops(model)  # after the opset conversion: its node list is the one quantized
         if self.int8 or ops:
             samples = self.calibration
@@ -349,6 +366,6 @@ class PrecisionPass:
 
 def quantize_whole_model(model: onnx.ModelProto, calibration: Calibration | CalibrationCache | None = None) -> onnx.ModelProto:
     """Every quantizable op to int8 (QDQ, U8S8, per-channel): the ``ort-int8`` baseline."""
-    model = _prepare(clone(model))
+    model = prepare(clone(model))
     return _static_int8(model, None, calibration or random_calibration(model))
 
