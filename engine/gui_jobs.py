@@ -251,13 +251,13 @@ def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = 
                  max_drop: float | None = None) -> Prediction:
     """Predicted latency (``profile_predict.predict_ms``) and drop (sum of per-layer drops) of ``plan``.
 
-    The tables hold layer precisions only: pruning, low-rank and the plan's ops precision are measured,
-    not predicted (a note says so).
+    The tables hold layer precisions and, when the profile timed it, ops in int8; pruning and low-rank
+    are measured, not predicted (a note says so).
     """
     from engine.profile_predict import predict_ms
 
     routines, notes = plan_routines(graph, plan, profile, sensitivity, max_drop)
-    latency = predict_ms(profile, graph, routines) if profile is not None else None
+    latency = predict_ms(profile, graph, routines, plan.ops) if profile is not None else None
     drop = None
     if sensitivity is not None:
         drop, unknown = 0.0, 0
@@ -274,8 +274,8 @@ def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = 
     if any(plan.settings_for(n.name).prune is not None or plan.settings_for(n.name).rank is not None
            for n in graph.layers):
         notes.append("pruning and rank are not in the tables: measure to see them")
-    if plan.ops != "fp32":
-        notes.append(f"ops in {plan.ops} are not in the tables: measure to see them")
+    if plan.ops != "fp32" and (profile is None or all(lp.int8_ops is None for lp in profile.layers)):
+        notes.append(f"ops in {plan.ops} are not in this profile: measure to see them")
     fp32 = predict_ms(profile, graph, {n: "fp32" for n in routines}) if profile is not None else None
     return Prediction(routines, latency, drop, notes, fp32)
 

@@ -21,8 +21,11 @@ logger = logging.getLogger(__name__)
 _ISLAND_LIMIT = 32  # tensors explored per border: islands are local, and this bounds the cost
 
 
-def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str]) -> float:
+def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32") -> float:
     """Predicted end-to-end ms when each layer named in ``routines`` runs that routine (others fp32).
+
+    ``ops="int8"`` (a plan's ops in int8 too) is priced by ``_predict_ops_int8`` when the profile timed
+    the all-int8-with-ops model; otherwise the ops keep their fp32 times.
 
     Sum of node times under their routine (ops and fp32 layers: the fp32 run's times), ORT's run
     cost, and the adapts the choice implies, priced by the micro-models: for int8 layers a Quantize
@@ -32,6 +35,8 @@ def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str])
     cost is weighted by how many such adapts the all-int8 / all-fp32 runs showed per border there.
     """
     chosen = {n: r for n, r in routines.items() if r != "fp32"}
+    if ops == "int8" and any(lp.int8_ops is not None for lp in profile.layers):
+        return _predict_ops_int8(profile, graph, chosen)
     total = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
     for lp in profile.layers:
         r = chosen.get(lp.name)
@@ -51,6 +56,25 @@ def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str])
         weight = min(observed / expected, 1.0) if expected else 0.0
         borders = _borders(graph, {**{n.name: "fp32" for n in graph.layers}, **chosen}, routine, producers, consumers)
         total += weight * sum(profile.adapt_ms(t, kind) or 0.0 for t in borders)
+    return total
+
+
+def _predict_ops_int8(profile: Profile, graph: ModelGraph, chosen: Mapping[str, str]) -> float:
+    """Ops in int8: ops and int8 layers at their times in the all-int8-with-ops run, plus the Q/DQ and
+    transposes that run showed (between int8 neighbours ORT fuses them away); a layer in another routine
+    reads its activations through a Dequantize and hands its outputs on through a Quantize."""
+    total = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
+    total += sum(a.ms for a in profile.adapts if a.routine == "int8_ops")
+    for lp in profile.layers:
+        r = chosen.get(lp.name)
+        if not lp.tunable or r == "int8":
+            total += lp.int8_ops if lp.int8_ops is not None else lp.ms
+        else:
+            total += lp.routines.get(r, lp.ms) if r is not None else lp.ms
+    for node in graph.layers:
+        if chosen.get(node.name) != "int8":
+            total += sum(profile.adapt_ms(t, "dequantize") or 0.0 for t in _activations(graph, node))
+            total += sum(profile.adapt_ms(t, "quantize") or 0.0 for t in node.outputs)
     return total
 
 

@@ -18,11 +18,13 @@ from engine.errors import LayerLabError, SettingsError
 from engine.graph import ModelGraph, Node
 from engine.transforms.precision import PrecisionPass, unconverted
 
-__all__ = ["ROUTINES", "build_variant", "int8_variant", "random_feeds", "to_graph"]
+__all__ = ["OPS_INT8", "ROUTINES", "build_variant", "int8_variant", "random_feeds", "to_graph"]
 
 logger = logging.getLogger(__name__)
 
 ROUTINES = ("fp32", "int8", "int8_dynamic", "fp16")
+#: Not a layer routine: every layer in int8 *and* the ops between them (the plan's "ops": "int8").
+OPS_INT8 = "int8_ops"
 _DYNAMIC_OPS = ("MatMul", "Gemm")
 
 
@@ -49,10 +51,17 @@ def build_variant(
     graph: ModelGraph, routine: str, feeds: dict[str, np.ndarray]
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
     """The model with every layer in ``routine``, and {layer: reason} for layers left unconverted."""
-    if routine not in ROUTINES:
+    if routine not in ROUTINES + (OPS_INT8,):
         raise LayerLabError(f"{graph.label}: unknown routine {routine!r} (known: {', '.join(ROUTINES)})")
     if routine == "fp32":
         return graph.model, {}
+    if routine == OPS_INT8:
+        layers = [n.name for n in graph.layers]
+        try:
+            result = PrecisionPass(calibration=[feeds, feeds], int8=layers, int8_ops_except=layers)(graph.model)
+        except SettingsError as exc:
+            raise LayerLabError(f"{graph.label}: int8 conversion with ops failed ({exc})") from None
+        return result.model, {}
     candidates = {n.name: _not_applicable(n, routine) for n in graph.layers}
     reasons = {name: why for name, why in candidates.items() if why}
     chosen = [name for name, why in candidates.items() if not why]

@@ -203,7 +203,8 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         oplan = route_plan(graph, r.routines, "int8")
         model, ms, metric = yield from _build_and_measure(graph, oplan, calibration, evaluator, feeds, options,
                                                           len(rounds))
-        rounds.append(Round(dict(r.routines), r.ms_predicted, ms, metric, r.drop_predicted, r.weight_bytes, ops="int8"))
+        rounds.append(Round(dict(r.routines), predicted_ms(prof, graph, r.routines, "int8"), ms, metric,
+                            r.drop_predicted, r.weight_bytes, ops="int8"))
         built.append((built[best][0], model, oplan))
         if base_eval.metric - metric <= options.max_drop + _TOL:
             ok.append(len(rounds) - 1)
@@ -348,6 +349,7 @@ def _worst(sens: Sensitivity, routines: Mapping[str, str], excess: float, pinned
     return out
 
 
-def predicted_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str]) -> float:
-    """``profile_predict.predict_ms`` for a route (ops dropped): the reference the DPRS tables agree with."""
-    return predict_ms(profile, graph, _layer_routines(graph, routines))
+def predicted_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32") -> float:
+    """``profile_predict.predict_ms`` for a route (ops dropped from ``routines``): with ops fp32, the
+    reference the DPRS tables agree with."""
+    return predict_ms(profile, graph, _layer_routines(graph, routines), ops)

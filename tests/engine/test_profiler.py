@@ -19,6 +19,7 @@ from engine.errors import LayerLabError
 from engine.graph import build_graph, load_model
 from engine.jobs import Cancelled, run
 from engine.profile_variants import int8_variant, random_feeds
+from engine.transforms.precision import PrecisionPass
 from engine.profiler import (
     Profile,
     ProfileOptions,
@@ -65,7 +66,9 @@ def test_digits_routines_unsupported_reasons_and_adapts(digits_graph, tmp_path: 
     assert kinds == {"quantize", "dequantize", "cast", "transpose", "layout"}
     assert p.adapt_ms("/relu/Relu_output_0", "quantize") is not None
     assert any(a.kind == "run" and a.routine == "fp32" for a in p.adapts)
-    assert set(p.variants) == {"fp32", "int8", "int8_dynamic", "fp16"}
+    assert set(p.variants) == {"fp32", "int8", "int8_dynamic", "fp16", "int8_ops"}  # int8_ops: ops in int8 too
+    assert p.layer("/relu/Relu").int8_ops is not None and conv.int8_ops is not None
+    assert set(p.adapt_scale) <= {"quantize", "dequantize"} and all(0.25 <= v <= 4 for v in p.adapt_scale.values())
     again = Profile.from_json(json.loads(json.dumps(p.to_json())))
     assert again == p
 
@@ -118,20 +121,26 @@ def test_unknown_input_dims_need_a_shape(tmp_path: Path) -> None:
         profile(build_graph(model), _options(tmp_path))
 
 
-def _prediction_error(graph, tmp_path: Path, repeats: int) -> float:
+def _prediction_error(graph, tmp_path: Path, repeats: int, ops: str) -> float:
     feeds = random_feeds(graph)
     half = [n.name for n in graph.layers[::2]]
     # One thread for both: a 2-thread run is at the mercy of whatever else this 2-core machine runs.
-    p = profile(graph, _options(tmp_path, routines=("fp32", "int8"), use_cache=False, repeats=repeats, threads=1))
-    measured = measure_latency(int8_variant(graph, half, feeds), feeds, threads=1, repeats=repeats * 2).median
-    predicted = predict_ms(p, graph, {name: "int8" for name in half})
+    p = profile(graph, _options(tmp_path, routines=("fp32", "int8"), use_cache=False, repeats=repeats, threads=1,
+                                ops_int8=ops == "int8"))
+    if ops == "int8":
+        variant = PrecisionPass(calibration=[feeds, feeds], int8=half, int8_ops_except=[n.name for n in graph.layers])
+        measured_model = variant(graph.model).model
+    else:
+        measured_model = int8_variant(graph, half, feeds)
+    measured = measure_latency(measured_model, feeds, threads=1, repeats=repeats * 2).median
+    predicted = predict_ms(p, graph, {name: "int8" for name in half}, ops)
     return predicted / measured - 1
 
 
-def _assert_predicts(graph, tmp_path: Path, repeats: int) -> None:
+def _assert_predicts(graph, tmp_path: Path, repeats: int, ops: str = "fp32") -> None:
     errors = []
     for _ in range(3):  # a busy neighbour can spoil one measurement; the property must hold in one of three
-        errors.append(_prediction_error(graph, tmp_path, repeats))
+        errors.append(_prediction_error(graph, tmp_path, repeats, ops))
         if abs(errors[-1]) <= 0.15:
             return
     pytest.fail(f"predicted vs measured mixed-plan latency off by {errors}")
@@ -139,6 +148,10 @@ def _assert_predicts(graph, tmp_path: Path, repeats: int) -> None:
 
 def test_prediction_of_mixed_plan_digits(digits_graph, tmp_path: Path) -> None:
     _assert_predicts(digits_graph, tmp_path, repeats=40)
+
+
+def test_prediction_of_mixed_plan_with_ops_in_int8_digits(digits_graph, tmp_path: Path) -> None:
+    _assert_predicts(digits_graph, tmp_path, repeats=40, ops="int8")
 
 
 def test_prediction_of_mixed_plan_ppocr(ppocr_model: Path, tmp_path: Path) -> None:

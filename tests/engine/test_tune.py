@@ -97,6 +97,12 @@ def test_unprofiled_unmeasured_and_pinned_routines_are_not_offered(digits: Model
     assert dprs.solve(problem).routines["/fc1/Gemm"] == "int8"
 
 
+def _fast(prof: Profile) -> Profile:
+    """Every layer 10x faster in int8, micro-priced adapts unscaled: the tests below decide by drops alone."""
+    layers = [replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers]
+    return replace(prof, layers=layers, adapt_scale={})
+
+
 def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensitivity, metric_of,
                    ops_ms: float = 0.5, ops_drop: float = 0.0) -> list[dict[str, str]]:
     """Replace the measuring steps of tune_job by fakes; returns the routines of every built variant.
@@ -137,7 +143,7 @@ def test_rounds_revert_the_worst_layer_when_the_measured_drop_is_too_high(
     worst, second = names[2], names[4]
     drops = {n: 0.004 if n == worst else 0.002 if n == second else 0.0 for n in names}
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": drops[n]}, {"int8": 20.0}) for n in names}, True)
-    fast = replace(prof, layers=[replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers])
+    fast = _fast(prof)
     base = run(tune.evaluate_job(digits.model, evaluator)).metric
     # the measured drop is far worse than the sensitivities say while `worst` runs int8
     built = _fake_pipeline(monkeypatch, fast, sens, lambda r: base - (0.03 if r[worst] == "int8" else 0.0))
@@ -154,7 +160,7 @@ def test_the_best_route_is_also_measured_with_its_ops_in_int8(
 ) -> None:
     names = [n.name for n in digits.layers]
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
-    fast = replace(prof, layers=[replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers])
+    fast = _fast(prof)
     base = run(tune.evaluate_job(digits.model, evaluator)).metric
     options = tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))
     _fake_pipeline(monkeypatch, fast, sens, lambda r: base, ops_ms=0.4)  # faster, nothing lost: it wins
@@ -173,7 +179,7 @@ def test_infeasible_and_slower_routes_fall_back_to_fp32(
 ) -> None:
     names = [n.name for n in digits.layers]
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
-    fast = replace(prof, layers=[replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers])
+    fast = _fast(prof)
     _fake_pipeline(monkeypatch, fast, sens, lambda r: 0.0)  # every int8 route is a disaster
     result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(max_drop=0.01, max_rounds=2, routines=("fp32", "int8"))))
     assert not result.feasible and "no route met max_drop" in result.note
@@ -240,7 +246,7 @@ def test_the_fp32_comparison_is_interleaved(
     """A route that looked fast when timed alone but is slower than fp32 in the round-robin run is dropped."""
     names = [n.name for n in digits.layers]
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
-    fast = replace(prof, layers=[replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers])
+    fast = _fast(prof)
     _fake_pipeline(monkeypatch, fast, sens, lambda r: 1.0)
     monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(9.0, 8.0, 10.0))  # fp32 timed alone: slow
     seen: list[list[int]] = []
