@@ -68,25 +68,35 @@ class BenchResult:
 # runs alone (9.0 ms), while still spreading drift on a shared machine over every row.
 BLOCK = 10
 SETTLE = 2
+# Where ORT's threads land is fixed for a session's life and differs between sessions: one session of
+# the digits model measures 22.6 us for good, the next 32 us. Each model runs in SESSIONS fresh
+# sessions and reports the one with the lowest median, so a comparison is not decided by placement.
+SESSIONS = 3
 
 
 def interleaved_latency(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], threads: int,
-                        repeats: int, warmup: int = 5) -> Job[dict[str, Stats]]:
-    """Per model, latency over ``repeats`` runs taken in turns: ``BLOCK`` runs of each model in turn,
-    the first ``SETTLE`` of every block not counted (the previous session's threads still spin)."""
+                        repeats: int, warmup: int = 5, sessions: int = SESSIONS) -> Job[dict[str, Stats]]:
+    """Per model, latency over ``repeats`` counted runs in each of ``sessions`` sessions, taken in turns:
+    ``BLOCK`` runs of each session in turn, the first ``SETTLE`` of every block not counted (the previous
+    session's threads still spin). A model's stats are those of its session with the lowest median."""
     from engine.profile_measure import make_session, time_runs
 
-    sessions = {name: make_session(m, threads, name) for name, m in models.items()}
-    for name, s in sessions.items():
+    pool = {(name, k): make_session(m, threads, name) for name, m in models.items() for k in range(max(sessions, 1))}
+    for (name, _), s in pool.items():
         yield from time_runs(s, feeds, warmup, name)
-    times: dict[str, list[float]] = {name: [] for name in sessions}
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in pool}
     counted = BLOCK - SETTLE
     while min(len(t) for t in times.values()) < repeats:
-        for name, s in sessions.items():
-            runs = yield from time_runs(s, feeds, SETTLE + min(counted, repeats - len(times[name])), name)
-            times[name] += runs[SETTLE:]
+        for key, s in pool.items():
+            runs = yield from time_runs(s, feeds, SETTLE + min(counted, repeats - len(times[key])), key[0])
+            times[key] += runs[SETTLE:]
         yield Progress(min(len(t) for t in times.values()), repeats, "timing (in turns)")
-    return {name: Stats.of(t) for name, t in times.items()}
+    best: dict[str, Stats] = {}
+    for (name, _), runs in times.items():
+        stats = Stats.of(runs)
+        if name not in best or stats.median < best[name].median:
+            best[name] = stats
+    return best
 
 
 def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, threads: int | None = None,

@@ -73,6 +73,32 @@ def test_cli_bench_rejects_bad_input(tmp_path: Path, digits_eval: Path, capsys: 
     assert "--repeats" in err and "none.npz" in err and "bad.json" in err
 
 
+def test_interleaved_latency_reports_each_models_fastest_session(digits, monkeypatch) -> None:
+    """Thread placement is fixed per session: a model's figure is its best session's, not a mix."""
+    import engine.bench
+    import engine.profile_measure
+
+    made: list[str] = []
+    real = engine.profile_measure.make_session
+
+    def make_session(model, threads, label):
+        made.append(label)
+        session = real(model, threads, label)
+        session.slow = 5.0 if made.count(label) == 1 else 1.0  # only each model's first session lands badly
+        return session
+
+    def fake_time_runs(session, feeds, count, label):
+        if False:
+            yield
+        return [session.slow] * count
+
+    monkeypatch.setattr(engine.profile_measure, "make_session", make_session)
+    monkeypatch.setattr(engine.profile_measure, "time_runs", fake_time_runs)
+    stats = run(interleaved_latency({"a": digits.model, "b": digits.model}, {}, threads=1, repeats=8, warmup=1, sessions=3))
+    assert made.count("a") == made.count("b") == 3
+    assert stats["a"].median == stats["b"].median == 1.0
+
+
 def test_interleaved_latency_drops_the_settling_runs_of_each_block(digits, monkeypatch) -> None:
     """Runs right after another session are slowed by its spinning threads: they must not count."""
     import engine.bench
@@ -87,7 +113,8 @@ def test_interleaved_latency_drops_the_settling_runs_of_each_block(digits, monke
         return [100.0] * min(count, engine.bench.SETTLE) + [1.0] * max(count - engine.bench.SETTLE, 0)
 
     monkeypatch.setattr(engine.profile_measure, "time_runs", fake_time_runs)
-    stats = run(interleaved_latency({"a": digits.model, "b": digits.model}, {}, threads=1, repeats=13, warmup=1))
+    stats = run(interleaved_latency({"a": digits.model, "b": digits.model}, {}, threads=1, repeats=13, warmup=1,
+                                    sessions=1))
     assert all(s.median == s.p90 == 1.0 for s in stats.values())
     timed = calls[2:]  # after one warm-up call per model
     assert [label for label, _ in timed[:4]] == ["a", "b", "a", "b"]  # blocks in turn
