@@ -48,7 +48,7 @@ from engine.profile_measure import (
     physical_cores,
     time_runs,
 )
-from engine.profile_predict import predict_ms
+from engine.profile_predict import context_scale, predict_ms
 from engine.profile_variants import OPS_INT8, ROUTINES, build_variant, random_feeds, to_graph
 
 __all__ = [
@@ -125,7 +125,7 @@ class Profile:
     raw_coverage: float = 0.0  # the profiler's raw kernel sum / end-to-end median, before its cost is removed
     kernel_overhead_ms: float = 0.0  # the profiler cost removed from each fp32 kernel
     complete: bool = True
-    # In-context / micro-model cost of each adapt kind, from the all-int8 run (see ``_context_scale``).
+    # In-context / micro-model cost of each adapt kind, from the all-int8 run (see ``profile_predict.context_scale``).
     adapt_scale: dict[str, float] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerProfile:
@@ -360,32 +360,8 @@ def _assemble(graph: ModelGraph, results: Mapping[str, dict[str, Any]], micro: M
         raw_coverage=(base.get("raw_ms", 0.0) + calib.run_ms) / e2e.median if e2e.median > 0 else 0.0,
         kernel_overhead_ms=float(base.get("overhead_ms", 0.0)),
         complete=complete,
-        adapt_scale=_context_scale(graph, layers, adapts),
+        adapt_scale=context_scale(graph, layers, adapts),
     )
-
-
-_SCALE_BOUNDS = (0.25, 4.0)  # beyond these the attribution, not the context, is the likelier cause
-
-
-def _context_scale(graph: ModelGraph, layers: Sequence[LayerProfile], adapts: Sequence[AdaptCost]) -> dict[str, float]:
-    """Quantize and Dequantize cost more inside the model than on a one-node micro-model (ppocr-rec:
-    1.56 ms of Q/DQ seen in the all-int8 run vs 0.77 ms from micro-models): caches are cold and the
-    DQ output feeds an fp32 op. Per kind, the all-int8 run's total over the micro total at the same
-    sites (every int8 layer's activation inputs and outputs) scales every micro price."""
-    int8 = {lp.name for lp in layers if "int8" in lp.routines}
-    micro = {(a.tensor, a.kind): a.ms for a in adapts if a.routine is None}
-    sites = {"quantize": set(), "dequantize": set()}
-    for node in graph.layers:
-        if node.name in int8:
-            sites["quantize"] |= {t for t in node.inputs if t and t not in node.weights and t in graph.tensors}
-            sites["dequantize"] |= set(node.outputs)
-    scale = {}
-    for kind, tensors in sites.items():
-        expected = sum(micro.get((t, kind), 0.0) for t in tensors)
-        seen = sum(a.ms for a in adapts if a.routine == "int8" and a.kind == kind)
-        if expected > 0 and seen > 0:
-            scale[kind] = min(max(seen / expected, _SCALE_BOUNDS[0]), _SCALE_BOUNDS[1])
-    return scale
 
 
 def _in_thread(fn: Any, message: str) -> Generator[Progress, None, Any]:
