@@ -33,11 +33,9 @@ logger = logging.getLogger(__name__)
 
 
 class SingleLayerInt8:
-    """Builds ``prepared`` (opset >= 13, shapes inferred) with one layer in static int8 from known ranges.
-
-    ``quantize(model, nodes)`` is the quantizer to call (``precision._static_int8`` with the shared
-    calibration cache); ``ranges_known`` tells whether it holds ranges for ``prepared`` already.
-    """
+    """Cuts one layer of ``prepared`` (opset >= 13, shapes inferred) out as a model of its own
+    (``one_node_model``) and puts the quantizer's result back in its place (``splice``). Quantizing
+    the cut, with the base's calibrated ranges, is the caller's (``layer_variants.VariantBuilder``)."""
 
     def __init__(self, prepared: onnx.ModelProto) -> None:
         self.base = prepared
