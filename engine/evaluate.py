@@ -289,13 +289,16 @@ def ensure_reference(
 
 
 def run_samples(
-    session: Any, feeds: Sequence[Mapping[str, np.ndarray]], label: str, output_names: list[str] | None = None
+    session: Any, feeds: Sequence[Mapping[str, np.ndarray]], label: str, output_names: list[str] | None = None,
+    first: int = 0,
 ) -> Job[list[list[np.ndarray]]]:
-    """Run ``session`` on each feed (cast to the model's input dtypes); yields Progress about 4x a second."""
+    """Run ``session`` on each feed (cast to the model's input dtypes); yields Progress about 4x a second.
+
+    ``first``: the index of ``feeds[0]`` among the samples, for messages."""
     specs = {i.name: _numpy_dtype(i.type) for i in session.get_inputs()}
     outputs = []
     last = time.monotonic()
-    for index, inputs in enumerate(feeds):
+    for index, inputs in enumerate(feeds, start=first):
         missing = [name for name in specs if name not in inputs]
         if missing:
             raise LayerLabError(f"{label}: sample {index}: no value for model input {missing[0]!r} (has {sorted(inputs)})")
@@ -307,7 +310,7 @@ def run_samples(
         now = time.monotonic()
         if now - last > _PROGRESS_EVERY_S:
             last = now
-            yield Progress(index + 1, len(feeds), "running samples")
+            yield Progress(index + 1, first + len(feeds), "running samples")
     return outputs
 
 

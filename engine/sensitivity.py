@@ -7,6 +7,8 @@ It also records the SQNR (dB) of the layer's output against fp32 on the first fe
 
 Speed: the base model runs once and its activations at every cut are cached (``engine.subgraph``);
 each variant then runs only the nodes that differ from the base and what lies downstream of them.
+When the cache would outgrow ``SweepSettings.cache_limit`` (default: a quarter of the machine's
+memory; ppocr-rec keeps 7.6 MB a sample) every variant runs whole instead.
 ``SweepSettings(cached=False)`` is the naive sweep, one full evaluation per layer, kept as the
 reference the cached sweep is tested and benchmarked against.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -122,6 +125,7 @@ class SweepSettings:
     cached: bool = True  # False: the naive sweep, one full evaluation per layer and routine
     threads: int = 0
     sqnr_samples: int = 8
+    cache_limit: int | None = None  # bytes of cached activations; None: a quarter of this machine's memory
     # ORT's level 3 (layout) optimizations may compute a whole model and its suffix a few ulps apart;
     # at "extended" they agree bit for bit, and int8 QDQ still runs as int8 kernels.
     optimization: str = "extended"
@@ -149,12 +153,17 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
         cuts = set().union(*(cut_candidates(base, name) for name in layer_names))
         outs = {t for name in layer_names for t in graph.node(name).outputs if t}
         output_names = [o.name for o in base.graph.output]
-        run_cache = lambda names, some: ActivationCache.build(base, names, some, threads=settings.threads, optimization=settings.optimization, label=graph.label)
         cache = probe = None
         if settings.cached:
             # The pass that caches the cuts also gives the baseline (extra outputs leave every value
             # bit for bit as it is: the cached-equals-naive tests hold).
-            cache = yield from run_cache([*output_names, *cuts], feeds)
+            limit = settings.cache_limit if settings.cache_limit is not None else default_cache_limit()
+            cache = yield from ActivationCache.build(base, [*output_names, *cuts], feeds, threads=settings.threads,
+                                                     optimization=settings.optimization, label=graph.label, max_bytes=limit)
+            if cache is None:
+                logger.warning("%s: the fp32 activations of %d samples would not fit in %.1f GB; "
+                               "every layer is evaluated on the whole model", graph.label, len(feeds), limit / 1e9)
+        if cache is not None:
             base_outputs = [[cache.feed(k, [o])[o] for o in output_names] for k in range(len(feeds))]
         else:
             base_outputs = yield from _run(base, feeds, evaluator, settings)
@@ -164,7 +173,8 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
         builder = VariantBuilder(base, evaluator.calibration())
         probe_feeds = feeds[: max(0, settings.sqnr_samples)]
         if probe_feeds:  # only a few samples: the layers' outputs too would double the cache
-            probe = yield from run_cache(cuts | outs, probe_feeds)
+            probe = yield from ActivationCache.build(base, cuts | outs, probe_feeds, threads=settings.threads,
+                                                     optimization=settings.optimization, label=graph.label)
         done += 1
         base_inits, base_infos = serialized_initializers(base), value_infos(base)
         context = _Context(base, base_outputs, feeds, evaluator, settings, cache, probe, base_inits, graph.label)
@@ -241,6 +251,14 @@ class _Context:
     def full_metric(self, model: onnx.ModelProto) -> Job[float]:
         outputs = yield from _run(model, self.feeds, self.evaluator, self.settings)
         return self.evaluator.metric(outputs, self.evaluator.labels())
+
+
+def default_cache_limit() -> int:
+    """A quarter of physical memory (4 GiB where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    except (AttributeError, OSError, ValueError):
+        return 4 << 30
 
 
 def _run(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], evaluator: Evaluator, settings: SweepSettings) -> Job[list[list[np.ndarray]]]:

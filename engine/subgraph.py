@@ -158,8 +158,12 @@ class ActivationCache:
         threads: int = 0,
         optimization: str = "all",
         label: str = "<model>",
-    ) -> Job["ActivationCache"]:
-        """Run ``base`` on every feed keeping ``names`` (graph inputs come from the feeds); a job."""
+        max_bytes: int | None = None,
+    ) -> Job["ActivationCache | None"]:
+        """Run ``base`` on every feed keeping ``names`` (graph inputs come from the feeds); a job.
+
+        With ``max_bytes``, the first sample's tensors estimate the whole cache, and None comes back
+        at once when the estimate is larger."""
         from engine.evaluate import create_session, run_samples
 
         graph_inputs = {i.name for i in base.graph.input}
@@ -171,7 +175,14 @@ class ActivationCache:
             if name not in existing:
                 model.graph.output.append(onnx.ValueInfoProto(name=name))
         session = create_session(model, threads=threads, optimization=optimization, label=label)
-        values = yield from run_samples(session, feeds, label, output_names=wanted)
+        values = []
+        if max_bytes is not None and feeds:
+            values = yield from run_samples(session, feeds[:1], label, output_names=wanted)
+            estimate = sum(a.nbytes for a in values[0]) * len(feeds)
+            if estimate > max_bytes:
+                logger.info("%s: the activation cache would take %.1f GB (limit %.1f GB)", label, estimate / 1e9, max_bytes / 1e9)
+                return None
+        values += yield from run_samples(session, feeds[len(values):], label, output_names=wanted, first=len(values))
         tensors = {name: [row[k] for row in values] for k, name in enumerate(wanted)}
         return cls(tensors, feeds)
 

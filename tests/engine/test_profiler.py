@@ -146,14 +146,17 @@ def _assert_predicts(graph, tmp_path: Path, repeats: int, ops: str = "fp32") -> 
     pytest.fail(f"predicted vs measured mixed-plan latency off by {errors}")
 
 
+@pytest.mark.timing
 def test_prediction_of_mixed_plan_digits(digits_graph, tmp_path: Path) -> None:
     _assert_predicts(digits_graph, tmp_path, repeats=40)
 
 
+@pytest.mark.timing
 def test_prediction_of_mixed_plan_with_ops_in_int8_digits(digits_graph, tmp_path: Path) -> None:
     _assert_predicts(digits_graph, tmp_path, repeats=40, ops="int8")
 
 
+@pytest.mark.timing
 def test_prediction_of_mixed_plan_ppocr(ppocr_model: Path, tmp_path: Path) -> None:
     graph = load_model(ppocr_model, {"x": (1, 3, 48, 320)})
     _assert_predicts(graph, tmp_path, repeats=20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from engine.graph import ModelGraph, load_model, upgrade_opset
 from engine.jobs import Cancelled, run
 from engine.layer_variants import VariantBuilder
 from engine.sensitivity import LayerSensitivity, Sensitivity, SweepSettings, _named, sensitivity_job, sweep
-from engine.subgraph import cut_candidates, diff_suffix
+from engine.subgraph import ActivationCache, cut_candidates, diff_suffix
 
 LAYERS = ("/conv1/Conv", "/res/conv_a/Conv", "/fc1/Gemm")  # first layer, residual fork, a Gemm
 
@@ -68,6 +69,23 @@ def test_cached_sweep_equals_naive(digits: ModelGraph, digits_eval: Path, tmp_pa
     cached = sweep(digits, evaluator, SweepSettings())
     naive = sweep(digits, evaluator, SweepSettings(cached=False))
     assert cached.to_dict() == naive.to_dict()  # bit for bit, SQNR included
+
+
+def test_a_cache_past_its_limit_falls_back_to_whole_model_runs(digits: ModelGraph, digits_eval: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    evaluator = _fidelity(digits_eval, tmp_path_factory, 40)
+    base = _named(upgrade_opset(digits.model, 13))
+    feeds = [inputs for inputs, _ in evaluator.samples()]
+    one = run(ActivationCache.build(base, cut_candidates(base, "/conv2/Conv"), feeds[:1], optimization="extended"))
+    assert one is not None and one.nbytes > 0
+    fits = run(ActivationCache.build(base, cut_candidates(base, "/conv2/Conv"), feeds, optimization="extended", max_bytes=one.nbytes * 40))
+    assert fits is not None and len(fits) == 40 and fits.nbytes == one.nbytes * 40
+    assert run(ActivationCache.build(base, cut_candidates(base, "/conv2/Conv"), feeds, optimization="extended", max_bytes=one.nbytes * 39)) is None
+    settings = SweepSettings(routines=("int8",), layers=LAYERS)
+    with caplog.at_level("WARNING", logger="engine.sensitivity"):
+        limited = sweep(digits, evaluator, replace(settings, cache_limit=1))
+    assert "would not fit" in caplog.text
+    assert limited.to_dict() == sweep(digits, evaluator, replace(settings, cached=False)).to_dict()
 
 
 def test_variants_are_cut_where_expected(digits: ModelGraph) -> None:
