@@ -162,8 +162,8 @@ class ActivationCache:
     ) -> Job["ActivationCache | None"]:
         """Run ``base`` on every feed keeping ``names`` (graph inputs come from the feeds); a job.
 
-        With ``max_bytes``, the first sample's tensors estimate the whole cache, and None comes back
-        at once when the estimate is larger."""
+        With ``max_bytes``, the first sample's tensors, scaled by each sample's input size, estimate
+        the whole cache, and None comes back at once when the estimate is larger."""
         from engine.evaluate import create_session, run_samples
 
         graph_inputs = {i.name for i in base.graph.input}
@@ -178,7 +178,9 @@ class ActivationCache:
         values = []
         if max_bytes is not None and feeds:
             values = yield from run_samples(session, feeds[:1], label, output_names=wanted)
-            estimate = sum(a.nbytes for a in values[0]) * len(feeds)
+            # Activations grow with the inputs (ppocr-rec: widths 64-320), so scale by each sample's input bytes.
+            size = lambda feed: sum(np.asarray(v).nbytes for v in feed.values()) or 1
+            estimate = sum(a.nbytes for a in values[0]) * sum(size(f) for f in feeds) / size(feeds[0])
             if estimate > max_bytes:
                 logger.info("%s: the activation cache would take %.1f GB (limit %.1f GB)", label, estimate / 1e9, max_bytes / 1e9)
                 return None
