@@ -164,7 +164,7 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                 logger.warning("%s: the fp32 activations of %d samples would not fit in %.1f GB; "
                                "every layer is evaluated on the whole model", graph.label, len(feeds), limit / 1e9)
         if cache is not None:
-            base_outputs = [[cache.feed(k, [o])[o] for o in output_names] for k in range(len(feeds))]
+            base_outputs = [list(cache.feed(k, output_names).values()) for k in range(len(feeds))]
         else:
             base_outputs = yield from _run(base, feeds, evaluator, settings)
         result.baseline = evaluator.metric(base_outputs, evaluator.labels())

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from engine.commands.common import add_model_arguments, evaluator_path, resolve_model
+from engine.commands.common import add_model_arguments, evaluator_path, input_shapes, resolve_model
 
 __all__ = ["add_parser", "run"]
 
@@ -25,13 +25,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.evaluate import ensure_reference, evaluate_job, load_evaluator
-    from engine.graph import load_model, parse_input_shape
+    from engine.graph import load_model
     from engine.jobs import run as run_job
     from engine.jobs import stderr_progress
 
     path, _ = resolve_model(args.model)
     # Only explicit shapes: evaluation samples may differ in shape from the example's profiling shape.
-    shapes = dict(parse_input_shape(text) for text in args.input or [])
+    shapes = input_shapes(args, {})
     graph = load_model(path, shapes)
     evaluator = load_evaluator(evaluator_path(args))
     ensure_reference(evaluator, graph.model, threads=args.threads)

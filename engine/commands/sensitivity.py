@@ -6,7 +6,7 @@ import argparse
 import logging
 import math
 
-from engine.commands.common import add_model_arguments, resolve_model
+from engine.commands.common import add_model_arguments, evaluator_path, input_shapes, resolve_model
 
 __all__ = ["add_parser", "run"]
 
@@ -27,15 +27,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.commands.common import evaluator_path
     from engine.evaluate import load_evaluator
-    from engine.graph import load_model, parse_input_shape
+    from engine.graph import load_model
     from engine.jobs import run as run_job
     from engine.jobs import stderr_progress
     from engine.sensitivity import SweepSettings, sensitivity_job
 
     path, _ = resolve_model(args.model)
-    shapes = dict(parse_input_shape(text) for text in args.input or [])
+    shapes = input_shapes(args, {})
     graph = load_model(path, shapes)
     evaluator = load_evaluator(evaluator_path(args))
     settings = SweepSettings(
