@@ -1,4 +1,4 @@
-"""LayerLab's headless engine: graph, transforms, profiler, evaluators, DPRS, sessions, reports.
+"""LayerLab's headless engine: one package per concern (see the README's code layout); no Qt below here.
 
 Nothing under ``engine`` imports Qt; the CLI, the tests and notebooks use it directly.
 """

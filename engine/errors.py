@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["LayerLabError", "ModelError", "SettingsError"]
+__all__ = ["LayerLabError", "ModelError", "SettingsError", "SessionError", "UntrustedEvaluatorError"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,3 +22,11 @@ class ModelError(LayerLabError):
 
 class SettingsError(LayerLabError):
     """A plan, shape or option is impossible for this model."""
+
+
+class SessionError(LayerLabError):
+    """A session file cannot be read or used (``engine.io.errors`` has the specific kinds)."""
+
+
+class UntrustedEvaluatorError(SessionError):
+    """An evaluator was about to run without the user's agreement."""

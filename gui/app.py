@@ -16,7 +16,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
-from engine.session import Session
+from engine.model.session import Session
 from gui.qt_main_window import APPLICATION, ORGANIZATION, QtMainWindow
 
 __all__ = ["run_app"]

@@ -1,7 +1,7 @@
 """Which plan settings can apply to the selected layers, and why not: the inspector disables what cannot.
 
-No Qt. Reasons come from the op facts (``engine.ops``) and the engine's own checks
-(``engine.transforms.prune.can_prune``, ``engine.transforms.lowrank``), cached per model and layer
+No Qt. Reasons come from the op facts (``engine.ir.ops``) and the engine's own checks
+(``engine.passes.prune.can_prune``, ``engine.passes.lowrank``), cached per model and layer
 because the checks trace the graph or run an SVD.
 """
 
@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from engine.ops import op_facts
-from engine.plan import PRECISIONS, PRUNE_MODES
+from engine.ir.ops import op_facts
+from engine.model.plan import PRECISIONS, PRUNE_MODES
 
 __all__ = ["LayerOptions", "layer_options", "RankInfo", "rank_info"]
 
@@ -89,7 +89,7 @@ def layer_options(graph: Any, names: Sequence[str]) -> LayerOptions:
 def _structured_reason(graph: Any, layer: str) -> str | None:
     def compute() -> str | None:
         try:
-            from engine.transforms.prune import can_prune
+            from engine.passes.prune import can_prune
         except ImportError:
             return "structured pruning check is not available"
         try:
@@ -108,7 +108,7 @@ def rank_info(graph: Any, layer: str) -> RankInfo | str:
         if not op_facts(graph.node(layer).op_type).lowrank:
             return f"{graph.node(layer).op_type} cannot be factored (Gemm, MatMul and Conv can)"
         try:
-            from engine.transforms.lowrank import break_even_rank, energy_curve, lowrank_problem
+            from engine.passes.lowrank import break_even_rank, energy_curve, lowrank_problem
         except ImportError:
             return "low-rank factoring is not available"
         problem = lowrank_problem(graph, layer, 1)

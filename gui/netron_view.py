@@ -3,7 +3,7 @@
 Netron's server runs in a daemon thread of this process, so the window never waits on it. With
 ``PySide6.QtWebEngineWidgets`` (``pip install layerlab[web]``) the page shows in a "Netron" dock;
 without it the system browser opens the URL. The variant is built and saved to a temporary file
-by an engine job (``engine.gui_jobs.export_plan_job``) in the worker, like Measure builds it.
+by an engine job (``engine.jobs.catalogue.export_plan_job``) in the worker, like Measure builds it.
 Netron keeps one model per process (its handler class holds the content), so showing a model
 stops the server of the previous one.
 """
@@ -86,7 +86,7 @@ class QtNetron(QObject):
         if session.graph is None or session.model_path is None:
             window.set_status("Open a model first.")
             return None
-        from engine.plan import Plan
+        from engine.model.plan import Plan
 
         plan = session.plan if session.plan is not None else Plan()
         prediction = window.live.prediction or window.live.predict()
@@ -94,7 +94,7 @@ class QtNetron(QObject):
         out = Path(self._tmp.name) / f"{Path(session.model_path).stem}.variant.onnx"
         kwargs = {"path": str(session.model_path), "input_shapes": dict(session.input_shapes), "plan": plan.to_dict(),
                   "routines": routines, "out_path": str(out)}
-        return window.run_job("engine.gui_jobs:export_plan_job", kwargs, "Building the variant for Netron",
+        return window.run_job("engine.jobs.catalogue:export_plan_job", kwargs, "Building the variant for Netron",
                               lambda saved: self.show(Path(saved), f"{Path(session.model_path).name} (variant)"),
                               kind="netron")
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 
 from PySide6.QtGui import QUndoCommand
 
-from engine.plan import LayerSettings, Plan
+from engine.model.plan import LayerSettings, Plan
 
 __all__ = ["SetPlanCommand", "edit_layers"]
 

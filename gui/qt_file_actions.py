@@ -1,6 +1,6 @@
 """File menu work: open/save session files, export report, model and CSV, autosave and recovery.
 
-The engine does the work (``engine.session_file``, ``engine.report``, ``engine.export``); this module
+The engine does the work (``engine.io.session_file``, ``engine.report.write``, ``engine.report.export``); this module
 asks for paths, turns errors into one-line messages, and copies a loaded session into the window's
 session through its setters (the views stay subscribed to that one object).
 """
@@ -15,8 +15,9 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from engine.errors import LayerLabError
-from engine.session import Session
-from engine.session_file import ModelMovedError, autosave, find_autosave, load_session, recover, save_session
+from engine.model.session import Session
+from engine.io.session_file import ModelMovedError, load_session, save_session
+from engine.io.autosave import autosave, find_autosave, recover
 
 __all__ = ["QtFileActions", "AUTOSAVE_MS", "adopt"]
 
@@ -164,8 +165,8 @@ class QtFileActions(QObject):
 
     def export(self, kind: str, path: Path | None = None) -> Path | None:
         """``kind`` is report (HTML), model (ONNX) or csv (per-layer table)."""
-        from engine.export import export_model, write_layer_csv
-        from engine.report import write_report
+        from engine.report.export import export_model, write_layer_csv
+        from engine.report.write import write_report
 
         writers = {"report": (write_report, ".html", "HTML report (*.html)"),
                    "model": (export_model, ".optimized.onnx", "ONNX model (*.onnx)"),

@@ -1,4 +1,4 @@
-"""The graph view: every node of the session's model as a box, laid out by ``engine.layout``, coloured by a mode.
+"""The graph view: every node of the session's model as a box, laid out by ``engine.layout.layered``, coloured by a mode.
 
 Repaints from the session (model, plan, profile, sensitivity, route, selection); the selection made
 here goes back through ``session.set_selection``. Zoom with the wheel or Ctrl+=/Ctrl+-, pan by
@@ -16,7 +16,7 @@ from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView, QLineEdit
 
-from engine.layout import layout_graph
+from engine.layout.layered import layout_graph
 from gui.colour_modes import MODES, ColourValues, node_values
 from gui.graph_items import LAYER_SIZE, OP_SIZE, NodeItem, edge_paths
 

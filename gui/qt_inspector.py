@@ -18,7 +18,7 @@ from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSlider,
                                QVBoxLayout, QWidget)
 
-from engine.plan import PRUNE_MODES, Plan, PruneSettings
+from engine.model.plan import PRUNE_MODES, Plan, PruneSettings
 from gui.colour_modes import layers_by_name, sensitivity_drop
 from gui.graph_items import shape_label
 from gui.layer_options import PRECISION_ORDER, RankInfo, layer_options, rank_info

@@ -8,7 +8,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QWidget
 
-from engine.jobs import Progress
+from engine.progress import Progress
 from gui.qt_worker import QtWorker
 
 __all__ = ["QtJobStatus", "eta_text"]

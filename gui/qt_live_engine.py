@@ -1,7 +1,7 @@
 """The live engine: Profile, Sensitivity, Tune and Measure jobs for the open model, and the instant prediction.
 
 After a model opens, profiling starts (and the sensitivity sweep when an evaluator is set). Every
-plan change recomputes the prediction from the cached tables at once (``engine.gui_jobs.predict_plan``,
+plan change recomputes the prediction from the cached tables at once (``engine.jobs.catalogue.predict_plan``,
 shown as the session's route); every plan *edit* (an undo-stack step) also schedules a Measure about
 a second later, replacing any earlier Measure. Jobs run in worker processes with picklable arguments
 (model path, input shapes, options); results land in the session.
@@ -14,9 +14,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer
 
-from engine.gui_jobs import baseline_measurement, predict_plan
-from engine.plan import Plan
-from engine.session import Measurement, Trial
+from engine.jobs.catalogue import baseline_measurement, predict_plan
+from engine.model.plan import Plan
+from engine.model.session import Measurement, Trial
 from gui.plan_commands import SetPlanCommand
 
 __all__ = ["QtLiveEngine", "MEASURE_DELAY_MS"]
@@ -34,13 +34,13 @@ class QtLiveEngine(QObject):
         super().__init__(window)
         self.window = window
         self.session = window.session
-        self.profile_options: Any = None  # engine.profiler.ProfileOptions; None = its defaults
-        self.sweep_settings: Any = None  # engine.sensitivity.SweepSettings; None = its defaults
+        self.profile_options: Any = None  # engine.measure.profiler.ProfileOptions; None = its defaults
+        self.sweep_settings: Any = None  # engine.evaluate.sensitivity.SweepSettings; None = its defaults
         self.measure_repeats = 20
         self.max_drop = 0.01  # Tune's accuracy budget (metric units); the window keeps it in QSettings
-        self.tune_options: Any = None  # engine.tune.TuneOptions for the effort; None = its defaults
+        self.tune_options: Any = None  # engine.optimize.tune.TuneOptions for the effort; None = its defaults
         self.auto_measure = True
-        self.prediction: Any = None  # engine.gui_jobs.Prediction of the current plan
+        self.prediction: Any = None  # engine.jobs.catalogue.Prediction of the current plan
         self._measure_timer = QTimer(self)
         self._measure_timer.setSingleShot(True)
         self._measure_timer.setInterval(MEASURE_DELAY_MS)
@@ -93,14 +93,14 @@ class QtLiveEngine(QObject):
         args = self._model_args()
         if args is None:
             return None
-        return self.window.run_job("engine.gui_jobs:profile_model_job", {**args, "options": self.profile_options},
+        return self.window.run_job("engine.jobs.catalogue:profile_model_job", {**args, "options": self.profile_options},
                                    "Profiling", self.session.set_profile, kind="profile")
 
     def sensitivity(self) -> Any:
         args, evaluator = self._model_args(), self._evaluator()
         if args is None or evaluator is None:
             return None
-        return self.window.run_job("engine.gui_jobs:sensitivity_model_job",
+        return self.window.run_job("engine.jobs.catalogue:sensitivity_model_job",
                                    {**args, "evaluator": evaluator, "settings": self.sweep_settings},
                                    "Sensitivity", self.session.set_sensitivity, kind="sensitivity")
 
@@ -112,7 +112,7 @@ class QtLiveEngine(QObject):
         plan = self.session.plan if self.session.plan is not None else Plan()
         kwargs = {**args, "evaluator": evaluator, "max_drop": self.max_drop, "plan_dict": plan.to_dict(),
                   "options": self.tune_options}
-        return self.window.run_job("engine.gui_jobs:tune_model_job", kwargs, f"Tuning (max drop {self.max_drop:g})",
+        return self.window.run_job("engine.jobs.catalogue:tune_model_job", kwargs, f"Tuning (max drop {self.max_drop:g})",
                                    lambda outcome: self._tuned(plan, outcome), kind="tune")
 
     def _tuned(self, before: Plan, outcome: Any) -> None:
@@ -163,7 +163,7 @@ class QtLiveEngine(QObject):
         prediction = self.prediction or predict_plan(self.session.graph, plan)
         kwargs = {**args, "plan": plan.to_dict(), "routines": dict(prediction.routines),
                   "evaluator": self._evaluator(quiet=True), "repeats": self.measure_repeats}
-        return self.window.run_job("engine.gui_jobs:measure_plan_job", kwargs, "Measuring",
+        return self.window.run_job("engine.jobs.catalogue:measure_plan_job", kwargs, "Measuring",
                                    lambda m: self._measured(plan, prediction, m), kind="measure")
 
     def _measured(self, plan: Plan, prediction: Any, measured: Measurement) -> None:

@@ -1,6 +1,6 @@
 """The explorer window: the graph view in the middle, inspector and legend in docks, jobs in the status bar.
 
-Opening a model loads it in a worker process (``engine.graph:load_model``), so a broken file or a
+Opening a model loads it in a worker process (``engine.ir.graph:load_model``), so a broken file or a
 native crash ends with a message, never with the window. Dock layout and recent files live in
 QSettings (tests pass their own QSettings file).
 """
@@ -15,7 +15,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea
 
-from engine.plan import Plan
+from engine.model.plan import Plan
 from gui.colour_modes import MODES
 from gui.netron_view import QtNetron
 from gui.plan_commands import SetPlanCommand
@@ -199,7 +199,7 @@ class QtMainWindow(QMainWindow):
         path = Path(path)
         shapes = dict(input_shapes or {})
         self.cancel_job(everything=True)  # jobs of the old model have nothing to say about the new one
-        job = self.run_job("engine.gui_jobs:open_model", {"path": str(path), "input_shapes": shapes},
+        job = self.run_job("engine.jobs.catalogue:open_model", {"path": str(path), "input_shapes": shapes},
                            f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded))
         return job
 

@@ -14,7 +14,7 @@ from PySide6.QtCore import QObject
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QDoubleSpinBox
 
-from engine.plan import Plan
+from engine.model.plan import Plan
 from gui.plan_commands import SetPlanCommand
 
 __all__ = ["QtPlanControls"]

@@ -1,4 +1,4 @@
-"""Qt side of ``engine.worker``: a QTimer drains the worker's pipe and re-emits what it finds as signals.
+"""Qt side of ``engine.jobs.worker``: a QTimer drains the worker's pipe and re-emits what it finds as signals.
 
 The job itself runs in another process; nothing here blocks the event loop. Signals:
 ``started()``, ``progress(Progress)``, ``finished(result)``, ``errored(message, detail)`` (errors
@@ -12,8 +12,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.jobs import Progress
-from engine.worker import Outcome, Worker
+from engine.progress import Progress
+from engine.jobs.worker import Outcome, Worker
 
 __all__ = ["QtWorker"]
 

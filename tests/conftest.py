@@ -13,7 +13,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 @pytest.fixture(scope="session")
 def digits_model() -> Path:
     """The embedded digits CNN."""
-    from engine.examples import get_example
+    from engine.io.examples import get_example
 
     example = get_example("digits")
     assert example.model is not None and example.model.exists()
@@ -23,7 +23,7 @@ def digits_model() -> Path:
 @pytest.fixture(scope="session")
 def digits_eval() -> Path:
     """The digits held-out test set (.npz with input:input and labels)."""
-    from engine.examples import get_example
+    from engine.io.examples import get_example
 
     example = get_example("digits")
     assert example.eval is not None
@@ -34,7 +34,7 @@ def digits_eval() -> Path:
 def ppocr_model() -> Path:
     """The real PP-OCRv4 recognizer, fetched once into the user's cache; skips cleanly when it cannot be fetched."""
     from engine.errors import LayerLabError
-    from engine.examples import fetch_example
+    from engine.io.examples import fetch_example
 
     try:
         example = fetch_example("ppocr-rec")

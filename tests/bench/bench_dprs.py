@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.dprs import Constraints, Problem, solve
+from engine.optimize.dprs import Constraints, Problem, solve
 
 __all__ = ["main", "resnet_like"]
 

@@ -1,4 +1,4 @@
-"""Benchmark for engine.layout: time ``layout_graph`` on 2,000-node model-like DAGs (and a random one).
+"""Benchmark for engine.layout.layered: time ``layout_graph`` on 2,000-node model-like DAGs (and a random one).
 
 Run ``python tests/bench/bench_layout.py``; it prints the median and spread (min..max) over repeats.
 Target: each graph under a second on the project machines.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
 
-from engine.layout import layout_graph  # after the path insert above
+from engine.layout.layered import layout_graph  # after the path insert above
 
 __all__ = ["chain", "main", "random_dag", "resnet_like", "transformer_like"]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.graph import build_graph
-from engine.jobs import Progress, run
-from engine.profiler import ProfileOptions, profile_job
+from engine.ir.graph import build_graph
+from engine.progress import Progress, run
+from engine.measure.profiler import ProfileOptions, profile_job
 from tests import builders
 
 __all__ = ["main"]

@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from engine.evaluate import evaluate, load_evaluator  # noqa: E402
-from engine.graph import load_model, upgrade_opset  # noqa: E402
-from engine.layer_variants import VariantBuilder, applicable  # noqa: E402
-from engine.sensitivity import SweepSettings, sweep  # noqa: E402
+from engine.evaluate.evaluator import evaluate, load_evaluator  # noqa: E402
+from engine.ir.graph import load_model, upgrade_opset  # noqa: E402
+from engine.passes.layer_variants import VariantBuilder, applicable  # noqa: E402
+from engine.evaluate.sensitivity import SweepSettings, sweep  # noqa: E402
 
 __all__ = ["main"]
 
@@ -102,7 +102,7 @@ def _evidence(graph, sensitivity, threads: int) -> None:  # type: ignore[no-unty
 
 
 def _fetched_model() -> Path:
-    from engine.examples import fetch_example
+    from engine.io.examples import fetch_example
 
     example = fetch_example("ppocr-rec")
     assert example.model is not None

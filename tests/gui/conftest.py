@@ -18,15 +18,15 @@ def settings(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def digits_graph(digits_model: Path):
-    from engine.graph import load_model
+    from engine.ir.graph import load_model
 
     return load_model(digits_model, {"input": (1, 1, 8, 8)})
 
 
 @pytest.fixture
 def session(digits_model: Path, digits_graph):
-    from engine.plan import Plan
-    from engine.session import Session
+    from engine.model.plan import Plan
+    from engine.model.session import Session
 
     s = Session()
     s.set_model(digits_model, digits_graph, {"input": (1, 1, 8, 8)})

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.plan import Plan
-from engine.session import Session
+from engine.model.plan import Plan
+from engine.model.session import Session
 from gui.qt_main_window import QtMainWindow
 
 

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 from onnx import TensorProto, helper
 from PySide6.QtCore import Qt
 
-from engine.graph import build_graph
-from engine.session import Session
+from engine.ir.graph import build_graph
+from engine.model.session import Session
 from gui.graph_items import NodeItem
 from gui.qt_graph_view import QtGraphView
 
@@ -82,7 +82,7 @@ def test_colour_modes_paint_from_the_session(window) -> None:
 
 
 def test_plan_edits_show_as_badges(window) -> None:
-    from engine.plan import LayerSettings, Plan
+    from engine.model.plan import LayerSettings, Plan
 
     window.session.set_plan(Plan(layers={"/conv2/Conv": LayerSettings(precision="int8", rank=4)}))
     assert window.graph_view.items["/conv2/Conv"].badge == "int8 r4"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.plan import Plan
-from engine.profiler import ProfileOptions
-from engine.session import Measurement, Session, Trial
+from engine.model.plan import Plan
+from engine.measure.profiler import ProfileOptions
+from engine.model.session import Measurement, Session, Trial
 from gui.plan_commands import SetPlanCommand
 from gui.qt_charts import layer_bars
 from gui.qt_main_window import QtMainWindow

@@ -7,12 +7,12 @@ from pathlib import Path
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from engine.session import Session
+from engine.model.session import Session
 from gui.qt_job_status import eta_text
 from gui.qt_main_window import QtMainWindow
-from engine.jobs import Progress
+from engine.progress import Progress
 
-TOY = "tests.engine.test_worker"
+TOY = "tests.engine.jobs.test_worker"
 
 
 def _new_window(qtbot, settings) -> QtMainWindow:

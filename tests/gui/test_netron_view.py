@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from engine.plan import Plan
+from engine.model.plan import Plan
 
 pytest.importorskip("netron")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.plan import Plan
-from engine.profiler import ProfileOptions
-from engine.tune import TuneOptions
+from engine.model.plan import Plan
+from engine.measure.profiler import ProfileOptions
+from engine.optimize.tune import TuneOptions
 from gui.qt_main_window import QtMainWindow
 
 

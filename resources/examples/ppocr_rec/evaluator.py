@@ -143,7 +143,7 @@ def _model_path() -> str:
     explicit = os.environ.get("LAYERLAB_MODEL")
     if explicit:
         return explicit
-    from engine.examples import get_example
+    from engine.io.examples import get_example
 
     example = get_example("ppocr-rec")
     if example.model is None:

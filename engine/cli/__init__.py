@@ -1,0 +1,1 @@
+"""The ``layerlab`` command line: ``main`` builds the parser, one module per sub-command."""

@@ -1,0 +1,86 @@
+"""``layerlab apply``: build the variant model a plan describes and print what it changed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from engine.cli.common import (
+    add_model_arguments,
+    format_count,
+    input_shapes,
+    resolve_model,
+)
+
+__all__ = ["add_parser", "load_calibration", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("apply", help="apply a plan (precision, pruning, rank per layer) and write the variant model")
+    add_model_arguments(p)
+    p.add_argument("plan", help="plan JSON (see README: Plans)")
+    p.add_argument("-o", "--output", required=True, help="where to write the variant ONNX model")
+    p.add_argument("--calib", metavar="NPZ", help="calibration samples for int8: .npz with input:<name> arrays (first axis = samples)")
+    p.set_defaults(func=run)
+
+
+def load_calibration(path: str | Path, input_names: list[str]) -> list[dict]:
+    """Samples from an .npz holding ``input:<name>`` arrays whose first axis is the sample axis."""
+    import numpy as np
+
+    from engine.errors import SettingsError
+
+    path = Path(path)
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{path}: cannot read calibration data ({exc})") from None
+    missing = [n for n in input_names if f"input:{n}" not in data.files]
+    if missing:
+        raise SettingsError(f"{path}: no array 'input:{missing[0]}' (has {', '.join(data.files)})")
+    arrays = {n: data[f"input:{n}"] for n in input_names}
+    count = min(len(a) for a in arrays.values())
+    # one sample per ORT run, keeping the batch axis; a few dozen are plenty for min/max calibration
+    return [{n: a[i : i + 1] for n, a in arrays.items()} for i in range(min(count, 64))]
+
+
+def run(args: argparse.Namespace) -> int:
+    import onnx
+
+    from engine.ir.graph import build_graph, load_model
+    from engine.model.plan import Plan
+    from engine.passes.manager import apply_plan
+
+    path, defaults = resolve_model(args.model)
+    shapes = input_shapes(args, defaults)
+    graph = load_model(path, shapes)
+    plan = Plan.load(args.plan)
+    calibration = load_calibration(args.calib, [t.name for t in graph.inputs]) if args.calib else None
+    result = apply_plan(graph, plan, calibration)
+    onnx.save(result.model, args.output)
+    after = build_graph(result.model, shapes)
+    print(f"{path} -> {args.output}" + ("" if result.modified else "  (unchanged: the plan is all fp32)"))
+    for label, before_value, after_value, unit in (
+        ("MACs", _macs_text(graph), _macs_text(after), ""),
+        ("params", graph.total_params, after.total_params, ""),
+        ("bytes", graph.total_weight_bytes, after.total_weight_bytes, "B"),
+    ):
+        before_text = before_value if isinstance(before_value, str) else format_count(before_value, unit)
+        after_text = after_value if isinstance(after_value, str) else format_count(after_value, unit)
+        print(f"  {label:<7} {before_text:>8} -> {after_text}")
+    if graph.total_macs is None:
+        print("  (some MACs unknown: give concrete input shapes with --input NAME=DxDx...)")
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _macs_text(graph) -> str:  # type: ignore[no-untyped-def]
+    """Total MACs; ops whose MACs are unknown (integer kernels, Q/DQ, Cast) are named instead of hiding the total."""
+    known = [n.macs for n in graph.nodes if n.macs is not None]
+    unknown = sorted({n.op_type for n in graph.nodes if n.macs is None})
+    text = format_count(sum(known))
+    return text if not unknown else f"{text} (not counted: {', '.join(unknown)})"

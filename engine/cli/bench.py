@@ -1,0 +1,86 @@
+"""``layerlab bench``: ORT fp32, ORT whole-model int8 and LayerLab's route, side by side in one run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from engine.cli.common import add_model_arguments, format_count, input_shapes, resolve_model
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="ORT fp32 vs ORT int8 vs the tuned route, interleaved, in one run")
+    add_model_arguments(p)
+    p.add_argument("--eval", metavar="E", help="evaluator .py or .npz (default: the example's)")
+    p.add_argument("--session", type=Path, metavar="S.json", help="bench this session's plan instead of tuning")
+    p.add_argument("--max-drop", type=float, default=0.01, help="budget for the tune (default 0.01)")
+    p.add_argument("--repeats", type=int, default=100, help="interleaved timed runs per row (default 100)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    p.add_argument("--json", action="store_true", help='print {"rows": [...], "predicted_ms"} as JSON')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.optimize.bench import bench_job
+    from engine.cli.common import evaluator_path
+    from engine.errors import SettingsError
+    from engine.evaluate.evaluator import load_evaluator
+    from engine.ir.graph import load_model
+    from engine.progress import run as run_job
+    from engine.progress import stderr_progress
+    from engine.optimize.tune import TuneOptions
+
+    if args.repeats < 3:
+        raise SettingsError(f"--repeats {args.repeats}: must be at least 3")
+    if args.threads is not None and args.threads < 1:
+        raise SettingsError(f"--threads {args.threads}: must be at least 1")
+    evaluator = load_evaluator(evaluator_path(args))
+    route_model = predicted = routines = None
+    ops = "fp32"
+    if args.session is not None:
+        from engine.io.session_file import load_session
+        from engine.passes.manager import apply_plan
+
+        session = load_session(args.session)  # its evaluator never runs: --eval is used
+        graph = session.graph
+        if session.plan is None:
+            raise SettingsError(f"{args.session}: the session has no plan to bench (run layerlab tune --session first)")
+        route_model = apply_plan(graph, session.plan, evaluator.calibration()).model
+        predicted = getattr(session.route, "latency_ms", None)
+        routines = {n.name: session.plan.settings_for(n.name).precision or "fp32" for n in graph.layers}
+        ops = session.plan.ops
+        label = str(session.model_path)
+    else:
+        path, defaults = resolve_model(args.model)
+        graph = load_model(path, input_shapes(args, defaults))
+        label = str(path)
+    result = run_job(
+        bench_job(graph, evaluator, repeats=args.repeats, threads=args.threads, route_model=route_model,
+                  predicted_ms=predicted, routines=routines, ops=ops,
+                  tune_options=TuneOptions(max_drop=args.max_drop, threads=args.threads)),
+        stderr_progress("bench"),
+    )
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+        return 0
+    print(f"{label}: {result.threads} threads, {result.repeats} interleaved runs per row; metric {evaluator.metric_name}")
+    print(f"{'':<10} {'median ms':>10} {'p10-p90 ms':>17} {'speedup':>8} {'metric':>8} {'drop':>8} {'size':>8}")
+    for r in result.rows:
+        print(f"{r.name:<10} {r.ms.median:>10.3f} {f'{r.ms.p10:.3f}-{r.ms.p90:.3f}':>17} {r.speedup:>7.2f}x "
+              f"{r.metric:>8.4f} {r.drop:>+8.4f} {format_count(r.bytes, 'B'):>8}")
+    if result.predicted_ms is not None:
+        measured = result.row("layerlab").ms.median
+        print(f"layerlab route: predicted {result.predicted_ms:.3f} ms, measured {measured:.3f} ms "
+              f"({100 * (result.predicted_ms - measured) / measured:+.1f}%)")
+    changed = {k: v for k, v in result.routines.items() if v != "fp32"}
+    if result.routines:
+        kinds = ", ".join(f"{sum(1 for v in changed.values() if v == x)} {x}" for x in sorted(set(changed.values())))
+        ops_note = f"; ops {result.ops}" if result.ops != "fp32" else ""
+        print(f"route: {kinds or 'all fp32'} of {len(result.routines)} layers{ops_note}")
+    return 0

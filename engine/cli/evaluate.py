@@ -1,0 +1,66 @@
+"""``layerlab evaluate``: the model's metric on an evaluator, optionally after applying a plan."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from engine.cli.common import add_model_arguments, evaluator_path, input_shapes, resolve_model
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a model with an evaluator (.py or .npz)")
+    add_model_arguments(p)
+    p.add_argument("--eval", metavar="E", help="evaluator .py or .npz (default: the example's)")
+    p.add_argument("--plan", metavar="P", help="apply this plan first (int8 calibrates on the evaluator)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    p.add_argument("--json", action="store_true", help='print {"metric", "n"} as JSON')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.evaluate.evaluator import ensure_reference, evaluate_job, load_evaluator
+    from engine.ir.graph import load_model
+    from engine.progress import run as run_job
+    from engine.progress import stderr_progress
+
+    path, _ = resolve_model(args.model)
+    # Only explicit shapes: evaluation samples may differ in shape from the example's profiling shape.
+    shapes = input_shapes(args, {})
+    graph = load_model(path, shapes)
+    evaluator = load_evaluator(evaluator_path(args))
+    ensure_reference(evaluator, graph.model, threads=args.threads)
+    model = graph.model
+    notes: list[str] = []
+    if args.plan:
+        model, notes = _apply_plan(graph, args.plan, evaluator)
+    result = run_job(evaluate_job(model, evaluator, threads=args.threads), stderr_progress("evaluate"))
+    if args.json:
+        out = {"metric": result.metric, "n": result.n, "metric_name": evaluator.metric_name}
+        out.update(result.details)
+        print(json.dumps(out))
+        return 0
+    for note in notes:
+        print(f"note: {note}")
+    extra = "".join(f", {k} {v:.4g}" for k, v in result.details.items())
+    print(f"{evaluator.metric_name}: {result.metric:.4f} on {result.n} samples{extra}")
+    return 0
+
+
+def _apply_plan(graph, plan_path: str, evaluator):  # type: ignore[no-untyped-def]
+    from engine.errors import LayerLabError
+    from engine.model.plan import Plan
+
+    from engine.passes.manager import apply_plan, check_plan
+
+    plan = Plan.load(plan_path)
+    problems = check_plan(plan, graph)
+    if problems:
+        raise LayerLabError(f"{plan_path}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    result = apply_plan(graph, plan, evaluator.calibration())
+    return result.model, list(result.notes)

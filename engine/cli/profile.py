@@ -1,0 +1,113 @@
+"""``layerlab profile``: end-to-end and per-layer latency, routine times and adapt costs with ONNX Runtime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from engine.cli.common import add_model_arguments, input_shapes, resolve_model
+
+__all__ = ["add_parser", "profile_to_json", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profile", help="measure end-to-end and per-layer latency, routines and adapt costs")
+    add_model_arguments(p)
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    p.add_argument("--repeats", type=int, default=30, help="timed runs for the end-to-end latency (default 30)")
+    p.add_argument("--json", action="store_true", help="print JSON (every node, so the times add up)")
+    p.add_argument("--trace", type=Path, metavar="OUT.json", help="write the fp32 run's Chrome trace (opens in Perfetto)")
+    p.add_argument("--no-cache", action="store_true", help="measure everything again; do not read or write the cache")
+    p.set_defaults(func=run)
+
+
+def profile_to_json(profile: object) -> dict:
+    """The ``--json`` document: end_to_end_ms, coverage, layers (every node) and adapts."""
+    from engine.measure.profiler import Profile
+
+    assert isinstance(profile, Profile)
+    layers = []
+    for lp in profile.layers:
+        entry: dict = {"name": lp.name, "op": lp.op, "tunable": lp.tunable, "ms": lp.ms}
+        if lp.tunable:
+            entry["routines"] = dict(lp.routines)
+            if lp.unsupported:
+                entry["unsupported"] = dict(lp.unsupported)
+        layers.append(entry)
+    e2e = profile.end_to_end
+    return {
+        "end_to_end_ms": {"median": e2e.median, "p10": e2e.p10, "p90": e2e.p90},
+        "coverage": profile.coverage,
+        "raw_coverage": profile.raw_coverage,
+        "threads": profile.threads,
+        "ort_version": profile.ort_version,
+        "complete": profile.complete,
+        "variants_ms": {r: s.median for r, s in profile.variants.items()},
+        "layers": layers,
+        "adapts": [{"tensor": a.tensor, "kind": a.kind, "ms": a.ms, "routine": a.routine} for a in profile.adapts],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.errors import SettingsError
+    from engine.ir.graph import load_model
+    from engine.progress import run as run_job
+    from engine.progress import stderr_progress
+    from engine.measure.profiler import ProfileOptions, profile_job
+
+    if args.threads is not None and args.threads < 1:
+        raise SettingsError(f"--threads {args.threads}: must be at least 1")
+    if args.repeats < 3:
+        raise SettingsError(f"--repeats {args.repeats}: must be at least 3")
+    path, defaults = resolve_model(args.model)
+    graph = load_model(path, input_shapes(args, defaults))
+    options = ProfileOptions(
+        threads=args.threads, repeats=args.repeats, use_cache=not args.no_cache, trace_path=args.trace
+    )
+    profile = run_job(profile_job(graph, options), stderr_progress(f"profile {path.name}"))
+    if args.json:
+        print(json.dumps(profile_to_json(profile), indent=1))
+        return 0
+    _print_table(profile, str(path))
+    if args.trace:
+        print(f"\nfp32 trace written to {args.trace} (open it in https://ui.perfetto.dev)")
+    return 0
+
+
+def _print_table(profile: object, label: str) -> None:
+    from engine.measure.profiler import ROUTINES, Profile
+
+    assert isinstance(profile, Profile)
+    e2e = profile.end_to_end
+    print(f"{label}  {profile.threads} threads, ONNX Runtime {profile.ort_version}, {profile.cpu}")
+    rows = [lp for lp in profile.layers if lp.tunable or lp.ms > 0]
+    width = max([len(lp.name) for lp in rows] + [4])
+    head = "".join(f"{r:>13}" for r in ROUTINES)
+    print(f"\n{'name':<{width}}  {'op':<12} {'ms':>8} {'%':>6}{head}")
+    for lp in rows:
+        share = 100 * lp.ms / e2e.median if e2e.median else 0.0
+        cells = ""
+        for r in ROUTINES:
+            cells += f"{lp.routines[r]:>13.4f}" if r in lp.routines else f"{('-' if lp.tunable and r in lp.unsupported else ''):>13}"
+        print(f"{lp.name:<{width}}  {lp.op:<12} {lp.ms:>8.4f} {share:>5.1f}%{cells if lp.tunable else ''}")
+    seen = sorted((a for a in profile.adapts if a.routine == "fp32"), key=lambda a: -a.ms)
+    if seen:
+        top = ", ".join(f"{a.kind} {a.tensor or '(per run)'} {a.ms:.4f} ms" for a in seen[:6])
+        more = f", ... {len(seen) - 6} more" if len(seen) > 6 else ""
+        print(f"\nadapts in the fp32 run: {sum(a.ms for a in seen):.4f} ms in all: {top}{more}")
+    hidden = len(profile.layers) - len(rows)
+    if hidden:
+        print(f"({hidden} nodes fused away by ONNX Runtime: 0 ms; see --json)")
+    print(
+        f"\nend to end: median {e2e.median:.4f} ms (p10 {e2e.p10:.4f}, p90 {e2e.p90:.4f}); "
+        f"coverage {profile.coverage:.1%} (profiler raw {profile.raw_coverage:.1%})"
+    )
+    for r, s in profile.variants.items():
+        if r != "fp32":
+            print(f"all layers {r}: {s.median:.4f} ms")
+    if not profile.complete:
+        print("(profile incomplete: cancelled)")

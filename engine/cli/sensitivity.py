@@ -1,0 +1,62 @@
+"""``layerlab sensitivity``: per-layer metric drop when only that layer runs int8, int8_dynamic or fp16."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+
+from engine.cli.common import add_model_arguments, evaluator_path, input_shapes, resolve_model
+
+__all__ = ["add_parser", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sensitivity", help="per-layer accuracy drop of each non-fp32 routine")
+    add_model_arguments(p)
+    p.add_argument("--eval", metavar="E", help="evaluator .py or .npz (default: the example's)")
+    p.add_argument("--routines", default="int8,int8_dynamic,fp16", help="comma-separated (default: all three)")
+    p.add_argument("--layers", help="comma-separated layer names (default: every layer)")
+    p.add_argument("--recover", action="store_true", help="also measure the drop recovered when all layers but one change")
+    p.add_argument("--naive", action="store_true", help="one full evaluation per layer (slow; the reference)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
+    p.add_argument("--json", action="store_true", help='print {"baseline", "layers": [...]} as JSON')
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.evaluate.evaluator import load_evaluator
+    from engine.ir.graph import load_model
+    from engine.progress import run as run_job
+    from engine.progress import stderr_progress
+    from engine.evaluate.sensitivity import SweepSettings, sensitivity_job
+
+    path, _ = resolve_model(args.model)
+    shapes = input_shapes(args, {})
+    graph = load_model(path, shapes)
+    evaluator = load_evaluator(evaluator_path(args))
+    settings = SweepSettings(
+        routines=tuple(r.strip() for r in args.routines.split(",") if r.strip()),
+        layers=tuple(n.strip() for n in args.layers.split(",") if n.strip()) if args.layers else None,
+        recover=args.recover,
+        cached=not args.naive,
+        threads=args.threads,
+    )
+    result = run_job(sensitivity_job(graph, evaluator, settings), stderr_progress("sensitivity"))
+    if args.json:
+        print(result.to_json())
+        return 0
+    print(f"baseline {evaluator.metric_name}: {result.baseline:.4f}" + ("" if result.complete else " (incomplete)"))
+    routines = [r for r in settings.routines if any(r in ls.drops for ls in result.layers.values())]
+    width = max([len(n) for n in result.layers] + [5])
+    print(f"{'layer':<{width}}  " + "  ".join(f"{'drop ' + r:>18} {'SQNR dB':>8}" for r in routines))
+    for ls in result.layers.values():
+        cells = []
+        for r in routines:
+            drop = f"{ls.drops[r]:+.4f}" if r in ls.drops else "-"
+            sqnr = ls.sqnr_db.get(r)
+            cells.append(f"{drop:>18} {('-' if sqnr is None else 'inf' if math.isinf(sqnr) else f'{sqnr:.1f}'):>8}")
+        print(f"{ls.name:<{width}}  " + "  ".join(cells))
+    return 0

@@ -1,0 +1,102 @@
+"""``layerlab tune``: DPRS routine selection within an accuracy budget, built and measured end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from engine.cli.common import add_model_arguments, input_shapes, resolve_model
+
+__all__ = ["add_parser", "parse_bytes", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="choose a routine per layer within an accuracy budget, build and measure it")
+    add_model_arguments(p)
+    p.add_argument("--eval", metavar="E", help="evaluator .py or .npz (default: the example's)")
+    p.add_argument("--max-drop", type=float, default=0.01, help="largest metric drop allowed (default 0.01)")
+    p.add_argument("--memory-limit", metavar="BYTES", help="largest total weight size, e.g. 4000000 or 4MB")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    p.add_argument("-o", "--output", type=Path, metavar="OUT.onnx", help="write the tuned model here")
+    p.add_argument("--session", type=Path, metavar="S.json", help="save a LayerLab session (plan, profile, rounds)")
+    p.add_argument("--json", action="store_true", help="print baseline, route and rounds as JSON")
+    p.set_defaults(func=run)
+
+
+def parse_bytes(text: str) -> int:
+    """'4000000', '4MB', '512k' -> bytes (powers of 1000; 'MiB' etc. powers of 1024)."""
+    from engine.errors import SettingsError
+
+    t = text.strip().lower().removesuffix("b").removesuffix("i" if text.strip().lower().endswith("ib") else "")
+    scale = 1024 if text.strip().lower().endswith("ib") else 1000
+    mult = {"k": scale, "m": scale**2, "g": scale**3}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise SettingsError(f"--memory-limit {text!r}: expected a number of bytes such as 4000000 or 4MB") from None
+    if not value > 0:
+        raise SettingsError(f"--memory-limit {text!r}: must be positive")
+    return int(value)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.cli.common import evaluator_path
+    from engine.errors import SettingsError
+    from engine.evaluate.evaluator import load_evaluator
+    from engine.ir.graph import load_model
+    from engine.progress import run as run_job
+    from engine.progress import stderr_progress
+    from engine.optimize.tune import TuneOptions, to_session, tune_job
+
+    if args.output is not None and args.output.suffix != ".onnx":
+        raise SettingsError(f"{args.output}: the output must be an .onnx file")
+    for target in (args.output, args.session):
+        if target is not None and not target.resolve().parent.is_dir():
+            raise SettingsError(f"{target}: folder {target.resolve().parent} does not exist")
+    options = TuneOptions(
+        max_drop=args.max_drop,
+        memory_limit=parse_bytes(args.memory_limit) if args.memory_limit else None,
+        threads=args.threads,
+    )
+    path, defaults = resolve_model(args.model)
+    shapes = input_shapes(args, defaults)
+    graph = load_model(path, shapes)
+    eval_path = evaluator_path(args)
+    evaluator = load_evaluator(eval_path)
+    result = run_job(tune_job(graph, evaluator, options), stderr_progress(f"tune {path.name}"))
+    if args.output is not None:
+        import onnx
+
+        onnx.save(result.model, str(args.output))
+    if args.session is not None:
+        from engine.io.session_file import save_session
+
+        save_session(to_session(result, graph, path.resolve(), Path(eval_path).resolve(), shapes), args.session)
+    if args.json:
+        data = result.to_json()
+        print(json.dumps({"baseline": data["baseline"], "route": data["route"], "rounds": data["rounds"],
+                          "feasible": data["feasible"], "note": data["note"]}, indent=1))
+        return 0
+    b, m = result.baseline_ms, result.ms_measured
+    print(f"{path}: baseline fp32 {b.median:.3f} ms, {evaluator.metric_name} {result.baseline_metric:.4f}")
+    for i, r in enumerate(result.rounds, start=1):
+        changed = {k: v for k, v in r.routines.items() if v != "fp32"}
+        counts = ", ".join(f"{sum(1 for v in changed.values() if v == x)} {x}" for x in sorted(set(changed.values())))
+        counts = (counts or "all fp32") + ("; ops int8" if r.ops != "fp32" else "")
+        print(f"  round {i}: {counts}; predicted {r.ms_predicted:.3f} ms, measured "
+              f"{r.ms_measured.median:.3f} ms, metric {r.metric:.4f} (drop {result.baseline_metric - r.metric:+.4f})"
+              + (f"; reverted {', '.join(r.reverted)}" if r.reverted else ""))
+    print(f"route: predicted {result.ms_predicted:.3f} ms, measured {m.median:.3f} ms (p10 {m.p10:.3f}, p90 {m.p90:.3f}), "
+          f"{b.median / m.median:.2f}x fp32{'; ops int8' if result.plan.ops != 'fp32' else ''}; {evaluator.metric_name} {result.metric:.4f} "
+          f"(drop {result.baseline_metric - result.metric:+.4f}, budget {options.max_drop:g})")
+    if result.note:
+        print(f"note: {result.note}")
+    if args.output is not None:
+        print(f"wrote {args.output}")
+    if args.session is not None:
+        print(f"saved session {args.session}")
+    return 0

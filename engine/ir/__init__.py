@@ -1,0 +1,1 @@
+"""The model as LayerLab reads it: load and validate ONNX, shapes, per-op facts."""

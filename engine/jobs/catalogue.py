@@ -1,0 +1,290 @@
+"""Engine jobs for the explorer window, with picklable arguments, plus the instant prediction of a plan.
+
+A worker process cannot receive a ``ModelGraph`` cheaply or a closure at all, so each job here takes
+the model path and input shapes, loads the graph in the child and runs the ordinary engine job
+(``profile_job``, ``sensitivity_job``, apply + measure + evaluate). ``predict_plan`` is the quick
+side: from cached tables (profile, sensitivity) it predicts what a plan costs, in the GUI process,
+without ONNX Runtime. No Qt here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.errors import LayerLabError
+from engine.progress import Job, Progress
+from engine.model.session import Measurement, Trial
+
+__all__ = ["Prediction", "TuneOutcome", "load_graph", "open_model", "profile_model_job", "sensitivity_model_job",
+           "measure_plan_job", "tune_model_job", "tune_outcome", "export_plan_job", "plan_routines", "predict_plan",
+           "baseline_measurement", "tune_available"]
+
+logger = logging.getLogger(__name__)
+
+_MEASURE_REPEATS = 20
+
+
+def load_graph(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
+    """``engine.ir.graph.load_model`` with the window's arguments."""
+    from engine.ir.graph import load_model
+
+    return load_model(Path(path), dict(input_shapes or {}))
+
+
+def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[Any, dict]:
+    """Load the model for the window: unknown input dims the user did not give become 1 (a batch of one).
+
+    Returns the graph and the input shapes it was loaded with, which every later job reuses.
+    """
+    shapes = {k: tuple(v) for k, v in dict(input_shapes or {}).items()}
+    graph = load_graph(path, shapes)
+    guessed = {t.name: tuple(d if isinstance(d, int) and d > 0 else 1 for d in t.shape)
+               for t in graph.inputs if t.name not in shapes and t.shape is not None
+               and any(not isinstance(d, int) or d <= 0 for d in t.shape)}
+    if guessed:
+        logger.info("%s: unknown input dims set to 1: %s", path, guessed)
+        shapes.update(guessed)
+        graph = load_graph(path, shapes)
+    return graph, shapes
+
+
+def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                      options: Any = None) -> Job[Any]:
+    """Load the model and profile it (``engine.measure.profiler.profile_job``); returns the Profile."""
+    from engine.measure.profiler import ProfileOptions, profile_job
+
+    yield Progress(0, 0, "loading the model")
+    graph = load_graph(path, input_shapes)
+    return (yield from profile_job(graph, options or ProfileOptions()))
+
+
+def sensitivity_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
+                          evaluator: str | Path, settings: Any = None) -> Job[Any]:
+    """Load the model and the evaluator and run the per-layer sweep; returns the Sensitivity."""
+    from engine.evaluate.evaluator import load_evaluator
+    from engine.evaluate.sensitivity import sensitivity_job
+
+    yield Progress(0, 0, "loading the model and the evaluator")
+    graph = load_graph(path, input_shapes)
+    return (yield from sensitivity_job(graph, load_evaluator(evaluator), settings))
+
+
+def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
+                     plan: Mapping[str, Any], routines: Mapping[str, str] | None = None,
+                     evaluator: str | Path | None = None, threads: int | None = None,
+                     repeats: int = _MEASURE_REPEATS) -> Job[Measurement]:
+    """Build the variant ``plan`` describes and measure its latency (and metric, given an evaluator).
+
+    ``auto`` precisions take the routine named in ``routines`` (the route), else fp32.
+    """
+    from engine.evaluate.evaluator import ensure_reference, evaluate_job, load_evaluator
+    from engine.model.plan import Plan
+    from engine.measure.variants import random_feeds
+    from engine.measure.profiler import measure_latency
+    from engine.passes.manager import apply_plan
+
+    yield Progress(0, 3, "building the variant")
+    graph = load_graph(path, input_shapes)
+    resolved = _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})
+    model = apply_plan(graph, resolved).model
+    yield Progress(1, 3, "measuring latency")
+    stats = measure_latency(model, random_feeds(graph), threads, repeats=repeats, label=graph.label)
+    metric = None
+    if evaluator is not None:
+        yield Progress(2, 3, "evaluating")
+        ev = load_evaluator(evaluator)
+        ensure_reference(ev, graph.model)
+        metric = (yield from evaluate_job(model, ev)).metric
+    return Measurement(stats.median, stats.p10, stats.p90, metric, model.ByteSize())
+
+
+def _resolve_auto(plan: Any, graph: Any, routines: Mapping[str, str]) -> Any:
+    from dataclasses import replace
+
+    from engine.model.plan import PRECISIONS
+
+    layers = dict(plan.layers)
+    for node in graph.layers:
+        settings = plan.settings_for(node.name)
+        if settings.precision == "auto":
+            routine = routines.get(node.name, "fp32")
+            layers[node.name] = replace(settings, precision=routine if routine in PRECISIONS else "fp32")
+    return replace(plan, layers=layers)
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    """What the window keeps of a tune (``engine.optimize.tune.TuneResult`` without the built model): picklable and small."""
+
+    routines: dict[str, str]  # layer -> routine of the chosen route (ops left out: they run fp32)
+    route: Any  # engine.optimize.dprs.Route
+    baseline: Measurement
+    measured: Measurement
+    trials: list[Trial]  # one per round, as engine.optimize.tune.to_session labels them
+    profile: Any
+    sensitivity: Any
+    feasible: bool = True
+    note: str = ""
+    ops: str = "fp32"  # the plan's "ops" of the chosen route
+
+
+def tune_outcome(result: Any, graph: Any) -> TuneOutcome:
+    """The window's view of an ``engine.optimize.tune.TuneResult`` on ``graph``."""
+    from engine.optimize.tune import round_trials
+
+    b, m = result.baseline_ms, result.ms_measured
+    trials = round_trials(result, graph)
+    return TuneOutcome(result.layer_routines(), result.route,
+                       Measurement(b.median, b.p10, b.p90, result.baseline_metric, graph.model.ByteSize()),
+                       Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()),
+                       trials, result.profile, result.sensitivity, result.feasible, result.note,
+                       result.plan.ops)
+
+
+def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None, evaluator: str | Path,
+                   max_drop: float, plan_dict: Mapping[str, Any] | None = None,
+                   options: Any = None) -> Job[TuneOutcome]:
+    """Load the model and the evaluator and run ``engine.optimize.tune.tune_job`` within ``max_drop``.
+
+    ``plan_dict``: layers whose precision is not ``auto`` stay pinned (None: every layer is auto).
+    ``options``: an ``engine.optimize.tune.TuneOptions`` for the effort (its max_drop is replaced by ``max_drop``).
+    """
+    from dataclasses import replace
+
+    from engine.evaluate.evaluator import load_evaluator
+    from engine.model.plan import Plan
+    from engine.optimize.tune import TuneOptions, tune_job
+
+    yield Progress(0, 0, "loading the model and the evaluator")
+    graph = load_graph(path, input_shapes)
+    plan = Plan.from_dict(dict(plan_dict), "plan") if plan_dict is not None else None
+    opts = replace(options or TuneOptions(), max_drop=float(max_drop))
+    result = yield from tune_job(graph, load_evaluator(evaluator), opts, plan)
+    return tune_outcome(result, graph)
+
+
+def export_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
+                    plan: Mapping[str, Any], routines: Mapping[str, str] | None, out_path: str | Path) -> Job[str]:
+    """Build the variant ``plan`` describes (as Measure builds it) and save it to ``out_path``; returns the path."""
+    import onnx
+
+    from engine.model.plan import Plan
+    from engine.passes.manager import apply_plan
+
+    yield Progress(0, 1, "building the variant")
+    graph = load_graph(path, input_shapes)
+    model = apply_plan(graph, _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})).model
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    yield Progress(1, 1, f"saved {out.name}")
+    return str(out)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a plan should cost, from cached tables: routines per layer, latency, metric drop."""
+
+    routines: dict[str, str]
+    latency_ms: float | None
+    drop: float | None
+    notes: list[str] = field(default_factory=list)
+    fp32_ms: float | None = None  # the same prediction for the all-fp32 plan: speedups compare like with like
+
+    def route(self) -> Any:
+        """The prediction as an ``engine.optimize.dprs.Route`` (for the session and the routine colour mode)."""
+        from engine.optimize.dprs import Route
+
+        return Route(dict(self.routines), self.latency_ms if self.latency_ms is not None else math.nan,
+                     self.drop if self.drop is not None else math.nan, 0, 0.0,
+                     detail="; ".join(self.notes))
+
+
+def tune_available() -> bool:
+    """True when ``engine.optimize.tune`` (DPRS over the session's tables) can be imported."""
+    try:
+        import engine.optimize.tune  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plan_routines(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = None,
+                  max_drop: float | None = None) -> tuple[dict[str, str], list[str]]:
+    """The routine of every layer under ``plan``; ``auto`` layers are chosen by DPRS when engine.optimize.tune exists.
+
+    DPRS solves ``engine.optimize.routes.build_problem`` over the profile (and sensitivity) with the layers that
+    are not ``auto`` pinned, within ``max_drop`` when given. Without a profile (or the tuner) an ``auto``
+    layer is predicted as fp32, and a note says so.
+    """
+    chosen = {n.name: plan.settings_for(n.name).precision or "fp32" for n in graph.layers}
+    auto = [n for n, r in chosen.items() if r == "auto"]
+    notes: list[str] = []
+    if auto and profile is not None and tune_available():
+        from engine.optimize import dprs
+        from engine.optimize.routes import build_problem
+        from engine.optimize.tune import TuneOptions
+
+        pinned = {n: r for n, r in chosen.items() if r != "auto"}
+        try:
+            # tune's routines: ORT's fp16 CPU timings are cast noise that would lure DPRS (see engine.optimize.tune)
+            problem = build_problem(graph, profile, sensitivity, pinned=pinned, routines=TuneOptions().routines)
+            route = dprs.solve(problem, dprs.Constraints(max_drop=max_drop))
+            if not route.feasible:
+                notes.append(f"DPRS: no route within the budget ({route.detail or route.binding})")
+            chosen.update({n: route.routines.get(n, "fp32") for n in auto})
+            auto = []
+        except (LayerLabError, KeyError, ValueError) as exc:  # a half-made table: predict, do not fail
+            notes.append(f"DPRS failed ({exc})")
+    if auto:
+        why = "no profile yet" if profile is None else "no tuner"
+        notes.append(f"{len(auto)} auto layer(s) predicted as fp32 ({why})")
+        chosen.update({n: "fp32" for n in auto})
+    return chosen, notes
+
+
+def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = None,
+                 max_drop: float | None = None) -> Prediction:
+    """Predicted latency (``engine.measure.predict.predict_ms``) and drop (sum of per-layer drops) of ``plan``.
+
+    The tables hold layer precisions and, when the profile timed it, ops in int8; pruning and low-rank
+    are measured, not predicted (a note says so).
+    """
+    from engine.measure.predict import predict_ms
+
+    routines, notes = plan_routines(graph, plan, profile, sensitivity, max_drop)
+    latency = predict_ms(profile, graph, routines, plan.ops) if profile is not None else None
+    drop = None
+    if sensitivity is not None:
+        drop, unknown = 0.0, 0
+        for name, routine in routines.items():
+            if routine == "fp32":
+                continue
+            value = getattr(sensitivity.layers.get(name), "drops", {}).get(routine)
+            if value is None:
+                unknown += 1
+            else:
+                drop += float(value)
+        if unknown:
+            notes.append(f"{unknown} layer(s) have no measured drop for their routine")
+    if any(plan.settings_for(n.name).prune is not None or plan.settings_for(n.name).rank is not None
+           for n in graph.layers):
+        notes.append("pruning and rank are not in the tables: measure to see them")
+    if plan.ops != "fp32" and (profile is None or all(lp.int8_ops is None for lp in profile.layers)):
+        notes.append(f"ops in {plan.ops} are not in this profile: measure to see them")
+    fp32 = predict_ms(profile, graph, {n: "fp32" for n in routines}) if profile is not None else None
+    return Prediction(routines, latency, drop, notes, fp32)
+
+
+def baseline_measurement(graph: Any, profile: Any = None, sensitivity: Any = None) -> Measurement:
+    """The fp32 model's numbers as far as the tables know them: profiled latency, baseline metric, size."""
+    e2e = getattr(profile, "end_to_end", None)
+    metric = getattr(sensitivity, "baseline", None)
+    if metric is not None and not math.isfinite(metric):
+        metric = None
+    return Measurement(getattr(e2e, "median", None), getattr(e2e, "p10", None), getattr(e2e, "p90", None),
+                       metric, graph.model.ByteSize())

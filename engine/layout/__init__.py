@@ -1,0 +1,1 @@
+"""Layered DAG layout for the graph view: positions only."""

@@ -1,0 +1,1 @@
+"""Measuring on ONNX Runtime: sessions and timing, kernel attribution, the profiler, prediction, cache."""

@@ -1,0 +1,55 @@
+"""Several models timed side by side in one run, taking turns, so drift on a shared machine hits all alike.
+
+``bench`` and ``tune`` use it to compare a variant with fp32: every speedup LayerLab shows is timed
+this way, never against a baseline measured at another moment.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+
+from engine.measure.profiler import Stats
+from engine.measure import timing  # as a module: tests replace its functions
+from engine.progress import Job, Progress
+
+__all__ = ["interleaved_latency", "BLOCK", "SETTLE", "SESSIONS"]
+
+logger = logging.getLogger(__name__)
+
+
+# ORT's intra-op threads spin for a while after each run; a session run right after another one
+# competes with those spinning threads (ppocr-rec, 2 threads: 23 ms one-run-each vs 9.0 ms alone).
+# Taking turns in blocks and dropping the first runs of each block measures every model as it
+# runs alone (9.0 ms), while still spreading drift on a shared machine over every row.
+BLOCK = 10
+SETTLE = 2
+# Where ORT's threads land is fixed for a session's life and differs between sessions: one session of
+# the digits model measures 22.6 us for good, the next 32 us. Each model runs in SESSIONS fresh
+# sessions and reports the one with the lowest median, so a comparison is not decided by placement.
+SESSIONS = 3
+
+
+def interleaved_latency(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], threads: int,
+                        repeats: int, warmup: int = 5, sessions: int = SESSIONS) -> Job[dict[str, Stats]]:
+    """Per model, latency over ``repeats`` counted runs in each of ``sessions`` sessions, taken in turns:
+    ``BLOCK`` runs of each session in turn, the first ``SETTLE`` of every block not counted (the previous
+    session's threads still spin). A model's stats are those of its session with the lowest median."""
+    pool = {(name, k): timing.make_session(m, threads, name) for name, m in models.items() for k in range(max(sessions, 1))}
+    for (name, _), s in pool.items():
+        yield from timing.time_runs(s, feeds, warmup, name)
+    times: dict[tuple[str, int], list[float]] = {key: [] for key in pool}
+    counted = BLOCK - SETTLE
+    while min(len(t) for t in times.values()) < repeats:
+        for key, s in pool.items():
+            runs = yield from timing.time_runs(s, feeds, SETTLE + min(counted, repeats - len(times[key])), key[0])
+            times[key] += runs[SETTLE:]
+        yield Progress(min(len(t) for t in times.values()), repeats, "timing (in turns)")
+    best: dict[str, Stats] = {}
+    for (name, _), runs in times.items():
+        stats = Stats.of(runs)
+        if name not in best or stats.median < best[name].median:
+            best[name] = stats
+    return best

@@ -1,0 +1,144 @@
+"""Predict a plan's end-to-end latency from a profile: per-node routine times plus the adapts it implies.
+
+Kept apart from the profiler so DPRS-side code and tests can use it without touching ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from engine.ir.graph import ModelGraph
+
+from engine.measure.tables import AdaptCost, LayerProfile, Profile
+
+__all__ = ["context_scale", "predict_ms", "reached_layers"]
+
+logger = logging.getLogger(__name__)
+
+_ISLAND_LIMIT = 32  # tensors explored per border: islands are local, and this bounds the cost
+
+
+def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32") -> float:
+    """Predicted end-to-end ms when each layer named in ``routines`` runs that routine (others fp32).
+
+    ``ops="int8"`` (a plan's ops in int8 too) is priced by ``_predict_ops_int8`` when the profile timed
+    the all-int8-with-ops model; otherwise the ops keep their fp32 times.
+
+    Sum of node times under their routine (ops and fp32 layers: the fp32 run's times), ORT's run
+    cost, and the adapts the choice implies, priced by the micro-models: for int8 layers a Quantize
+    on each activation input and a Dequantize on each output (the QDQ structure). At the borders of
+    islands of int8 Convs ORT may add NHWC Transposes, and at the borders of fp32 Conv islands NCHWc
+    Reorders (priced as an fp32 Transpose); whether it does depends on the model, so each border
+    cost is weighted by how many such adapts the all-int8 / all-fp32 runs showed per border there.
+    """
+    chosen = {n: r for n, r in routines.items() if r != "fp32"}
+    if ops == "int8" and any(lp.int8_ops is not None for lp in profile.layers):
+        return _predict_ops_int8(profile, graph, chosen)
+    total = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
+    for lp in profile.layers:
+        r = chosen.get(lp.name)
+        total += lp.routines[r] if r is not None and r in lp.routines else lp.ms
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.nodes:
+        for t in n.inputs:
+            consumers.setdefault(t, []).append(n)
+    for node in graph.layers:
+        if chosen.get(node.name) == "int8":
+            total += sum(profile.adapt_ms(t, "quantize") or 0.0 for t in _activations(graph, node))
+            total += sum(profile.adapt_ms(t, "dequantize") or 0.0 for t in node.outputs)
+    for routine, kind, seen in (("int8", "transpose", "transpose"), ("fp32", "layout", "reorder")):
+        observed = sum(1 for a in profile.adapts if a.routine == routine and a.kind == seen)
+        expected = len(_borders(graph, {n.name: routine for n in graph.layers}, routine, producers, consumers))
+        weight = min(observed / expected, 1.0) if expected else 0.0
+        borders = _borders(graph, {**{n.name: "fp32" for n in graph.layers}, **chosen}, routine, producers, consumers)
+        total += weight * sum(profile.adapt_ms(t, kind) or 0.0 for t in borders)
+    return total
+
+
+def _predict_ops_int8(profile: Profile, graph: ModelGraph, chosen: Mapping[str, str]) -> float:
+    """Ops in int8: ops and int8 layers at their times in the all-int8-with-ops run, plus the Q/DQ and
+    transposes that run showed (between int8 neighbours ORT fuses them away); a layer in another routine
+    reads its activations through a Dequantize and hands its outputs on through a Quantize."""
+    total = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
+    total += sum(a.ms for a in profile.adapts if a.routine == "int8_ops")
+    for lp in profile.layers:
+        r = chosen.get(lp.name)
+        if not lp.tunable or r == "int8":
+            total += lp.int8_ops if lp.int8_ops is not None else lp.ms
+        else:
+            total += lp.routines.get(r, lp.ms) if r is not None else lp.ms
+    for node in graph.layers:
+        if chosen.get(node.name) != "int8":
+            total += sum(profile.adapt_ms(t, "dequantize") or 0.0 for t in _activations(graph, node))
+            total += sum(profile.adapt_ms(t, "quantize") or 0.0 for t in node.outputs)
+    return total
+
+
+def _activations(graph: ModelGraph, node: Any) -> list[str]:
+    return [t for t in node.inputs if t and t not in node.weights and t in graph.tensors]
+
+
+def _borders(graph: ModelGraph, plan: Mapping[str, str], routine: str, producers: Mapping[str, Any],
+             consumers: Mapping[str, list[Any]]) -> list[str]:
+    """Tensors where an island of Conv layers in ``routine`` meets anything else."""
+    same = lambda other: other.op_type == "Conv" and plan.get(other.name) == routine
+    out = []
+    for node in graph.layers:
+        if node.op_type != "Conv" or plan.get(node.name) != routine:
+            continue
+        out += [t for t in _activations(graph, node) if not _island(t, same, producers, consumers, upstream=True)]
+        out += [t for t in node.outputs if not _island(t, same, producers, consumers, upstream=False)]
+    return out
+
+
+def _island(tensor: str, same: Any, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool) -> bool:
+    """Whether ``tensor`` reaches (through ops, not layers) only layers for which ``same`` holds."""
+    layers, open_end = reached_layers(tensor, producers, consumers, upstream)
+    return not open_end and bool(layers) and all(same(node) for node in layers)
+
+
+def reached_layers(tensor: str, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool) -> tuple[list[Any], bool]:
+    """Layers reached from ``tensor`` through ops, and whether a graph input/output (open end) was reached."""
+    frontier, seen, found, open_end = [tensor], set(), {}, False
+    while frontier and len(seen) < _ISLAND_LIMIT:
+        t = frontier.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        nodes = ([producers[t]] if t in producers else []) if upstream else consumers.get(t, [])
+        if not nodes:
+            open_end = True
+            break
+        for node in nodes:
+            if node.tunable:
+                found[node.name] = node
+            else:
+                frontier += [x for x in (node.inputs if upstream else node.outputs) if x]
+    return list(found.values()), open_end
+
+
+_SCALE_BOUNDS = (0.25, 4.0)  # beyond these the attribution, not the context, is the likelier cause
+
+
+def context_scale(graph: ModelGraph, layers: Sequence[LayerProfile], adapts: Sequence[AdaptCost]) -> dict[str, float]:
+    """Quantize and Dequantize cost more inside the model than on a one-node micro-model (ppocr-rec:
+    1.56 ms of Q/DQ seen in the all-int8 run vs 0.77 ms from micro-models): caches are cold and the
+    DQ output feeds an fp32 op. Per kind, the all-int8 run's total over the micro total at the same
+    sites (every int8 layer's activation inputs and outputs) scales every micro price."""
+    int8 = {lp.name for lp in layers if "int8" in lp.routines}
+    micro = {(a.tensor, a.kind): a.ms for a in adapts if a.routine is None}
+    sites: dict[str, set[str]] = {"quantize": set(), "dequantize": set()}
+    for node in graph.layers:
+        if node.name in int8:
+            sites["quantize"] |= set(_activations(graph, node))
+            sites["dequantize"] |= set(node.outputs)
+    scale: dict[str, float] = {}
+    for kind, tensors in sites.items():
+        expected = sum(micro.get((t, kind), 0.0) for t in tensors)
+        seen = sum(a.ms for a in adapts if a.routine == "int8" and a.kind == kind)
+        if expected > 0 and seen > 0:
+            scale[kind] = min(max(seen / expected, _SCALE_BOUNDS[0]), _SCALE_BOUNDS[1])
+    return scale

@@ -1,0 +1,1 @@
+"""Choosing routines: DPRS and its constraints, the route problem, tune and bench."""

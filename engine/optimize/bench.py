@@ -1,0 +1,93 @@
+"""Benchmark side by side in one run: ORT fp32, ORT's whole-model int8, and LayerLab's tuned route.
+
+Rows: ``ort-fp32`` (the model as given, ORT_ENABLE_ALL), ``ort-int8`` (``quantize_whole_model``: ORT's
+quantize_static, QDQ U8S8 per-channel, calibrated on the same inputs as the route) and ``layerlab``
+(the route from ``tune_job``, or a saved session's plan). Latency is timed with the sessions
+interleaved (blocks of runs of each in turn, same thread count) so drift on a shared machine hits every row
+alike; each row reports median and p10/p90, speedup against ort-fp32, metric, drop and file size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from engine.evaluate.evaluator import Evaluator, ensure_reference, evaluate_job
+from engine.ir.graph import ModelGraph
+from engine.progress import Job, Progress
+from engine.measure.interleave import interleaved_latency
+from engine.measure.profiler import Stats
+
+__all__ = ["BenchResult", "BenchRow", "bench_job"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchRow:
+    """One contender: latency over the interleaved repeats, metric and serialized size."""
+
+    name: str
+    ms: Stats
+    metric: float
+    bytes: int
+    speedup: float = 1.0  # ort-fp32 median / this median
+    drop: float = 0.0  # ort-fp32 metric - this metric
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "ms": self.ms.median, "p10": self.ms.p10, "p90": self.ms.p90,
+                "speedup": self.speedup, "metric": self.metric, "drop": self.drop, "bytes": self.bytes}
+
+
+@dataclass
+class BenchResult:
+    """All rows of one run, and the route's predicted latency (None when there is no route)."""
+
+    rows: list[BenchRow]
+    predicted_ms: float | None
+    threads: int
+    repeats: int
+    routines: dict[str, str]
+    ops: str = "fp32"  # the route plan's "ops"
+
+    def row(self, name: str) -> BenchRow:
+        return next(r for r in self.rows if r.name == name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": [r.to_json() for r in self.rows], "predicted_ms": self.predicted_ms,
+                "threads": self.threads, "repeats": self.repeats, "routines": dict(self.routines),
+                "ops": self.ops}
+
+
+def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, threads: int | None = None,
+              route_model: onnx.ModelProto | None = None, predicted_ms: float | None = None,
+              routines: dict[str, str] | None = None, tune_options: Any = None, ops: str = "fp32") -> Job[BenchResult]:
+    """Bench the three rows. Without ``route_model`` the route comes from ``tune_job`` (``tune_options``)."""
+    from engine.measure.timing import physical_cores
+    from engine.measure.variants import random_feeds
+    from engine.passes.precision import quantize_whole_model
+
+    threads = threads or physical_cores()
+    feeds = random_feeds(graph)
+    if route_model is None:
+        from engine.optimize.tune import TuneOptions, tune_job
+
+        opts = tune_options or TuneOptions(threads=threads)
+        tuned = yield from tune_job(graph, evaluator, opts)
+        route_model, predicted_ms, routines, ops = tuned.model, tuned.ms_predicted, tuned.layer_routines(), tuned.plan.ops
+    yield Progress(0, 3, "building ort-int8")
+    int8 = quantize_whole_model(graph.model, evaluator.calibration())
+    models = {"ort-fp32": graph.model, "ort-int8": int8, "layerlab": route_model}
+    ensure_reference(evaluator, graph.model)
+    metrics = {}
+    for i, (name, model) in enumerate(models.items()):
+        yield Progress(i, 3, f"scoring {name}")
+        metrics[name] = (yield from evaluate_job(model, evaluator, threads=threads)).metric
+    stats = yield from interleaved_latency(models, feeds, threads, repeats)
+    base = stats["ort-fp32"].median
+    rows = [BenchRow(name, stats[name], metrics[name], model.ByteSize(), base / stats[name].median,
+                     metrics["ort-fp32"] - metrics[name]) for name, model in models.items()]
+    return BenchResult(rows, predicted_ms, threads, repeats, dict(routines or {}), ops)

@@ -1,0 +1,178 @@
+"""Build the DPRS problem (``engine.optimize.dprs.Problem``) from what was measured: profile, sensitivity, graph.
+
+Nodes are every graph node (ops offer one routine, "fp32", at their profiled time); edges are the
+graph's data edges plus, where ``engine.measure.predict`` prices an island border, an edge between
+the two layers whose routines decide it. Costs follow ``engine.measure.predict.predict_ms`` so that a
+route's predicted latency agrees with it:
+
+- unary: the node's time under the routine (fp32 and ops: the fp32 run's time); ORT's fixed run cost
+  is added to the first node, the same for every routine, so it never changes the choice;
+- int8: a Quantize on each activation input and a Dequantize on each output, priced by the profile's
+  micro-measurements; where an int8 layer feeds another int8 layer directly the pair costs ~0 (ORT
+  fuses it), so those two are paid only when the neighbour is not int8;
+- fp16: a Cast on each activation input and output, on the same terms (predict_ms has no fp16 casts,
+  so fp16 routes are predicted a little slower than it says; fp16 rarely wins on CPU anyway);
+- island borders: where an island of int8 Convs (or fp32 Convs) meets anything else, ORT may add a
+  Transpose (or an NCHWc reorder), weighted as ``predict_ms`` weights them. A border is a pairwise
+  term between the Conv and the layer reached through ops; when several layers are reached the cost
+  is shared among them (exact when one or all of them differ).
+
+Drops come from the sensitivity (negative drops, i.e. noise, count as 0; a routine without a
+measured drop is not offered); weight bytes are 4 B/param for fp32, 2 for fp16, 1 for int8.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.optimize import dprs
+from engine.errors import LayerLabError
+from engine.ir.graph import ModelGraph
+
+if TYPE_CHECKING:
+    from engine.measure.profiler import Profile
+    from engine.evaluate.sensitivity import Sensitivity
+
+__all__ = ["BYTES_PER_PARAM", "build_problem"]
+
+logger = logging.getLogger(__name__)
+
+BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1, "int8_dynamic": 1}
+_CONVERTS = {"int8": ("quantize", "dequantize"), "fp16": ("cast", "cast")}  # (on inputs, on outputs)
+
+
+def build_problem(
+    graph: ModelGraph,
+    profile: Profile,
+    sensitivity: Sensitivity | None,
+    *,
+    pinned: Mapping[str, str] | None = None,
+    routines: Sequence[str] = ("fp32", "int8", "int8_dynamic", "fp16"),
+) -> dprs.Problem:
+    """The DPRS problem for ``graph``: see the module docstring. ``pinned`` maps layer -> routine."""
+    pinned = dict(pinned or {})
+    by_name = {lp.name: lp for lp in profile.layers}
+    missing = [n.name for n in graph.nodes if n.name not in by_name]
+    if missing:
+        raise LayerLabError(f"{graph.label}: the profile has no time for node {missing[0]!r} (profile of another model?)")
+    layer_names = {n.name for n in graph.layers}
+    times: dict[str, dict[str, float]] = {}
+    drops: dict[str, dict[str, float]] = {}
+    nbytes: dict[str, dict[str, int]] = {}
+    for node in graph.nodes:
+        lp = by_name[node.name]
+        offered = {"fp32": lp.ms}
+        if node.name in layer_names:
+            known = sensitivity.layers.get(node.name) if sensitivity is not None else None
+            for r in routines:
+                if r == "fp32" or r not in lp.routines:
+                    continue
+                if sensitivity is not None and (known is None or r not in known.drops):
+                    continue  # unknown accuracy cost: never offer it blind
+                offered[r] = lp.routines[r]
+                drops.setdefault(node.name, {})[r] = max(float(known.drops[r]), 0.0) if known else 0.0
+        times[node.name] = offered
+        params = int(node.params or 0)
+        nbytes[node.name] = {r: params * BYTES_PER_PARAM.get(r, 4) for r in offered}
+    if graph.nodes:
+        run_ms = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
+        first = graph.nodes[0].name
+        times[first] = {r: t + run_ms for r, t in times[first].items()}
+    pairs: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+    _add_converts(graph, profile, times, pairs)
+    _add_borders(graph, profile, times, pairs)
+    edges = list(dict.fromkeys([(e.src, e.dst) for e in graph.edges if e.src != e.dst] + list(pairs)))
+    unknown_pins = sorted(set(pinned) - layer_names)
+    if unknown_pins:
+        raise LayerLabError(f"{graph.label}: pinned layer {unknown_pins[0]!r} is not a layer of the model")
+    return dprs.Problem(
+        nodes=[n.name for n in graph.nodes],
+        edges=edges,
+        times=times,
+        adapt=pairs,
+        drops=drops,
+        weight_bytes=nbytes,
+        pinned={n: frozenset({r}) for n, r in pinned.items()},
+    )
+
+
+def _add(pairs: dict, src: str, dst: str, times: Mapping[str, Mapping[str, float]], cost: Any) -> None:
+    """Add ``cost(r_src, r_dst)`` to the pair table of edge (src, dst)."""
+    table = pairs.setdefault((src, dst), {})
+    for rs in times[src]:
+        for rd in times[dst]:
+            c = float(cost(rs, rd))
+            if c:
+                table[(rs, rd)] = table.get((rs, rd), 0.0) + c
+
+
+def _activations(graph: ModelGraph, node: Any) -> list[str]:
+    return [t for t in node.inputs if t and t not in node.weights and t in graph.tensors]
+
+
+def _add_converts(graph: ModelGraph, profile: Profile, times: dict[str, dict[str, float]], pairs: dict) -> None:
+    """Quantize/Dequantize (int8) and Casts (fp16) at a layer's borders, skipped between same-routine layers."""
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.nodes:
+        for t in dict.fromkeys(n.inputs):
+            consumers.setdefault(t, []).append(n)
+    layers = {n.name for n in graph.layers}
+    for node in graph.layers:
+        for routine, (kind_in, kind_out) in _CONVERTS.items():
+            if routine not in times[node.name]:
+                continue
+            for t in _activations(graph, node):
+                ms = profile.adapt_ms(t, kind_in) or 0.0
+                src = producers.get(t)
+                if src is None or src.name == node.name:
+                    times[node.name][routine] += ms  # a graph input: always converted
+                else:
+                    both = src.name in layers
+                    _add(pairs, src.name, node.name, times,
+                         lambda rs, rd, r=routine, ms=ms, both=both: ms if rd == r and not (both and rs == r) else 0.0)
+            for t in node.outputs:
+                ms = profile.adapt_ms(t, kind_out) or 0.0
+                users = consumers.get(t, [])
+                if len(users) == 1 and users[0].name in layers and users[0].name != node.name:
+                    _add(pairs, node.name, users[0].name, times,
+                         lambda rs, rd, r=routine, ms=ms: ms if rs == r and rd != r else 0.0)
+                else:
+                    times[node.name][routine] += ms  # one conversion whoever reads it
+
+
+def _add_borders(graph: ModelGraph, profile: Profile, times: dict[str, dict[str, float]], pairs: dict) -> None:
+    """Transposes around int8 Conv islands and NCHWc reorders around fp32 ones, weighted like predict_ms."""
+    from engine.measure.predict import _borders, reached_layers  # the same island rule as predict_ms
+
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.nodes:
+        for t in n.inputs:
+            consumers.setdefault(t, []).append(n)
+    for routine, kind, seen in (("int8", "transpose", "transpose"), ("fp32", "layout", "reorder")):
+        observed = sum(1 for a in profile.adapts if a.routine == routine and a.kind == seen)
+        expected = len(_borders(graph, {n.name: routine for n in graph.layers}, routine, producers, consumers))
+        weight = min(observed / expected, 1.0) if expected else 0.0
+        if weight == 0.0:
+            continue
+        for node in graph.layers:
+            if node.op_type != "Conv" or routine not in times[node.name]:
+                continue
+            ends = [(t, True) for t in _activations(graph, node)] + [(t, False) for t in node.outputs]
+            for t, upstream in ends:
+                ms = weight * (profile.adapt_ms(t, kind) or 0.0)
+                if not ms:
+                    continue
+                others, open_end = reached_layers(t, producers, consumers, upstream)
+                others = [o for o in others if o.name != node.name]
+                if open_end or not others or any(o.op_type != "Conv" for o in others):
+                    times[node.name][routine] += ms  # a border whatever the other side runs
+                    continue
+                for o in others:  # a border only where the other side differs; shared among them
+                    key = (o.name, node.name) if upstream else (node.name, o.name)
+                    _add(pairs, key[0], key[1], times,
+                         lambda rs, rd, r=routine, ms=ms / len(others), me=int(upstream):
+                         ms if (rs, rd)[me] == r and (rs, rd)[1 - me] != r else 0.0)

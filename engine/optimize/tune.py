@@ -1,0 +1,355 @@
+"""Tune: choose a routine per layer within an accuracy budget (and a memory limit), build it, measure it.
+
+The pipeline: measure the fp32 baseline (latency and metric) -> profile -> sensitivity -> DPRS
+(``engine.optimize.routes.build_problem`` + ``engine.optimize.dprs.solve``) -> build the variant (``apply_plan`` with
+every layer pinned to its routine, calibrated on the evaluator's calibration inputs) -> measure it
+end to end and score it. Per-layer drops do not add up exactly, so when the measured drop exceeds the
+budget the worst layers of the route (largest sensitivity drop, ties by lowest SQNR) are pinned to
+fp32 and DPRS solves again, as accuracy-control tools do; each round is kept. A route that measures
+no faster than fp32 is not worth shipping: the result is then fp32 itself.
+
+Beyond the DPRS rounds two candidates are measured, since the tables price layers one at a time:
+the plain all-int8 route when its summed drops fit, and the best route so far with the ops between
+layers quantized too (the plan's ``"ops": "int8"``, as ORT's whole-model quantization does), which
+removes Dequantize/Quantize round trips where the model tolerates it. The fastest candidate within
+the budget wins, timed against fp32 in one interleaved run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generator
+
+import onnx
+
+from engine.optimize import dprs
+from engine.errors import SettingsError
+from engine.evaluate.evaluator import Evaluator, ensure_reference, evaluate_job
+from engine.ir.graph import ModelGraph
+from engine.progress import Job, Progress
+from engine.model.plan import LayerSettings, Plan
+from engine.measure.profiler import Profile, ProfileOptions, Stats, measure_latency, predict_ms, profile_job
+from engine.optimize.routes import build_problem
+from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_job
+
+if TYPE_CHECKING:
+    from engine.model.session import Session, Trial
+
+__all__ = ["Round", "TuneOptions", "TuneResult", "round_trials", "route_plan", "to_session", "tune_job"]
+
+logger = logging.getLogger(__name__)
+
+_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """Limits and effort. ``max_drop`` is in the metric's units (0.01 = one point of accuracy)."""
+
+    max_drop: float = 0.01
+    memory_limit: int | None = None
+    threads: int | None = None
+    max_rounds: int = 5
+    # fp16 is left out by default: ORT has almost no fp16 CPU kernels (it casts and runs fp32), and its
+    # in-context times are attribution noise that lures DPRS into cast-heavy routes; add it for GPUs.
+    routines: tuple[str, ...] = ("fp32", "int8", "int8_dynamic")
+    repeats: int = 30  # timed runs per latency measurement
+    profile: ProfileOptions | None = None  # None: ProfileOptions(threads=threads, routines=routines)
+
+    def __post_init__(self) -> None:
+        if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
+            raise SettingsError(f"max_drop {self.max_drop!r}: must be a number >= 0")
+        if self.memory_limit is not None and self.memory_limit <= 0:
+            raise SettingsError(f"memory_limit {self.memory_limit!r}: must be a positive number of bytes")
+        if self.max_rounds < 1:
+            raise SettingsError(f"max_rounds {self.max_rounds!r}: must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise SettingsError(f"threads {self.threads!r}: must be at least 1")
+
+
+@dataclass
+class Round:
+    """One solve-build-measure round."""
+
+    routines: dict[str, str]
+    ms_predicted: float
+    ms_measured: Stats
+    metric: float
+    drop_predicted: float
+    weight_bytes: int
+    reverted: list[str] = field(default_factory=list)  # layers pinned to fp32 after this round
+    ops: str = "fp32"  # the plan's "ops": "int8" when the ops between layers were quantized too
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "routines": dict(self.routines), "ms_predicted": self.ms_predicted, "ms_measured": self.ms_measured.median,
+            "ms_p10": self.ms_measured.p10, "ms_p90": self.ms_measured.p90, "metric": self.metric,
+            "drop_predicted": self.drop_predicted, "weight_bytes": self.weight_bytes, "reverted": list(self.reverted),
+            "ops": self.ops,
+        }
+
+
+@dataclass
+class TuneResult:
+    """Baseline, the chosen route (predicted and measured), every round and the final model."""
+
+    baseline_ms: Stats
+    baseline_metric: float
+    route: dprs.Route
+    ms_predicted: float
+    ms_measured: Stats
+    metric: float
+    rounds: list[Round]
+    model: onnx.ModelProto
+    plan: Plan
+    profile: Profile
+    sensitivity: Sensitivity
+    feasible: bool = True
+    note: str = ""
+
+    @property
+    def routines(self) -> dict[str, str]:
+        return dict(self.route.routines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseline": {"ms": self.baseline_ms.median, "ms_p10": self.baseline_ms.p10, "ms_p90": self.baseline_ms.p90,
+                         "metric": self.baseline_metric},
+            "route": {"ms_predicted": self.ms_predicted, "ms_measured": self.ms_measured.median,
+                      "ms_p10": self.ms_measured.p10, "ms_p90": self.ms_measured.p90, "metric": self.metric,
+                      "drop": self.baseline_metric - self.metric, "routines": self.layer_routines(),
+                      "ops": self.plan.ops},
+            "rounds": len(self.rounds),
+            "feasible": self.feasible,
+            "note": self.note,
+        }
+
+    def layer_routines(self) -> dict[str, str]:
+        """The routine of every layer (ops left out: they always run fp32)."""
+        return {n: s.precision or "fp32" for n, s in self.plan.layers.items()}
+
+
+def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32") -> Plan:
+    """A plan pinning every layer to its routine (fp32 where ``routines`` says nothing)."""
+    return Plan(LayerSettings("fp32"), {n.name: LayerSettings(routines.get(n.name, "fp32")) for n in graph.layers}, ops)
+
+
+def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = TuneOptions(),
+             plan: Plan | None = None) -> Job[TuneResult]:
+    """The whole pipeline as a job (see the module docstring). ``plan``: layers whose precision is
+    not "auto" keep it (pinned); None means every layer is auto."""
+    from engine.measure.variants import random_feeds
+
+    threads = options.threads
+    feeds = random_feeds(graph)
+    yield Progress(0, 5, "measuring the fp32 baseline")
+    ensure_reference(evaluator, graph.model)
+    base_eval = yield from evaluate_job(graph.model, evaluator, threads=threads or 0)
+    base_ms = measure_latency(graph.model, feeds, threads, repeats=options.repeats, label=f"{graph.label} [fp32]")
+    yield Progress(1, 5, "profiling")
+    popts = options.profile or ProfileOptions(threads=threads, routines=options.routines)
+    prof = yield from profile_job(graph, popts)
+    yield Progress(2, 5, "sensitivity")
+    sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0)
+    sens = yield from sensitivity_job(graph, evaluator, sweep)
+    pinned = _plan_pins(graph, plan)
+    constraints = dprs.Constraints(max_drop=options.max_drop, memory_limit=options.memory_limit)
+    rounds: list[Round] = []
+    built: list[tuple[dprs.Route, onnx.ModelProto, Plan]] = []
+    calibration = evaluator.calibration()
+    for i in range(options.max_rounds):
+        yield Progress(3, 5, f"round {i + 1}: solving")
+        problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
+        route = dprs.solve(problem, constraints)
+        if not route.feasible:
+            logger.info("tune round %d: DPRS found no feasible route (%s: %s)", i + 1, route.binding, route.detail)
+        rplan = route_plan(graph, route.routines)
+        if rounds and _layer_routines(graph, route.routines) == rounds[-1].routines:
+            break  # nothing left to revert
+        model, ms, metric = yield from _build_and_measure(graph, rplan, calibration, evaluator, feeds, options, i)
+        rounds.append(Round(_layer_routines(graph, route.routines), route.latency_ms, ms, metric, route.drop,
+                            route.weight_bytes))
+        built.append((route, model, rplan))
+        excess = base_eval.metric - metric - options.max_drop
+        if excess <= _TOL:
+            break
+        worst = _worst(sens, route.routines, excess, pinned)
+        if not worst:
+            break
+        rounds[-1].reverted = worst
+        pinned.update({n: "fp32" for n in worst})
+    # Predictions can be wrong where ORT fuses across layers: also measure the plain all-int8 route when
+    # its summed drops fit, and keep whichever measures fastest within the budget.
+    problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
+    uniform = {n: ("int8" if "int8" in problem.times[n] else "fp32") for n in problem.nodes}
+    uniform.update({n: next(iter(r)) for n, r in problem.pinned.items()})
+    lat, drop, nbytes = dprs.route_cost(problem, uniform)
+    fits = drop <= options.max_drop + _TOL and (options.memory_limit is None or nbytes <= options.memory_limit)
+    if fits and all(_layer_routines(graph, uniform) != r.routines for r in rounds):
+        yield Progress(3, 5, "measuring the all-int8 route")
+        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, uniform), calibration, evaluator,
+                                                          feeds, options, len(rounds))
+        rounds.append(Round(_layer_routines(graph, uniform), lat, ms, metric, drop, nbytes))
+        built.append((dprs.Route(uniform, lat, drop, nbytes, 0.0), model, route_plan(graph, uniform)))
+    ok = [k for k, r in enumerate(rounds) if base_eval.metric - r.metric <= options.max_drop + _TOL]
+    int8 = [k for k in ok if "int8" in rounds[k].routines.values()]
+    if int8:
+        best = min(int8, key=lambda k: rounds[k].ms_measured.median)
+        r = rounds[best]
+        yield Progress(3, 5, "measuring the best route with its ops in int8 too")
+        oplan = route_plan(graph, r.routines, "int8")
+        model, ms, metric = yield from _build_and_measure(graph, oplan, calibration, evaluator, feeds, options,
+                                                          len(rounds))
+        rounds.append(Round(dict(r.routines), predicted_ms(prof, graph, r.routines, "int8"), ms, metric,
+                            r.drop_predicted, r.weight_bytes, ops="int8"))
+        built.append((built[best][0], model, oplan))
+        if base_eval.metric - metric <= options.max_drop + _TOL:
+            ok.append(len(rounds) - 1)
+    feasible, note = bool(ok), ""
+    if ok:
+        # Rounds were timed minutes apart and the load drifts: time fp32 and the best candidates
+        # again, round-robin in one run, so "faster than fp32" is decided on comparable numbers.
+        ok = sorted(ok, key=lambda k: rounds[k].ms_measured.median)[:3]
+        base_ms, fresh = yield from _compare_interleaved(graph.model, {k: built[k][1] for k in ok}, feeds, options)
+        for k, stats in fresh.items():
+            rounds[k].ms_measured = stats
+    pick = min(ok, key=lambda k: rounds[k].ms_measured.median) if ok else None
+    if pick is None:
+        note = (f"no route met max_drop {options.max_drop:g} in {len(rounds)} round(s) (measured drops: "
+                + ", ".join(f"{base_eval.metric - r.metric:.4g}" for r in rounds) + "); keeping fp32")
+    elif rounds[pick].ms_measured.median >= base_ms.median and set(rounds[pick].routines.values()) != {"fp32"}:
+        note = (f"the best route measured {rounds[pick].ms_measured.median:.3f} ms, no faster than fp32 "
+                f"({base_ms.median:.3f} ms); keeping fp32")
+        pick = None
+    if pick is None:
+        fp32 = {n.name: "fp32" for n in graph.layers}
+        problem = build_problem(graph, prof, sens, pinned=fp32, routines=("fp32",))
+        lat, drop, nbytes = dprs.route_cost(problem, {n.name: "fp32" for n in graph.nodes})
+        route = dprs.Route({n.name: "fp32" for n in graph.nodes}, lat, drop, nbytes, 0.0)
+        result = TuneResult(base_ms, base_eval.metric, route, lat, base_ms, base_eval.metric, rounds, graph.model,
+                            route_plan(graph, {}), prof, sens, feasible, note)
+    else:
+        route, model, rplan = built[pick]
+        r = rounds[pick]
+        result = TuneResult(base_ms, base_eval.metric, route, r.ms_predicted, r.ms_measured, r.metric, rounds,
+                            model, rplan, prof, sens, True, note)
+    if note:
+        logger.warning("tune %s: %s", graph.label, note)
+    yield Progress(5, 5, "done")
+    return result
+
+
+def to_session(result: TuneResult, graph: ModelGraph, model_path: Any, evaluator_path: Any,
+               input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Session:
+    """A Session holding the tune: plan, profile, sensitivity, route, baseline/current and one Trial per round."""
+    from pathlib import Path
+
+    from engine.model.session import Measurement, Session
+
+    session = Session()
+    session.set_model(Path(model_path), graph, dict(input_shapes or {}))
+    if evaluator_path is not None:
+        session.set_evaluator(Path(evaluator_path))
+    session.set_plan(result.plan)
+    session.set_profile(result.profile)
+    session.set_sensitivity(result.sensitivity)
+    session.set_route(result.route)
+    b = result.baseline_ms
+    session.set_baseline(Measurement(b.median, b.p10, b.p90, result.baseline_metric, graph.model.ByteSize()))
+    m = result.ms_measured
+    session.set_current(Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()))
+    for trial in round_trials(result, graph):
+        session.add_trial(trial)
+    return session
+
+
+def round_trials(result: TuneResult, graph: ModelGraph) -> list[Trial]:
+    """One session Trial per tune round: its plan, routines, predicted and measured numbers."""
+    from engine.model.session import Measurement, Trial
+
+    return [Trial(
+        plan=route_plan(graph, r.routines, r.ops).to_dict(), routines=dict(r.routines),
+        predicted=Measurement(ms=r.ms_predicted, metric=result.baseline_metric - r.drop_predicted, bytes=r.weight_bytes),
+        measured=Measurement(r.ms_measured.median, r.ms_measured.p10, r.ms_measured.p90, r.metric),
+        label=f"tune round {i + 1}" + (" (ops int8)" if r.ops != "fp32" else "")
+        + (f" (reverted {', '.join(r.reverted)})" if r.reverted else ""),
+    ) for i, r in enumerate(result.rounds)]
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+def _compare_interleaved(base: onnx.ModelProto, candidates: Mapping[int, onnx.ModelProto], feeds: dict[str, Any],
+                         options: TuneOptions) -> Generator[Progress, None, tuple[Stats, dict[int, Stats]]]:
+    """fp32 and each candidate timed round-robin in one run (see engine.measure.interleave)."""
+    from engine.measure.interleave import interleaved_latency
+    from engine.measure.timing import physical_cores
+
+    models = {"fp32": base, **{f"round {k + 1}": m for k, m in candidates.items()}}
+    job = interleaved_latency(models, feeds, options.threads or physical_cores(), options.repeats)
+    while True:
+        try:
+            p = next(job)
+        except StopIteration as stop:
+            stats = stop.value
+            break
+        yield Progress(4, 5, f"comparing with fp32: {p.message} {p.done}/{p.total}")
+    return stats["fp32"], {k: stats[f"round {k + 1}"] for k in candidates}
+
+
+def _plan_pins(graph: ModelGraph, plan: Plan | None) -> dict[str, str]:
+    if plan is None:
+        return {}
+    pins = {}
+    for n in graph.layers:
+        p = plan.settings_for(n.name).precision
+        if p is not None and p != "auto":
+            pins[n.name] = p
+    return pins
+
+
+def _layer_routines(graph: ModelGraph, routines: Mapping[str, str]) -> dict[str, str]:
+    return {n.name: routines.get(n.name, "fp32") for n in graph.layers}
+
+
+def _build_and_measure(graph: ModelGraph, plan: Plan, calibration: Any, evaluator: Evaluator,
+                       feeds: Mapping[str, Any], options: TuneOptions, i: int) -> Job[tuple[onnx.ModelProto, Stats, float]]:
+    from engine.passes.manager import apply_plan
+
+    yield Progress(3, 5, f"round {i + 1}: building the variant")
+    model = apply_plan(graph, plan, calibration).model
+    yield Progress(4, 5, f"round {i + 1}: measuring")
+    ms = measure_latency(model, feeds, options.threads, repeats=options.repeats, label=f"{graph.label} [route]")
+    result = yield from evaluate_job(model, evaluator, threads=options.threads or 0)
+    logger.info("tune round %d: %.3f ms, metric %.4f", i + 1, ms.median, result.metric)
+    return model, ms, result.metric
+
+
+def _worst(sens: Sensitivity, routines: Mapping[str, str], excess: float, pinned: Mapping[str, str]) -> list[str]:
+    """Non-fp32, unpinned layers of the route to revert: most sensitive first, until their drops cover
+    ``excess``; at least one, at most a quarter of them (per-layer drops often underestimate the whole)."""
+    cands = []
+    for name, r in routines.items():
+        if r == "fp32" or name in pinned:
+            continue
+        ls = sens.layers.get(name)
+        drop = ls.drops.get(r, 0.0) if ls else 0.0
+        sqnr = ls.sqnr_db.get(r, math.inf) if ls else math.inf
+        cands.append((-drop, sqnr, name, drop))
+    cands.sort()
+    out, covered = [], 0.0
+    for _, _, name, drop in cands:
+        out.append(name)
+        covered += max(drop, 0.0)
+        if covered >= excess or len(out) >= max(1, len(cands) // 4):
+            break
+    return out
+
+
+def predicted_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32") -> float:
+    """``engine.measure.predict.predict_ms`` for a route (ops dropped from ``routines``): with ops fp32, the
+    reference the DPRS tables agree with."""
+    return predict_ms(profile, graph, _layer_routines(graph, routines), ops)

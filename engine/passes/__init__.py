@@ -1,0 +1,1 @@
+"""Transforms as passes (precision, fp16, prune, low-rank), model in, result out; ``manager`` composes a plan."""

@@ -1,0 +1,371 @@
+"""Precision: int8 (static QDQ), int8_dynamic and fp16 for chosen layers, through the standard tools.
+
+- int8: ``onnxruntime.quantization.quantize_static`` in QDQ format, uint8 activations, int8
+  per-channel weights (the U8S8 pattern ORT's CPU kernels run fast), ``nodes_to_quantize`` = only
+  the chosen layers, calibrated on the given samples. A chosen layer gets Q/DQ on its input
+  activation and weight (and on its output, which its consumers then read through a DQ).
+- ops int8 (the plan's ``"ops": "int8"``): every node that is not a layer joins ``nodes_to_quantize``
+  too, so ORT quantizes the ops between layers as whole-model ``quantize_static`` does.
+- int8_dynamic: ``quantize_dynamic`` for MatMul (a Gemm is first split into MatMul + Add, keeping
+  the layer's name on the MatMul, since ORT has no dynamic Gemm).
+- fp16: the chosen layers get fp16 weights with Casts at their borders (see ``engine.passes.fp16`` for why not
+  onnxconverter-common's ``node_block_list``); the model's inputs and outputs stay fp32.
+
+Models below opset 13 are converted first (per-channel DequantizeLinear needs 13). Node names of the
+untouched layers stay as they were. ``quantize_whole_model`` is the ``ort-int8`` baseline: every
+quantizable op with the same settings. ``unconverted`` names the layers a converter left in fp32.
+
+Calibration: pass plain samples, or a ``CalibrationCache`` to build many int8 variants of one model
+(the sensitivity sweep): it keeps the activation ranges of the first run (ORT's calibration cache)
+so later variants skip calibration and all share the same ranges.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from engine.errors import SettingsError
+from engine.passes.base import PassResult, clone, drop_unused_initializers, initializers, set_initializer
+from engine.passes.fp16 import fp16_layers
+
+__all__ = [
+    "ROUTINES",
+    "Calibration",
+    "CalibrationCache",
+    "PrecisionPass",
+    "prepare",
+    "quantize_whole_model",
+    "random_calibration",
+    "unconverted",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Calibration samples: one dict of input name -> array per sample.
+Calibration = Sequence[dict[str, np.ndarray]]
+_MIN_OPSET = 13
+#: The per-layer routines, each a keyword of PrecisionPass.
+ROUTINES = ("int8", "int8_dynamic", "fp16")
+
+
+class CalibrationCache:
+    """Calibration samples plus the int8 activation ranges computed from them, per model.
+
+    The first int8 run on a model calibrates every tensor of its quantizable ops (whatever the
+    chosen layers) and keeps ORT's range file in memory; later runs on the same model read it
+    instead of calibrating again. Models are told apart by a digest of their bytes.
+    """
+
+    def __init__(self, samples: Calibration) -> None:
+        self.samples = list(samples)
+        self._ranges: dict[str, bytes] = {}  # model digest -> ORT calibration cache (JSON)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _load(self, model_bytes: bytes, path: Path) -> str:
+        """Write the ranges kept for this model to ``path`` if there are any; the model's digest."""
+        digest = hashlib.sha256(model_bytes).hexdigest()
+        if digest in self._ranges:
+            path.write_bytes(self._ranges[digest])
+        return digest
+
+    def _keep(self, digest: str, path: Path) -> None:
+        if digest not in self._ranges and path.is_file():
+            self._ranges[digest] = path.read_bytes()
+
+    def ranges_for(self, model: onnx.ModelProto) -> bytes | None:
+        """ORT's range file kept for ``model`` (as the quantizer was given it), or None before its first int8 run."""
+        return self._ranges.get(hashlib.sha256(model.SerializeToString()).hexdigest())
+
+
+def random_calibration(model: onnx.ModelProto, count: int = 4, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Random-normal samples shaped like the model's inputs (symbolic dims become 1)."""
+    rng = np.random.default_rng(seed)
+    inits = {t.name for t in model.graph.initializer}
+    samples: list[dict[str, np.ndarray]] = [{} for _ in range(count)]
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in tt.shape.dim]
+        for sample in samples:
+            sample[vi.name] = rng.standard_normal(shape).astype(dtype)
+    return samples
+
+
+def _reader(samples: Calibration):  # -> CalibrationDataReader
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        """Feeds the given samples once, in order."""
+
+        def __init__(self) -> None:
+            self._it = iter(samples)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    return _Reader()
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Opset >= 13 and inferred shapes: the quantizer's preconditions."""
+    from engine.ir.graph import upgrade_opset
+
+    if _opset(model) < _MIN_OPSET:
+        model = upgrade_opset(model, _MIN_OPSET)
+    if not model.graph.value_info:
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception as exc:
+            raise SettingsError(f"shapes cannot be inferred for quantization ({exc}); give concrete --input shapes") from None
+    return model
+
+
+# Logged on the root logger on every call: "Please consider pre-processing ..." and, with ops in int8,
+# "Axis 1 is out-of-range for weight ..." (a rank-1 BatchNormalization weight; ORT falls back to per-tensor).
+_ADVICE = ("Please ", "Axis ")
+
+
+class _QuietQuantizer(logging.Filter):
+    """Drops the quantizer's advice (``_ADVICE``) from the root logger while it runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "root" and str(record.msg).startswith(_ADVICE))
+
+
+def _quiet(func):  # type: ignore[no-untyped-def]
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        quiet = _QuietQuantizer()
+        logging.getLogger().addFilter(quiet)
+        try:
+            return func(*args, **kwargs)
+        finally:
+            logging.getLogger().removeFilter(quiet)
+
+    return wrapper
+
+
+@_quiet
+def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calibration | CalibrationCache,
+                 ranges: bytes | None = None) -> onnx.ModelProto:
+    """quantize_static with LayerLab's settings; ``ranges``: an ORT range file to use instead of calibrating."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    # ORT's quantizer saves its input with external data and changes the proto it is given: hand it a file.
+    with tempfile.TemporaryDirectory(prefix="layerlab-quant-") as tmp:
+        src, dst, range_file = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx", Path(tmp) / "ranges.json"
+        data = model.SerializeToString()
+        src.write_bytes(data)
+        cache = samples if isinstance(samples, CalibrationCache) else CalibrationCache(samples)
+        digest = None
+        if ranges is not None:
+            range_file.write_bytes(ranges)
+        else:
+            digest = cache._load(data, range_file)
+        try:
+            quantize_static(
+                str(src), str(dst), None if range_file.is_file() else _reader(cache.samples),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                nodes_to_quantize=nodes,
+                calibration_cache_path=str(range_file),
+            )
+        except Exception as exc:
+            raise SettingsError(f"int8 quantization failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        if digest is not None:
+            cache._keep(digest, range_file)
+        return onnx.load(str(dst))
+
+
+@_quiet
+def _dynamic_int8(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="layerlab-quant-") as tmp:
+        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
+                         weight_type=QuantType.QInt8)
+        result = _restore_gemms(model, onnx.load(str(dst)))
+    wanted = set(nodes)
+    for n in result.graph.node:  # ORT names the integer MatMul "<layer>_quant": give the layer its name back
+        if n.name.endswith("_quant") and n.name[: -len("_quant")] in wanted:
+            n.name = n.name[: -len("_quant")]
+    return result
+
+
+def _restore_gemms(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.ModelProto:
+    """Put back the Gemms ORT's dynamic quantizer split into ``<name>_MatMul`` + ``<name>_Add``.
+
+    It rewrites every Gemm of the model, also those it was told not to quantize; those are untouched
+    layers and must keep their node (and name) for plans and profiles.
+    """
+    names = {n.name for n in after.graph.node}
+    originals = {n.name: n for n in before.graph.node if n.op_type == "Gemm" and n.name not in names}
+    if not originals:
+        return after
+    split = {f"{g}_{suffix}": g for g in originals for suffix in ("MatMul", "Add")}
+    nodes: list[onnx.NodeProto] = []
+    for n in after.graph.node:
+        gemm = split.get(n.name)
+        if gemm is None:
+            nodes.append(n)
+        elif n.name.endswith("_MatMul"):
+            nodes.append(originals[gemm])
+    del after.graph.node[:]
+    after.graph.node.extend(nodes)
+    have = {t.name for t in after.graph.initializer}
+    used = {t for n in nodes for t in n.input}
+    after.graph.initializer.extend(t for t in before.graph.initializer if t.name in used and t.name not in have)
+    drop_unused_initializers(after.graph)
+    return after
+
+
+def _gemm_to_matmul(model: onnx.ModelProto, names: set[str]) -> None:
+    """Split the named Gemms into MatMul (same name) + Add, in place: ORT quantizes MatMul dynamically, not Gemm."""
+    graph = model.graph
+    inits = initializers(graph)
+    out: list[onnx.NodeProto] = []
+    for n in graph.node:
+        if n.op_type != "Gemm" or n.name not in names:
+            out.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if attrs.get("transA", 0) or n.input[1] not in inits:
+            raise SettingsError(f"layer {n.name!r}: int8_dynamic needs a Gemm with constant B and transA=0")
+        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        w = (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
+        w_name = f"{n.name}.weight_kn"
+        set_initializer(graph, w_name, w)
+        has_bias = len(n.input) > 2 and n.input[2]
+        mid = f"{n.name}_matmul_out" if has_bias else n.output[0]
+        out.append(helper.make_node("MatMul", [n.input[0], w_name], [mid], name=n.name))
+        if has_bias:
+            beta = float(attrs.get("beta", 1.0))
+            c = n.input[2]
+            if beta != 1.0:
+                c = f"{n.name}.bias_scaled"
+                set_initializer(graph, c, numpy_helper.to_array(inits[n.input[2]]) * beta)
+            out.append(helper.make_node("Add", [mid, c], [n.output[0]], name=f"{n.name}_bias"))
+    del graph.node[:]
+    graph.node.extend(out)
+    drop_unused_initializers(graph)
+
+
+def unconverted(model: onnx.ModelProto, names: Iterable[str], routine: str) -> list[str]:
+    """The layers among ``names`` that still run in fp32 in ``model``, a PrecisionPass output for ``routine``.
+
+    int8 and int8_dynamic: the layer is no integer MatMul and does not read both its data and its
+    weight through a DequantizeLinear (a shared input may be dequantized for a neighbour). fp16: the
+    layer reads no fp16 tensor.
+    """
+    if routine not in ROUTINES:
+        raise SettingsError(f"routine {routine!r}: must be one of {', '.join(ROUTINES)}")
+    wanted = set(names)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    half = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
+    half |= {n.output[0] for n in model.graph.node if n.op_type == "Cast" and _cast_to(n) == onnx.TensorProto.FLOAT16}
+    missed = []
+    for n in model.graph.node:
+        if n.name not in wanted:
+            continue
+        if routine == "fp16":
+            ok = any(t in half for t in n.input)
+        else:
+            ok = n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") or all(
+                producers.get(t) is not None and producers[t].op_type == "DequantizeLinear" for t in n.input[:2] if t
+            )
+        if not ok:
+            missed.append(n.name)
+    return missed
+
+
+def _cast_to(node: onnx.NodeProto) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == "to"), 0)
+
+
+class PrecisionPass:
+    """Set layers to int8 (static), int8_dynamic or fp16; every other layer keeps fp32.
+
+    ``calibration``: samples for int8, or a ``CalibrationCache`` shared by passes on the same model.
+    """
+
+    def __init__(
+        self,
+        int8: Iterable[str] = (),
+        int8_dynamic: Iterable[str] = (),
+        fp16: Iterable[str] = (),
+        calibration: Calibration | CalibrationCache | None = None,
+        int8_ops_except: Iterable[str] | None = None,
+    ) -> None:
+        self.int8 = sorted(set(int8))
+        self.int8_dynamic = sorted(set(int8_dynamic))
+        self.fp16 = sorted(set(fp16))
+        overlap = (set(self.int8) & set(self.int8_dynamic)) | ((set(self.int8) | set(self.int8_dynamic)) & set(self.fp16))
+        if overlap:
+            raise SettingsError(f"layer {sorted(overlap)[0]!r} is given two precisions")
+        self.calibration = calibration
+        # int8_ops_except: the plan's "ops": "int8", given as the names of the layer nodes: every other node
+        # (an op) goes to quantize_static too. None: ops stay fp32.
+        self.layer_nodes = None if int8_ops_except is None else set(int8_ops_except)
+
+    def _ops(self, model: onnx.ModelProto) -> list[str]:
+        if self.layer_nodes is None:
+            return []
+        return [n.name for n in model.graph.node if n.name and n.name not in self.layer_nodes]
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        if not (self.int8 or self.int8_dynamic or self.fp16 or self.layer_nodes is not None):
+            return PassResult(model, False)
+        notes: list[str] = []
+        names = {n.name for n in model.graph.node}
+        missing = sorted((set(self.int8) | set(self.int8_dynamic) | set(self.fp16)) - names)
+        if missing:
+            raise SettingsError(f"precision: no node named {missing[0]!r}")
+        model = clone(model)
+        ops = self._ops(model)
+        if self.int8 or self.int8_dynamic or ops:
+            if _opset(model) < _MIN_OPSET:
+                notes.append(f"converted opset {_opset(model)} -> {_MIN_OPSET} for per-channel int8")
+            model = prepare(model)
+            ops = self._ops(model)  # after the opset conversion: its node list is the one quantized
+        if self.int8 or ops:
+            samples = self.calibration
+            if not samples:
+                samples = random_calibration(model)
+                notes.append("int8 calibrated on random inputs: accuracy will suffer (give real samples with --calib)")
+            model = _static_int8(model, self.int8 + ops, samples)
+            missed = unconverted(model, self.int8, "int8")
+            if missed:
+                notes.append(f"ONNX Runtime left {len(missed)} int8 layer(s) in fp32: {', '.join(missed[:5])}")
+        if self.int8_dynamic:
+            gemms = {n.name for n in model.graph.node if n.op_type == "Gemm" and n.name in self.int8_dynamic}
+            _gemm_to_matmul(model, gemms)
+            model = _dynamic_int8(model, self.int8_dynamic)
+        if self.fp16:
+            model = fp16_layers(model, set(self.fp16))
+        return PassResult(model, True, notes)
+
+
+def quantize_whole_model(model: onnx.ModelProto, calibration: Calibration | CalibrationCache | None = None) -> onnx.ModelProto:
+    """Every quantizable op to int8 (QDQ, U8S8, per-channel): the ``ort-int8`` baseline."""
+    model = prepare(clone(model))
+    return _static_int8(model, None, calibration or random_calibration(model))
+

@@ -1,0 +1,273 @@
+"""Tune: the DPRS problem built from measurements, the accuracy-control rounds, the session and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from engine.optimize import dprs
+
+from engine.optimize import tune
+from engine.evaluate.evaluator import Evaluator, load_evaluator
+from engine.ir.graph import ModelGraph, load_model
+from engine.progress import run
+from engine.model.plan import LayerSettings, Plan
+from engine.measure.predict import predict_ms
+from engine.measure.profiler import Profile, ProfileOptions, Stats, profile
+from engine.optimize.routes import build_problem
+from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity, SweepSettings, sweep
+
+FAST = ProfileOptions(repeats=6, profile_runs=5, warmup=2, use_cache=False)
+
+
+@pytest.fixture(scope="module")
+def digits(digits_model: Path) -> ModelGraph:
+    return load_model(digits_model, {"input": (1, 1, 8, 8)})
+
+
+@pytest.fixture(scope="module")
+def evaluator(digits_eval: Path) -> Evaluator:
+    return load_evaluator(digits_eval)
+
+
+@pytest.fixture(scope="module")
+def prof(digits: ModelGraph) -> Profile:
+    return profile(digits, FAST)
+
+
+@pytest.fixture(scope="module")
+def sens(digits: ModelGraph, evaluator: Evaluator) -> Sensitivity:
+    return sweep(digits, evaluator, SweepSettings())
+
+
+def _all(graph: ModelGraph, problem: dprs.Problem, layer_routine: dict[str, str]) -> dict[str, str]:
+    return {n.name: layer_routine.get(n.name, "fp32") for n in graph.nodes if n.name in problem.times}
+
+
+def _uniform(graph: ModelGraph, problem: dprs.Problem, routine: str) -> dict[str, str]:
+    return {n.name: routine if routine in problem.times[n.name] else "fp32" for n in graph.layers}
+
+
+def test_problem_covers_the_graph_and_unconstrained_solve_is_fastest(digits: ModelGraph, prof: Profile, sens: Sensitivity) -> None:
+    problem = build_problem(digits, prof, sens)
+    assert list(problem.nodes) == [n.name for n in digits.nodes]
+    ops = [n for n in digits.nodes if not n.tunable]
+    assert ops and all(list(problem.times[n.name]) == ["fp32"] for n in ops)
+    assert set(problem.times["/conv1/Conv"]) == {"fp32", "int8", "fp16"}  # Conv: no dynamic int8
+    assert problem.weight_bytes["/fc1/Gemm"]["int8"] * 4 == problem.weight_bytes["/fc1/Gemm"]["fp32"]
+    route = dprs.solve(problem)
+    best = dprs.brute_force(problem)
+    assert route.latency_ms == pytest.approx(best.latency_ms, rel=1e-9)
+    for r in ("fp32", "int8", "int8_dynamic", "fp16"):
+        assert route.latency_ms <= dprs.route_cost(problem, _all(digits, problem, _uniform(digits, problem, r)))[0] + 1e-12
+
+
+def test_predicted_latency_agrees_with_predict_ms(digits: ModelGraph, prof: Profile, sens: Sensitivity) -> None:
+    problem = build_problem(digits, prof, sens, routines=("fp32", "int8", "int8_dynamic"))
+    layers = [n.name for n in digits.layers]
+    mixed = {name: ("int8" if i % 2 else "fp32") for i, name in enumerate(layers)}
+    # On these routes every island border sees neighbours that all differ, so DPRS's pairwise prices are exact.
+    for lr in [_uniform(digits, problem, r) for r in ("fp32", "int8", "int8_dynamic")] + [mixed]:
+        ours = dprs.route_cost(problem, _all(digits, problem, lr))[0]
+        assert ours == pytest.approx(predict_ms(prof, digits, lr), rel=1e-9), lr
+    # A border tensor reaching k Convs is split k ways among the pairs; when only some of them differ,
+    # DPRS under-prices it by at most the unpaid shares of the border kinds' prices.
+    # Two fp32 borders split here: conv2's output reaches conv_a (int8) and conv3 (fp32), and conv3's
+    # input reaches back to conv2 (fp32) and conv_b (int8); each is priced half.
+    split = {**mixed, "/conv2/Conv": "fp32", "/res/conv_a/Conv": "int8"}
+    ours = dprs.route_cost(problem, _all(digits, problem, split))[0]
+    theirs = predict_ms(prof, digits, split)
+    halves = sum(prof.adapt_ms(t, "layout") or 0.0 for t in ("/conv2/Conv_output_0", "/pool/MaxPool_output_0")) / 2
+    assert ours <= theirs + 1e-12
+    assert theirs - ours <= halves + 1e-12
+
+
+def test_zero_budget_keeps_every_layer_with_a_drop_in_fp32(digits: ModelGraph, prof: Profile) -> None:
+    names = [n.name for n in digits.layers]
+    free = names[1]  # one layer loses nothing: it may change
+    layers = {n: LayerSensitivity(n, {"int8": 0.0 if n == free else 0.02, "fp16": 0.0 if n == free else 0.01,
+                                      "int8_dynamic": 0.005}) for n in names}
+    sens = Sensitivity(0.9, "acc", layers, True)
+    route = dprs.solve(build_problem(digits, prof, sens), dprs.Constraints(max_drop=0.0))
+    assert route.feasible and route.drop == 0.0
+    assert all(route.routines[n] == "fp32" for n in names if n != free)
+
+
+def test_unprofiled_unmeasured_and_pinned_routines_are_not_offered(digits: ModelGraph, prof: Profile, sens: Sensitivity) -> None:
+    cut = replace(prof, layers=[replace(lp, routines={k: v for k, v in lp.routines.items() if k != "fp16"})
+                                if lp.name == "/conv2/Conv" else lp for lp in prof.layers])
+    layers = dict(sens.layers)
+    layers["/conv3/Conv"] = LayerSensitivity("/conv3/Conv", {"fp16": 0.0})  # int8 never measured
+    problem = build_problem(digits, cut, replace(sens, layers=layers), pinned={"/fc1/Gemm": "int8"})
+    assert "fp16" not in problem.times["/conv2/Conv"]
+    assert "int8" not in problem.times["/conv3/Conv"]
+    assert dprs.solve(problem).routines["/fc1/Gemm"] == "int8"
+
+
+def _fast(prof: Profile) -> Profile:
+    """Every layer 10x faster in int8, micro-priced adapts unscaled: the tests below decide by drops alone."""
+    layers = [replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers]
+    return replace(prof, layers=layers, adapt_scale={})
+
+
+def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensitivity, metric_of,
+                   ops_ms: float = 0.5, ops_drop: float = 0.0) -> list[dict[str, str]]:
+    """Replace the measuring steps of tune_job by fakes; returns the routines of every built variant.
+
+    A variant with its ops in int8 measures ``ops_ms`` and loses ``ops_drop`` more than ``metric_of`` says."""
+    built: list[dict[str, str]] = []
+
+    def fake_job(value):
+        def job(*args, **kwargs):
+            return value
+            yield  # noqa: unreachable - makes this a generator
+        return job
+
+    def fake_build(graph, plan, calibration, evaluator, feeds, options, i):
+        routines = {n.name: plan.settings_for(n.name).precision for n in graph.layers}
+        built.append(routines)
+        if plan.ops == "int8":
+            return graph.model, Stats(ops_ms, ops_ms, ops_ms), metric_of(routines) - ops_drop
+        return graph.model, Stats(0.5, 0.4, 0.6), metric_of(routines)
+        yield  # noqa: unreachable
+
+    def fake_compare(base, candidates, feeds, options):
+        return tune.measure_latency(base, feeds), {}  # candidates keep the times fake_build gave them
+        yield  # noqa: unreachable
+
+    monkeypatch.setattr(tune, "_compare_interleaved", fake_compare)
+    monkeypatch.setattr(tune, "profile_job", fake_job(prof))
+    monkeypatch.setattr(tune, "sensitivity_job", fake_job(sens))
+    monkeypatch.setattr(tune, "_build_and_measure", fake_build)
+    monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(1.0, 0.9, 1.1))
+    return built
+
+
+def test_rounds_revert_the_worst_layer_when_the_measured_drop_is_too_high(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+) -> None:
+    names = [n.name for n in digits.layers]
+    worst, second = names[2], names[4]
+    drops = {n: 0.004 if n == worst else 0.002 if n == second else 0.0 for n in names}
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": drops[n]}, {"int8": 20.0}) for n in names}, True)
+    fast = _fast(prof)
+    base = run(tune.evaluate_job(digits.model, evaluator)).metric
+    # the measured drop is far worse than the sensitivities say while `worst` runs int8
+    built = _fake_pipeline(monkeypatch, fast, sens, lambda r: base - (0.03 if r[worst] == "int8" else 0.0))
+    result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))))
+    assert len(result.rounds) >= 2 and result.rounds[0].reverted == [worst] and not result.rounds[1].reverted
+    assert built[0][worst] == "int8" and all(b[worst] == "fp32" for b in built[1:])
+    assert result.feasible and result.routines[worst] == "fp32" and result.routines[second] != "fp32"
+    assert result.metric == base and result.ms_measured.median == 0.5
+    assert result.to_json()["rounds"] == len(result.rounds)
+
+
+def test_the_best_route_is_also_measured_with_its_ops_in_int8(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+) -> None:
+    names = [n.name for n in digits.layers]
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    fast = _fast(prof)
+    base = run(tune.evaluate_job(digits.model, evaluator)).metric
+    options = tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))
+    _fake_pipeline(monkeypatch, fast, sens, lambda r: base, ops_ms=0.4)  # faster, nothing lost: it wins
+    result = run(tune.tune_job(digits, evaluator, options))
+    assert result.rounds[-1].ops == "int8" and result.rounds[-1].routines == result.rounds[0].routines
+    assert result.plan.ops == "int8" and result.ms_measured.median == 0.4 and result.to_json()["route"]["ops"] == "int8"
+    trials = tune.round_trials(result, digits)
+    assert trials[-1].plan["ops"] == "int8" and "ops int8" in trials[-1].label
+    _fake_pipeline(monkeypatch, fast, sens, lambda r: base, ops_ms=0.4, ops_drop=0.05)  # faster but over budget
+    result = run(tune.tune_job(digits, evaluator, options))
+    assert result.rounds[-1].ops == "int8" and result.plan.ops == "fp32" and result.ms_measured.median == 0.5
+
+
+def test_infeasible_and_slower_routes_fall_back_to_fp32(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+) -> None:
+    names = [n.name for n in digits.layers]
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    fast = _fast(prof)
+    _fake_pipeline(monkeypatch, fast, sens, lambda r: 0.0)  # every int8 route is a disaster
+    result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(max_drop=0.01, max_rounds=2, routines=("fp32", "int8"))))
+    assert not result.feasible and "no route met max_drop" in result.note
+    assert result.model is digits.model and set(result.layer_routines().values()) == {"fp32"}
+    monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(0.3, 0.2, 0.4))  # fp32 faster than 0.5
+    _fake_pipeline(monkeypatch, fast, sens, lambda r: 1.0)
+    monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(0.3, 0.2, 0.4))
+    result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(routines=("fp32", "int8"))))
+    assert "no faster than fp32" in result.note and result.model is digits.model
+
+
+def test_tune_digits_meets_the_budget_and_saves_a_session(
+    digits: ModelGraph, evaluator: Evaluator, digits_model: Path, digits_eval: Path, tmp_path: Path
+) -> None:
+    plan = Plan(LayerSettings("auto"), {"/fc2/Gemm": LayerSettings("fp32")})
+    options = tune.TuneOptions(max_drop=0.01, repeats=5, profile=FAST)
+    result = run(tune.tune_job(digits, evaluator, options, plan))
+    drop = result.baseline_metric - result.metric
+    assert (result.feasible and drop <= 0.01 + 1e-9) or "no route met" in result.note
+    assert result.layer_routines()["/fc2/Gemm"] == "fp32"  # pinned by the plan
+    assert all(r.routines["/fc2/Gemm"] == "fp32" for r in result.rounds)
+    assert result.ms_measured.median <= result.baseline_ms.median or result.model is digits.model
+    from engine.io.session_file import load_session, save_session
+
+    session = tune.to_session(result, digits, digits_model, digits_eval, {"input": (1, 1, 8, 8)})
+    save_session(session, tmp_path / "s.json")
+    back = load_session(tmp_path / "s.json")
+    assert len(back.trials) == len(result.rounds) and back.baseline.metric == result.baseline_metric
+    assert back.plan.settings_for("/fc2/Gemm").precision == "fp32" and back.route.routines == result.route.routines
+
+
+def test_cli_rejects_bad_input(tmp_path: Path, digits_eval: Path, capsys: pytest.CaptureFixture) -> None:
+    from engine.cli.main import main
+
+    assert main(["tune", str(tmp_path / "missing.onnx"), "--eval", str(digits_eval)]) == 2
+    assert main(["tune", "digits", "--eval", str(digits_eval), "--max-drop", "-1"]) == 2
+    assert main(["tune", "digits", "--eval", str(digits_eval), "--memory-limit", "lots"]) == 2
+    assert main(["tune", "digits", "--eval", str(digits_eval), "-o", str(tmp_path / "nowhere" / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.onnx" in err and "max_drop" in err and "--memory-limit" in err and "nowhere" in err
+
+
+def test_parse_bytes() -> None:
+    from engine.cli.tune import parse_bytes
+
+    assert parse_bytes("4000000") == 4_000_000 and parse_bytes("4MB") == 4_000_000
+    assert parse_bytes("512k") == 512_000 and parse_bytes("1MiB") == 1 << 20
+
+
+@pytest.mark.skipif(not os.environ.get("LAYERLAB_TEST_PPOCR"), reason="slow: set LAYERLAB_TEST_PPOCR=1")
+def test_ppocr_predicted_agrees_with_predict_ms(ppocr_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = load_model(ppocr_model, {"x": (1, 3, 48, 320)})
+    prof = profile(graph, ProfileOptions(repeats=6, profile_runs=5))
+    problem = build_problem(graph, prof, None, routines=("fp32", "int8", "int8_dynamic"))
+    route = dprs.solve(problem)
+    layers = {n.name: route.routines[n.name] for n in graph.layers}
+    assert route.latency_ms == pytest.approx(predict_ms(prof, graph, layers), rel=0.05)
+    assert json.dumps(layers)
+
+
+def test_the_fp32_comparison_is_interleaved(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+) -> None:
+    """A route that looked fast when timed alone but is slower than fp32 in the round-robin run is dropped."""
+    names = [n.name for n in digits.layers]
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    fast = _fast(prof)
+    _fake_pipeline(monkeypatch, fast, sens, lambda r: 1.0)
+    monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(9.0, 8.0, 10.0))  # fp32 timed alone: slow
+    seen: list[list[int]] = []
+
+    def compare(base, candidates, feeds, options):
+        seen.append(sorted(candidates))
+        return Stats(0.3, 0.2, 0.4), {k: Stats(0.6, 0.5, 0.7) for k in candidates}
+        yield  # noqa: unreachable
+
+    monkeypatch.setattr(tune, "_compare_interleaved", compare)
+    result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(routines=("fp32", "int8"))))
+    assert seen and seen[0]  # the candidates were compared with fp32 in one run
+    assert "no faster than fp32" in result.note and result.model is digits.model

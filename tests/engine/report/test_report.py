@@ -1,0 +1,110 @@
+"""The report: self-contained HTML with escaped model strings, a PDF that renders, and the CLI."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from engine.cli.main import main
+from engine.report.document import build_report
+from engine.report.html import render_html
+from engine.report.write import write_report
+from engine.report.charts import Drawing, Text, to_svg
+from engine.model.session import Session
+from engine.io.session_file import save_session
+from tests.engine.io.test_session_file import HOSTILE, _private_cache, make_session  # noqa: F401 (autouse fixture)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attrs: list[tuple[str, str | None]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attrs += attrs
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _html(tmp_path: Path, session: Session) -> str:
+    write_report(session, tmp_path / "report.html")
+    return (tmp_path / "report.html").read_text(encoding="utf-8")
+
+
+def test_model_strings_are_escaped_everywhere(tmp_path: Path) -> None:
+    text = _html(tmp_path, make_session(tmp_path, hostile=True))
+    assert "<script>" not in text and '"&<>' not in text
+    parsed = _Tags()
+    parsed.feed(text)
+    assert "script" not in parsed.tags
+    assert not [a for a in parsed.attrs if a[0].startswith("on")]  # no event handlers slipped in
+    shown = "".join(parsed.text)
+    assert shown.count(HOSTILE[0]) >= 3 and shown.count(HOSTILE[1]) >= 3  # table, charts, graph: shown as text
+    for svg in re.findall(r"<svg.*?</svg>", text, flags=re.DOTALL):
+        ET.fromstring(svg)  # every chart is well-formed XML, so escaping held inside SVG too
+
+
+def test_html_is_self_contained_and_has_every_section(tmp_path: Path) -> None:
+    s = make_session(tmp_path)
+    s.set_notes("Checked on <b>Monday</b>")
+    text = _html(tmp_path, s)
+    assert not re.search(r"(src|href)\s*=", text) and "<link" not in text and "@import" not in text
+    assert re.findall(r"https?://[^\s\"']+", text) == ["http://www.w3.org/2000/svg"] * text.count("<svg")
+    for needle in ("Baseline vs optimized", "Per-layer", "Sensitivity", "Latency", "Graph by routine", "Trials",
+                   "Plan", "ONNX Runtime", "1.85x faster", "block1_b", "tuned", "&lt;b&gt;Monday"):  # fmt: skip
+        assert needle in text, needle
+    assert text.count("<svg") == 4  # sensitivity, latency, graph, Pareto
+
+
+def test_report_of_a_session_with_nothing_measured(tmp_path: Path) -> None:
+    full = make_session(tmp_path)
+    bare = Session()
+    bare.set_model(full.model_path, full.graph)
+    report = build_report(bare)
+    text = render_html(report)
+    assert "No end-to-end measurement yet" in text and "no measured trials" in text
+
+
+def test_svg_escapes_text() -> None:
+    svg = to_svg(Drawing(10, 10, [Text(0, 0, '</text><script>alert(1)</script>"')]))
+    assert "<script>" not in svg
+    ET.fromstring(svg)
+
+
+def test_pdf_renders(tmp_path: Path) -> None:
+    s = make_session(tmp_path, hostile=True)
+    write_report(s, tmp_path / "report.pdf")
+    data = (tmp_path / "report.pdf").read_bytes()
+    assert data.startswith(b"%PDF-1.4") and data.rstrip().endswith(b"%%EOF")
+    if not shutil.which("pdftotext") or not shutil.which("pdftoppm"):
+        pytest.skip("poppler-utils not installed: cannot render the PDF here")
+    text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "report.pdf"), "-"], capture_output=True, text=True, check=True).stdout
+    for needle in ("Baseline vs optimized", "block1_b", HOSTILE[0], "1.85x faster", '"precision": "int8"'):
+        assert needle in text, needle
+    done = subprocess.run(["pdftoppm", "-r", "30", "-png", str(tmp_path / "report.pdf"), str(tmp_path / "page")], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "Error" not in done.stderr, done.stderr
+    assert len(list(tmp_path.glob("page-*.png"))) >= 2
+
+
+def test_cli_writes_html_and_rejects_other_suffixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("LAYERLAB_CACHE", str(tmp_path / "cache"))
+    session = tmp_path / "s.layerlab.json"
+    save_session(make_session(tmp_path), session)
+    assert main(["report", str(session), "-o", str(tmp_path / "r.html"), "--csv", str(tmp_path / "l.csv")]) == 0
+    assert (tmp_path / "r.html").is_file() and (tmp_path / "l.csv").is_file()
+    assert main(["report", str(session), "-o", str(tmp_path / "r.docx")]) == 2
+    assert "must end in .html or .pdf" in capsys.readouterr().err
+    (tmp_path / "model.onnx").rename(tmp_path / "moved.onnx")
+    assert main(["report", str(session), "-o", str(tmp_path / "r.html")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(["report", str(session), "-o", str(tmp_path / "r.pdf"), "--model", str(tmp_path / "moved.onnx")]) == 0
