@@ -1,8 +1,9 @@
 """Which plan settings can apply to the selected layers, and why not: the inspector disables what cannot.
 
-No Qt. Reasons come from the op facts (``engine.ir.ops``) and the engine's own checks
-(``engine.passes.prune.can_prune``, ``engine.passes.lowrank``), cached per model and layer
-because the checks trace the graph or run an SVD.
+No Qt and no numerics. Reasons come from the op facts (``engine.ir.ops``) and from the per-layer facts
+the worker computes once per model (``engine.jobs.layer_facts``: prune checks, rank range, SVD energy),
+which ``store_facts`` caches here by model hash. Until they arrive a layer's prune mode and rank say
+"computing…" instead of stalling the GUI thread.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from engine.ir.ops import op_facts
+from engine.jobs.layer_facts import LayerFacts, RankFacts
 from engine.model.plan import PRECISIONS, PRUNE_MODES
 
-__all__ = ["LayerOptions", "layer_options", "RankInfo", "rank_info"]
+__all__ = ["LayerOptions", "layer_options", "RankInfo", "rank_info", "store_facts", "facts_for", "prune_group",
+           "PENDING"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +25,27 @@ logger = logging.getLogger(__name__)
 PRECISION_ORDER = ("auto", "fp32", "fp16", "int8", "int8_dynamic")
 assert set(PRECISION_ORDER) == set(PRECISIONS)
 
-_cache: dict[tuple[str, str, str], Any] = {}
+#: what a check says while the worker is still computing it.
+PENDING = "computing… (in the background)"
+RankInfo = RankFacts  # the inspector's name for it
 
+_facts: dict[str, LayerFacts] = {}  # model sha256 -> facts; a few models per session at most
+
+
+def store_facts(facts: LayerFacts) -> None:
+    """Keep the worker's facts for the model with this hash (replacing a partial set)."""
+    _facts[facts.sha256] = facts
+
+
+def facts_for(graph: Any) -> LayerFacts | None:
+    """The cached facts of ``graph`` (None when the worker has not delivered them)."""
+    return _facts.get(getattr(graph, "sha256", "") or "")
+
+
+def prune_group(graph: Any, layer: str) -> tuple[str, ...]:
+    """The layers that shrink together with ``layer`` (empty when unknown or the engine offers no groups)."""
+    facts = facts_for(graph)
+    return facts.groups.get(layer, ()) if facts is not None else ()
 
 @dataclass
 class LayerOptions:
@@ -34,22 +56,6 @@ class LayerOptions:
     prune_blocked: str = ""  # why pruning cannot apply at all ("" when it can)
     mode_blocked: dict[str, str] = field(default_factory=dict)
     rank_blocked: str = ""
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    """The rank slider's range and the SVD energy curve (energy[k-1] = energy kept at rank k)."""
-
-    max_rank: int  # largest allowed rank (break-even - 1)
-    break_even: int
-    energy: tuple[float, ...]
-
-
-def _cached(graph: Any, kind: str, layer: str, compute: Any) -> Any:
-    key = (getattr(graph, "sha256", "") or str(id(graph)), kind, layer)
-    if key not in _cache:
-        _cache[key] = compute()
-    return _cache[key]
 
 
 def layer_options(graph: Any, names: Sequence[str]) -> LayerOptions:
@@ -87,36 +93,17 @@ def layer_options(graph: Any, names: Sequence[str]) -> LayerOptions:
 
 
 def _structured_reason(graph: Any, layer: str) -> str | None:
-    def compute() -> str | None:
-        try:
-            from engine.passes.prune import can_prune
-        except ImportError:
-            return "structured pruning check is not available"
-        try:
-            return can_prune(graph, layer)
-        except Exception as exc:  # a checker bug must not break the inspector
-            logger.exception("can_prune(%s) failed", layer)
-            return f"check failed: {exc}"
-
-    return _cached(graph, "prune", layer, compute)
+    facts = facts_for(graph)
+    if facts is None or layer not in facts.prune:
+        return PENDING
+    return facts.prune[layer]
 
 
 def rank_info(graph: Any, layer: str) -> RankInfo | str:
-    """The rank range and energy curve of ``layer``, or why it cannot be factored."""
-
-    def compute() -> RankInfo | str:
-        if not op_facts(graph.node(layer).op_type).lowrank:
-            return f"{graph.node(layer).op_type} cannot be factored (Gemm, MatMul and Conv can)"
-        try:
-            from engine.passes.lowrank import break_even_rank, energy_curve, lowrank_problem
-        except ImportError:
-            return "low-rank factoring is not available"
-        problem = lowrank_problem(graph, layer, 1)
-        if problem:
-            return problem
-        even = int(break_even_rank(graph, layer))
-        if even <= 1:
-            return "the layer is too small: no rank is cheaper than the layer itself"
-        return RankInfo(max_rank=even - 1, break_even=even, energy=tuple(float(e) for e in energy_curve(graph, layer)))
-
-    return _cached(graph, "rank", layer, compute)
+    """The rank range and energy curve of ``layer``, or why it cannot be factored (or that it is computing)."""
+    if not op_facts(graph.node(layer).op_type).lowrank:
+        return f"{graph.node(layer).op_type} cannot be factored (Gemm, MatMul and Conv can)"
+    facts = facts_for(graph)
+    if facts is None or layer not in facts.rank:
+        return PENDING
+    return facts.rank[layer]

@@ -3,6 +3,11 @@
 The engine does the work (``engine.io.session_file``, ``engine.report.write``, ``engine.report.export``); this module
 asks for paths, turns errors into one-line messages, and copies a loaded session into the window's
 session through its setters (the views stay subscribed to that one object).
+
+Nothing slow runs on the GUI thread: reports (HTML, PDF), the CSV, the plan and session files are written,
+and session files read, on a background thread (``_Background``); the optimized model is built by an
+engine job in the worker process (``engine.jobs.catalogue:export_plan_job``). The finished work comes
+back to the GUI thread through a queued Qt signal.
 """
 
 from __future__ import annotations
@@ -11,20 +16,62 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QTimer
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from engine.errors import LayerLabError
 from engine.model.session import Session
 from engine.io.session_file import ModelMovedError, load_session, save_session
-from engine.io.autosave import autosave, find_autosave, recover
+from engine.io.autosave import autosave, autosave_path, find_autosave, recover
+from engine.report.export import write_layer_csv, write_plan
+from engine.report.write import write_report
 
-__all__ = ["QtFileActions", "AUTOSAVE_MS", "adopt"]
+__all__ = ["QtFileActions", "AUTOSAVE_MS", "adopt", "EXPORTS"]
 
 logger = logging.getLogger(__name__)
 
 AUTOSAVE_MS = 60_000
 _SESSION_FILTER = "LayerLab sessions (*.layerlab.json *.json)"
+
+#: export kind -> (menu label, default file suffix, dialog filter)
+EXPORTS: dict[str, tuple[str, str, str]] = {
+    "report": ("&HTML report…", ".report.html", "HTML report (*.html)"),
+    "pdf": ("&PDF report…", ".report.pdf", "PDF report (*.pdf)"),
+    "model": ("Optimized &ONNX model…", ".optimized.onnx", "ONNX model (*.onnx)"),
+    "plan": ("Plan &JSON…", ".plan.json", "Plan (*.json)"),
+    "csv": ("Per-layer &CSV…", ".layers.csv", "CSV (*.csv)"),
+}
+_WRITERS: dict[str, Callable[[Session, Path], Path]] = {"report": write_report, "pdf": write_report,
+                                                        "plan": write_plan, "csv": write_layer_csv}
+
+
+class _Background(QObject):
+    """Run a function on one background thread; ``done(callback, result, error)`` arrives on the GUI thread."""
+
+    done = Signal(object, object, object)
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerlab-files")
+        self.pending = 0
+        self.done.connect(lambda callback, result, error: self._finish(callback, result, error))
+
+    def submit(self, work: Callable[[], Any], callback: Callable[[Any, BaseException | None], None]) -> Future:
+        self.pending += 1
+        future = self._pool.submit(work)
+        future.add_done_callback(lambda f: self.done.emit(callback, None if f.exception() else f.result(),
+                                                          f.exception()))
+        return future
+
+    def _finish(self, callback: Callable[[Any, BaseException | None], None], result: Any,
+                error: BaseException | None) -> None:
+        self.pending -= 1
+        callback(result, error)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def adopt(target: Session, loaded: Session) -> None:
@@ -48,7 +95,13 @@ def adopt(target: Session, loaded: Session) -> None:
 
 
 class QtFileActions(QObject):
-    """The File menu's actions for ``window``; ``ask(title, question) -> bool`` is replaceable in tests."""
+    """The File menu's actions for ``window``; ``ask(title, question) -> bool`` is replaceable in tests.
+
+    Work runs in the background; ``done(what, result)`` follows each piece on the GUI thread, with the
+    written path, True for an opened session, or None when it failed (the window shows why).
+    """
+
+    done = Signal(str, object)
 
     def __init__(self, window: Any) -> None:
         super().__init__(window)
@@ -56,10 +109,20 @@ class QtFileActions(QObject):
         self.session = window.session
         self.ask: Callable[[str, str], bool] = self._ask
         self.choose_file: Callable[[str, str, str, bool], str] = self._choose_file
+        self.background = _Background(self)
         self.timer = QTimer(self)
         self.timer.setInterval(AUTOSAVE_MS)
         self.timer.timeout.connect(self.autosave_now)
         self.timer.start()
+
+    def busy(self) -> bool:
+        """True while a file is being read or written in the background."""
+        return self.background.pending > 0
+
+    def close(self) -> None:
+        """Stop autosaving and let a file being written finish (the window calls this when it closes)."""
+        self.timer.stop()
+        self.background.shutdown()
 
     # --- dialogs (replaced in tests) ------------------------------------------------------------
 
@@ -81,13 +144,35 @@ class QtFileActions(QObject):
         try:
             return work()
         except (LayerLabError, OSError) as exc:
-            self.window.show_error(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            self._fail(what, exc)
             return None
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        if not isinstance(exc, (LayerLabError, OSError)):
+            logger.error("%s failed", what, exc_info=exc)
+        self.window.show_error(f"{what}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+    def _in_background(self, what: str, work: Callable[[], Any], then: Callable[[Any], Any]) -> None:
+        """Run ``work`` off the GUI thread; ``then(result)`` back on it; ``done(what, …)`` either way."""
+        self.window.set_status(f"{what}…")
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self._fail(what, error)
+                self.done.emit(what, None)
+                return
+            self.done.emit(what, then(result))
+
+        self.background.submit(work, finished)
 
     # --- sessions -------------------------------------------------------------------------------
 
     def open_session(self, path: Path | None = None) -> bool:
-        """Open a session file (offering its autosave when newer, and to locate a moved model)."""
+        """Start opening a session file (offering its autosave when newer, and to locate a moved model).
+
+        Returns False when no file was chosen; the file is read in the background and ``done("open", …)``
+        tells how it went.
+        """
         if path is None:
             chosen = self.choose_file("Open session", self._start_dir(), _SESSION_FILTER, False)
             if not chosen:
@@ -96,30 +181,37 @@ class QtFileActions(QObject):
         path = Path(path)
         if find_autosave(path) is not None and self.ask("Recover", f"{path.name} has unsaved work from an earlier "
                                                          "run. Recover it?"):
-            loaded = self._guard(f"Recovering {path.name}", lambda: recover(path))
+            self._in_background("open", lambda: recover(path), lambda loaded: self._opened(path, loaded))
         else:
-            loaded = self._load(path)
-        if loaded is None:
-            return False
+            self._load(path)
+        return True
+
+    def _load(self, path: Path, model_path: Path | None = None) -> None:
+        def failed(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                self.done.emit("open", self._opened(path, result))
+            elif isinstance(error, ModelMovedError) and model_path is None and self.ask(
+                    "Model moved", f"{error}\nLocate the model?"):
+                located = self.choose_file(f"Locate {error.expected_path.name}", str(path.parent),
+                                           "ONNX models (*.onnx)", False)
+                if located:
+                    self._load(path, Path(located))
+                    return
+                self.done.emit("open", None)
+            else:
+                self._fail(f"Opening {path.name}", error)
+                self.done.emit("open", None)
+
+        self.window.set_status(f"opening {path.name}…")
+        self.background.submit(lambda: load_session(path, model_path=model_path), failed)
+
+    def _opened(self, path: Path, loaded: Session) -> bool:
         self.window.cancel_job(everything=True)
         self.window.undo_stack.clear()
         adopt(self.session, loaded)
         self.window.set_status(f"opened session {path.name}")
+        self.window.session_opened()
         return True
-
-    def _load(self, path: Path, model_path: Path | None = None) -> Session | None:
-        try:
-            return load_session(path, model_path=model_path)
-        except ModelMovedError as exc:
-            if model_path is None and self.ask("Model moved", f"{exc}\nLocate the model?"):
-                located = self.choose_file(f"Locate {exc.expected_path.name}", str(path.parent),
-                                           "ONNX models (*.onnx)", False)
-                if located:
-                    return self._load(path, Path(located))
-            self.window.show_error(str(exc))
-        except (LayerLabError, OSError) as exc:
-            self.window.show_error(str(exc).splitlines()[0])
-        return None
 
     def save(self) -> Path | None:
         """Save to the session's file, asking for one the first time."""
@@ -132,23 +224,41 @@ class QtFileActions(QObject):
         return self.save_to(Path(chosen)) if chosen else None
 
     def save_to(self, path: Path) -> Path | None:
+        """Start saving to ``path`` in the background; returns the path (``done("save", path)`` when written)."""
         if self.session.graph is None:
             self.window.set_status("Nothing to save: open a model first.")
             return None
-        saved = self._guard(f"Saving {Path(path).name}", lambda: save_session(self.session, path))
-        if saved is not None:
-            self.window.set_status(f"saved {saved}")
+        path = Path(path)
+        # the file is written off the GUI thread; the session (whose events reach the views) changes on it
+        self._in_background("save", lambda: save_session(self.session, path, mark_saved=False), self._saved)
+        return path
+
+    def _saved(self, saved: Path) -> Path:
+        anchors = (saved, self.session.model_path, self.session.path)
+        for sidecar in {autosave_path(a) for a in anchors if a is not None}:  # the saved file supersedes them
+            sidecar.unlink(missing_ok=True)
+        self.session.mark_saved(saved)
+        self.window.set_status(f"saved {saved}")
         return saved
 
     def autosave_now(self) -> Path | None:
-        """Write the autosave sidecar when there is unsaved work (the minute timer calls this)."""
+        """Write the autosave sidecar when there is unsaved work (the minute timer calls this); returns its path.
+
+        The file is written in the background (``done("autosave", path)``); the session stays dirty.
+        """
         if not self.session.dirty or self.session.graph is None:
             return None
-        try:
-            return autosave(self.session)
-        except (LayerLabError, OSError) as exc:  # autosave is best effort: say it once in the status bar
-            self.window.set_status(f"autosave failed: {exc}")
+        anchor = self.session.path or self.session.model_path
+        if anchor is None:
             return None
+
+        def finished(result: Any, error: BaseException | None) -> None:
+            if error is not None:  # autosave is best effort: say it once in the status bar
+                self.window.set_status(f"autosave failed: {error}")
+            self.done.emit("autosave", None if error is not None else result)
+
+        self.background.submit(lambda: autosave(self.session), finished)
+        return autosave_path(anchor)
 
     def offer_model_recovery(self, model: Path) -> bool:
         """After a model opens: when its autosave exists, offer to load it."""
@@ -164,23 +274,52 @@ class QtFileActions(QObject):
     # --- exports --------------------------------------------------------------------------------
 
     def export(self, kind: str, path: Path | None = None) -> Path | None:
-        """``kind`` is report (HTML), model (ONNX) or csv (per-layer table)."""
-        from engine.report.export import export_model, write_layer_csv
-        from engine.report.write import write_report
+        """Start an export (``EXPORTS``: report, pdf, model, plan, csv); returns the path it will write.
 
-        writers = {"report": (write_report, ".html", "HTML report (*.html)"),
-                   "model": (export_model, ".optimized.onnx", "ONNX model (*.onnx)"),
-                   "csv": (write_layer_csv, ".layers.csv", "CSV (*.csv)")}
-        writer, suffix, filter_ = writers[kind]
+        ``done(kind, path)`` follows once it is written (None when it failed). The optimized model is
+        built by an engine job in the worker; the others are written on a background thread.
+        """
+        label, suffix, filter_ = EXPORTS[kind]
         if self.session.graph is None:
             self.window.set_status("Open a model first.")
             return None
         if path is None:
-            chosen = self.choose_file(f"Export {kind}", self._start_dir(suffix), filter_, True)
+            chosen = self.choose_file(f"Export {label.replace('&', '').rstrip('…')}", self.default_name(kind),
+                                      filter_, True)
             if not chosen:
                 return None
             path = Path(chosen)
-        written = self._guard(f"Export {kind}", lambda: writer(self.session, path))
-        if written is not None:
-            self.window.set_status(f"exported {written}")
+        path = Path(path)
+        if kind == "model":
+            self._export_model(path)
+        else:
+            writer = _WRITERS[kind]
+            self._in_background(kind, lambda: writer(self.session, path), self._exported)
+        return path
+
+    def default_name(self, kind: str) -> str:
+        """``<folder>/<model stem><suffix>``: next to the session file, else next to the model."""
+        base = self.session.path or self.session.model_path
+        if base is None:
+            return str(Path.home() / f"layerlab{EXPORTS[kind][1]}")
+        stem = Path(base).name.split(".")[0]
+        return str(Path(base).parent / f"{stem}{EXPORTS[kind][1]}")
+
+    def _exported(self, written: Path) -> Path:
+        self.window.set_status(f"exported {written}")
         return written
+
+    def _export_model(self, path: Path) -> None:
+        session = self.session
+        if session.plan is None or session.model_path is None:
+            self.window.show_error(f"{path.name}: the session needs a model file and a plan to export")
+            self.done.emit("model", None)
+            return
+        routines = dict(getattr(session.route, "routines", {}) or {})
+        worker = self.window.run_job(
+            "engine.jobs.catalogue:export_plan_job",
+            {"path": str(session.model_path), "input_shapes": dict(session.input_shapes),
+             "plan": session.plan.to_dict(), "routines": routines, "out_path": str(path)},
+            f"Exporting {path.name}", lambda written: self.done.emit("model", self._exported(Path(written))),
+            kind="export")
+        worker.errored.connect(lambda *_: self.done.emit("model", None))

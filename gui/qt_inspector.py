@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHB
 from engine.model.plan import PRUNE_MODES, Plan, PruneSettings
 from gui.colour_modes import layers_by_name, sensitivity_drop
 from gui.graph_items import shape_label
-from gui.layer_options import PRECISION_ORDER, RankInfo, layer_options, rank_info
+from gui.layer_options import PRECISION_ORDER, RankInfo, facts_for, layer_options, rank_info, store_facts
 from gui.plan_commands import SetPlanCommand, edit_layers
 
 __all__ = ["QtInspector"]
@@ -116,11 +116,37 @@ class QtInspector(QWidget):
             layout.addWidget(w)
         layout.addStretch(1)
 
-        self._callbacks = {name: (lambda _: self.refresh()) for name in ("model", "selection", "plan", "profile",
-                                                                         "sensitivity")}
+        self._run_job: Callable[..., Any] | None = None
+        self._callbacks = {name: (lambda _: self.refresh()) for name in ("selection", "plan", "profile", "sensitivity")}
+        self._callbacks["model"] = self._model_changed
         for name, callback in self._callbacks.items():
             getattr(session.events, name).connect(callback)
         self.refresh()
+
+    def attach_jobs(self, run_job: Callable[..., Any]) -> None:
+        """Use the window's ``run_job`` to compute layer options in the worker (once per model, cached)."""
+        self._run_job = run_job
+        self._request_facts()
+
+    def _model_changed(self, _: Any) -> None:
+        self._request_facts()
+        self.refresh()
+
+    def _request_facts(self) -> None:
+        graph, path = self.session.graph, self.session.model_path
+        if self._run_job is None or graph is None or path is None:
+            return
+        facts = facts_for(graph)
+        if facts is not None and facts.complete:
+            return
+        self._run_job("engine.jobs.layer_facts:layer_facts_job",
+                      {"path": str(path), "input_shapes": dict(self.session.input_shapes)},
+                      "Layer options", self._facts_arrived, kind="layer_facts")
+
+    def _facts_arrived(self, facts: Any) -> None:
+        store_facts(facts)
+        if self.session.graph is not None and facts.sha256 == self.session.graph.sha256:
+            self.refresh()
 
     def close_view(self) -> None:
         for name, callback in self._callbacks.items():

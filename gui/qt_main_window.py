@@ -26,10 +26,11 @@ from gui.qt_plan_controls import QtPlanControls
 from gui.qt_job_status import QtJobStatus
 from gui.qt_legend import QtLegend
 from gui.qt_charts import QtCharts
-from gui.qt_file_actions import QtFileActions
+from gui.qt_file_actions import EXPORTS, QtFileActions
 from gui.qt_live_engine import QtLiveEngine
 from gui.qt_status import QtStatus
 from gui.qt_worker import QtWorker
+from gui.watchdog import install_from_env
 
 __all__ = ["QtMainWindow", "ORGANIZATION", "APPLICATION"]
 
@@ -48,6 +49,7 @@ class QtMainWindow(QMainWindow):
         self.session = session
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
         self.undo_stack = QUndoStack(self)
+        self.watchdog = install_from_env(self)  # LAYERLAB_STALL_LOG=FILE logs event-loop stalls
         self.job: QtWorker | None = None
         self._shown = False
         self._queue: list[tuple[QtWorker, str | None]] = []  # jobs waiting for the running one to end
@@ -89,6 +91,7 @@ class QtMainWindow(QMainWindow):
         self.statusBar().addWidget(self.status_text, 1)
         self.statusBar().addPermanentWidget(self.job_status)
         self._build_menus()
+        self.inspector.attach_jobs(self.run_job)
 
         self._callbacks = {"model": lambda _: self._update_title(), "dirty": lambda _: self._update_title(),
                            "evaluator": lambda _: self._update_title(), "plan": lambda _: self.plan_controls.sync()}
@@ -131,9 +134,8 @@ class QtMainWindow(QMainWindow):
         self._action(file_menu, "&Save session", self.files.save, QKeySequence.StandardKey.Save)
         self._action(file_menu, "Save session &as…", self.files.save_as, "Ctrl+Alt+S")
         export_menu = file_menu.addMenu("E&xport")
-        self._action(export_menu, "&Report (HTML)…", lambda: self.files.export("report"))
-        self._action(export_menu, "Optimized &model (ONNX)…", lambda: self.files.export("model"))
-        self._action(export_menu, "Per-layer &CSV…", lambda: self.files.export("csv"))
+        for kind, (label, _, _) in EXPORTS.items():
+            self._action(export_menu, label, lambda k=kind: self.files.export(k))
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         edit_menu = bar.addMenu("&Edit")
@@ -216,8 +218,11 @@ class QtMainWindow(QMainWindow):
         self.live.model_opened()
 
     def _open_session(self) -> None:
-        if self.files.open_session():
-            self.live.model_opened()  # profiles only what the file did not have
+        self.files.open_session()  # read in the background; session_opened follows
+
+    def session_opened(self) -> None:
+        """A session file was adopted: profile only what the file did not have."""
+        self.live.model_opened()
 
     def open_evaluator(self, path: Path) -> None:
         """Remember the evaluator; it runs only when a job needs it (and the user agreed)."""
@@ -282,7 +287,7 @@ class QtMainWindow(QMainWindow):
 
     def busy(self) -> bool:
         """True while a job runs or waits."""
-        return (self.job is not None and self.job.running) or bool(self._queue)
+        return (self.job is not None and self.job.running) or bool(self._queue) or self.files.busy()
 
     def _restore_trial(self, trial: Any) -> None:
         """Put a trial's plan back, as an undoable edit."""
@@ -365,7 +370,9 @@ class QtMainWindow(QMainWindow):
         self._queue.clear()
         self.live.close()
         self.netron.close()
-        self.files.timer.stop()
+        self.files.close()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.job is not None and self.job.running:
             self.job.cancel()
             self.job.wait(timeout=2.0)  # do not leave a worker process behind

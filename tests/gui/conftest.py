@@ -19,8 +19,13 @@ def settings(tmp_path: Path):
 @pytest.fixture(scope="session")
 def digits_graph(digits_model: Path):
     from engine.ir.graph import load_model
+    from engine.jobs.layer_facts import layer_facts
+    from engine.progress import run
+    from gui.layer_options import store_facts
 
-    return load_model(digits_model, {"input": (1, 1, 8, 8)})
+    graph = load_model(digits_model, {"input": (1, 1, 8, 8)})
+    store_facts(run(layer_facts(graph)))  # what the window's layer-options job delivers, without a worker
+    return graph
 
 
 @pytest.fixture

@@ -91,3 +91,31 @@ def test_profile_and_drops_show_as_bars(window) -> None:
     bars = [i for i in inspector.latency_plot.getPlotItem().items if type(i).__name__ == "BarGraphItem"]
     assert len(bars) == 1 and list(bars[0].opts["height"]) == [0.2, 0.05]
     assert "SQNR 31.0 dB" in inspector.results_note.text()
+
+
+def test_layer_options_come_from_the_worker_once_per_model(qtbot, settings, tmp_path) -> None:
+    """Prune checks and SVD energy are computed by a worker job after opening, not on the first click."""
+    import onnx
+
+    from engine.model.session import Session
+    from gui.layer_options import PENDING, facts_for
+    from gui.qt_main_window import QtMainWindow
+    from tests.builders import conv_stack
+
+    path = tmp_path / "stack.onnx"
+    onnx.save(conv_stack(3, channels=8, size=8, seed=7), str(path))
+    window = QtMainWindow(Session(), settings)
+    qtbot.addWidget(window)
+    window.live.model_opened = lambda: None  # profiling is tested elsewhere
+    window.open_model(path)
+    qtbot.waitUntil(lambda: window.session.graph is not None, timeout=60_000)
+    window.graph_view.select(["conv_1"])
+    if facts_for(window.session.graph) is None:  # the first click does not wait: it says so
+        assert PENDING in window.inspector.rank_on.toolTip()
+    qtbot.waitUntil(lambda: facts_for(window.session.graph) is not None, timeout=60_000)
+    facts = facts_for(window.session.graph)
+    assert facts.complete and set(facts.rank) == {"conv_0", "conv_1", "conv_2"}
+    assert facts.rank["conv_1"].max_rank == facts.rank["conv_1"].break_even - 1
+    assert abs(facts.rank["conv_1"].energy[-1] - 1.0) < 1e-9 and facts.prune["conv_1"] is None
+    qtbot.waitUntil(lambda: window.inspector.rank_on.isEnabled(), timeout=5000)
+    assert not window.inspector.energy_plot.isHidden()
