@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["format_count", "resolve_model", "input_shapes", "shape_text", "add_model_arguments", "evaluator_path"]
+__all__ = ["format_count", "resolve_model", "input_shapes", "shape_text", "add_model_arguments", "evaluator_path",
+           "add_target_arguments", "remote_target"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +76,23 @@ def evaluator_path(args: argparse.Namespace, *, required: bool = True) -> str | 
     if required:
         raise LayerLabError(f"{model}: give an evaluator with --eval (a .py file or an .npz)")
     return None
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """--target, --token-file, --cafile: measure on a remote agent (``layerlab agent``) instead of here."""
+    parser.add_argument("--target", metavar="HOST:PORT|NAME",
+                        help="measure on a remote agent (HOST:PORT, https://HOST:PORT, or a name from targets.json)")
+    parser.add_argument("--token-file", metavar="FILE", help="the agent's bearer token (file of mode 600)")
+    parser.add_argument("--cafile", metavar="PEM", help="CA certificate to verify an https:// target")
+
+
+def remote_target(args: argparse.Namespace) -> object | None:
+    """The RemoteTarget named by --target (its info fetched, so a wrong token fails here), or None."""
+    if not getattr(args, "target", None):
+        return None
+    from engine.measure.remote import RemoteTarget
+    from engine.measure.targets import resolve_target
+
+    remote = RemoteTarget(resolve_target(args.target, args.token_file, args.cafile))
+    remote.info()
+    return remote

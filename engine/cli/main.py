@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 # One module per sub-command, each with ``add_parser(sub)`` (sets ``func=run``) and ``run(args) -> int``;
 # listed in the order ``layerlab --help`` shows them.
-_MODULES = ["inspect", "examples", "profile", "apply", "report", "gui", "evaluate", "sensitivity", "tune", "bench"]
+_MODULES = ["inspect", "examples", "profile", "apply", "report", "gui", "evaluate", "sensitivity", "tune", "bench", "agent"]
 
 
 def command_modules() -> list[ModuleType]:

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, input_shapes, resolve_model
+from engine.cli.common import add_model_arguments, add_target_arguments, input_shapes, remote_target, resolve_model
 
 __all__ = ["add_parser", "profile_to_json", "run"]
 
@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (every node, so the times add up)")
     p.add_argument("--trace", type=Path, metavar="OUT.json", help="write the fp32 run's Chrome trace (opens in Perfetto)")
     p.add_argument("--no-cache", action="store_true", help="measure everything again; do not read or write the cache")
+    add_target_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -46,6 +47,7 @@ def profile_to_json(profile: object) -> dict:
         "threads": profile.threads,
         "ort_version": profile.ort_version,
         "complete": profile.complete,
+        "target": dict(profile.target),
         "variants_ms": {r: s.median for r, s in profile.variants.items()},
         "layers": layers,
         "adapts": [{"tensor": a.tensor, "kind": a.kind, "ms": a.ms, "routine": a.routine} for a in profile.adapts],
@@ -65,10 +67,14 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError(f"--repeats {args.repeats}: must be at least 3")
     path, defaults = resolve_model(args.model)
     graph = load_model(path, input_shapes(args, defaults))
+    remote = remote_target(args)
+    if remote is not None and args.trace:
+        raise SettingsError("--trace is not available with --target (the trace stays on the target)")
     options = ProfileOptions(
         threads=args.threads, repeats=args.repeats, use_cache=not args.no_cache, trace_path=args.trace
     )
-    profile = run_job(profile_job(graph, options), stderr_progress(f"profile {path.name}"))
+    job = profile_job(graph, options) if remote is None else remote.profile_job(graph, options)  # type: ignore[attr-defined]
+    profile = run_job(job, stderr_progress(f"profile {path.name}"))
     if args.json:
         print(json.dumps(profile_to_json(profile), indent=1))
         return 0
@@ -83,7 +89,8 @@ def _print_table(profile: object, label: str) -> None:
 
     assert isinstance(profile, Profile)
     e2e = profile.end_to_end
-    print(f"{label}  {profile.threads} threads, ONNX Runtime {profile.ort_version}, {profile.cpu}")
+    where = f" on target {profile.target.get('name') or profile.target.get('address')}" if profile.target else ""
+    print(f"{label}{where}  {profile.threads} threads, ONNX Runtime {profile.ort_version}, {profile.cpu}")
     rows = [lp for lp in profile.layers if lp.tunable or lp.ms > 0]
     width = max([len(lp.name) for lp in rows] + [4])
     head = "".join(f"{r:>13}" for r in ROUTINES)

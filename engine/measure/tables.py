@@ -77,6 +77,8 @@ class Profile:
     complete: bool = True
     # In-context / micro-model cost of each adapt kind, from the all-int8 run (see ``engine.measure.predict.context_scale``).
     adapt_scale: dict[str, float] = field(default_factory=dict)
+    # Where it was measured: {} for this machine; a remote target's name, address, CPU, ORT and providers.
+    target: dict[str, Any] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerProfile:
         return next(lp for lp in self.layers if lp.name == name)

@@ -1,0 +1,244 @@
+"""The client of a profiling agent (``layerlab agent``): profile and time models on a remote target device.
+
+``RemoteTarget`` speaks the protocol of ``engine.measure.wire`` over http.client (HTTPS when the
+target is ``https://...``). Its jobs are generators like the local ones (``profile_job``,
+``latency_job``), so the CLI, tune and bench drive them the same way; closing one (cancel) closes
+the connection, and the agent stops the job. Profiles are cached locally per target: the key holds
+the target's identity (address, CPU, ORT version, providers) besides what a local key holds, so a
+profile from one target never answers for another or for this machine.
+
+Errors are one line: ``TargetAuthError`` (the agent refused the token) and ``TargetError`` (cannot
+connect, a refusal, the agent gone mid-job). Nothing local is touched when a remote job fails.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from engine.errors import LayerLabError
+from engine.ir.graph import ModelGraph
+from engine.measure.cache import ProfileCache, cache_key
+from engine.measure.profiler import ProfileOptions
+from engine.measure.tables import Profile, Stats
+from engine.measure.variants import random_feeds
+from engine.measure.wire import npz_bytes, pack, read_token
+from engine.progress import Job, Progress
+
+__all__ = ["RemoteTarget", "Target", "TargetAuthError", "TargetError"]
+
+logger = logging.getLogger(__name__)
+
+_READ_TIMEOUT = 120.0  # seconds without a line from the agent (it sends progress at least every second)
+
+
+class TargetError(LayerLabError):
+    """A remote target cannot be reached, refused a job, or went away mid-job."""
+
+
+class TargetAuthError(TargetError):
+    """The agent refused the token."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an agent listens and how to reach it. ``name``: the targets-config name, if any."""
+
+    host: str
+    port: int
+    token_file: Path
+    tls: bool = False
+    cafile: Path | None = None
+    name: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{'https://' if self.tls else ''}{self.host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.address})" if self.name else self.address
+
+    @staticmethod
+    def parse(text: str, token_file: str | Path, cafile: str | Path | None = None, name: str = "") -> Target:
+        """``HOST:PORT`` or ``https://HOST:PORT``; SettingsError-like TargetError when malformed."""
+        tls = text.startswith("https://")
+        rest = text.removeprefix("https://").removeprefix("http://").rstrip("/")
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TargetError(f"target {text!r}: expected HOST:PORT or https://HOST:PORT")
+        return Target(host.strip("[]"), int(port), Path(token_file).expanduser(), tls,
+                      Path(cafile).expanduser() if cafile else None, name)
+
+
+class RemoteTarget:
+    """A connection to one agent; ``info()`` is asked once and kept."""
+
+    def __init__(self, target: Target, timeout: float = _READ_TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._token = read_token(target.token_file)
+        self._info: dict[str, Any] | None = None
+
+    # --- what the target is -------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """CPU, cores, ORT version, providers, routines per provider and limits of the target."""
+        if self._info is None:
+            conn = self._connect()
+            try:
+                conn.request("GET", "/v1/info", headers=self._headers())
+                resp = conn.getresponse()
+                data = self._json(resp)
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from None
+            finally:
+                conn.close()
+            self._info = data
+        return self._info
+
+    def identity(self) -> dict[str, Any]:
+        """What a profile measured there depends on: address, CPU, ORT version, providers."""
+        info = self.info()
+        return {"address": f"{self.target.host}:{self.target.port}", "cpu": info.get("cpu", ""),
+                "ort": info.get("ort", ""), "providers": info.get("providers", []), "host": info.get("host", "")}
+
+    def describe(self) -> dict[str, Any]:
+        """The record kept with profiles, sessions and reports: name, address and the target's facts."""
+        return {"name": self.target.name, **self.identity(), "cores": self.info().get("cores")}
+
+    # --- jobs ---------------------------------------------------------------------------
+
+    def profile_job(self, graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -> Job[Profile]:
+        """Profile ``graph`` on the target (its routine tables, its ORT); cached locally per target."""
+        feeds = dict(options.feeds) if options.feeds is not None else random_feeds(graph, options.seed)
+        settings = {"threads": options.threads, "repeats": options.repeats, "routines": list(options.routines),
+                    "ops_int8": options.ops_int8, "adapts": options.adapts}
+        yield Progress(0, 0, f"asking {self.target.label}")
+        key = cache_key("remote-profile", target=self.identity(), model=graph.sha256, settings=settings,
+                        shapes={k: list(v.shape) for k, v in feeds.items()},
+                        feeds=_digest(feeds) if options.feeds is not None else options.seed)
+        cache = ProfileCache(options.cache_dir, options.use_cache)
+        try:
+            cached = cache.get(key)
+            if cached is not None:
+                return Profile.from_json(cached)
+            data = yield from self._job("profile", settings, {"model": graph.model.SerializeToString(),
+                                                               "feeds": npz_bytes(feeds)})
+            data["target"] = self.describe()
+            data["model_sha256"] = graph.sha256  # the agent hashed the bytes sent (the graph as built here)
+            profile = Profile.from_json(data)
+            if profile.complete:
+                cache.put(key, profile.to_json())
+            return profile
+        finally:
+            cache.close()
+
+    def latency_job(self, models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray], threads: int | None,
+                    repeats: int, sessions: int = 3) -> Job[dict[str, Stats]]:
+        """Latency of each model on the target, timed in turns there (like ``interleaved_latency`` here)."""
+        blobs = {f"model:{n}": m.SerializeToString() for n, m in models.items()}
+        blobs["feeds"] = npz_bytes(feeds)
+        data = yield from self._job("measure", {"threads": threads, "repeats": repeats, "sessions": sessions}, blobs)
+        return {n: Stats(**s) for n, s in data["latency"].items()}
+
+    def fidelity_job(self, models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray],
+                     samples: Mapping[str, np.ndarray], reference: str, threads: int | None = None,
+                     repeats: int = 30) -> Job[dict[str, Any]]:
+        """Latency plus fidelity (top-1 agreement, cosine, SQNR) of each model against ``reference``'s
+        outputs on ``samples`` (``input:<name>`` arrays), all computed on the target."""
+        blobs = {f"model:{n}": m.SerializeToString() for n, m in models.items()}
+        blobs.update(feeds=npz_bytes(feeds), samples=npz_bytes(samples))
+        settings = {"threads": threads, "repeats": repeats, "reference": reference}
+        return (yield from self._job("measure", settings, blobs))
+
+    # --- the wire -----------------------------------------------------------------------
+
+    def _job(self, kind: str, settings: dict[str, Any], blobs: dict[str, bytes]) -> Job[dict[str, Any]]:
+        body = pack(kind, settings, blobs)
+        limit = self.info().get("limits", {}).get("max_upload")
+        if isinstance(limit, int) and len(body) > limit:
+            raise TargetError(f"target {self.target.label}: the {kind} upload is {len(body)} bytes, "
+                              f"over the agent's limit of {limit} bytes")
+        conn = self._connect()
+        try:
+            try:
+                conn.request("POST", "/v1/jobs", body=body,
+                             headers={**self._headers(), "Content-Type": "application/octet-stream"})
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(exc) from None
+            if resp.status != 200:
+                self._json(resp)  # raises with the agent's reason
+            while True:
+                try:
+                    line = resp.readline()
+                except (OSError, http.client.HTTPException) as exc:
+                    raise TargetError(f"target {self.target.label}: lost the agent mid-{kind} "
+                                      f"({exc.__class__.__name__}); nothing local was changed") from None
+                if not line:
+                    raise TargetError(f"target {self.target.label}: the agent closed the connection mid-{kind} "
+                                      "(stopped or crashed); nothing local was changed")
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    raise TargetError(f"target {self.target.label}: not an agent's answer ({line[:60]!r})") from None
+                if "progress" in msg:
+                    p = msg["progress"]
+                    yield Progress(int(p.get("done", 0)), int(p.get("total", 0)), f"[{self.target.label}] {p.get('message', '')}")
+                elif "result" in msg:
+                    return msg["result"]
+                else:
+                    raise TargetError(f"target {self.target.label}: {msg.get('error', 'unexpected answer')}")
+        finally:
+            conn.close()  # on cancel too: the agent stops the job when the connection goes
+
+    def _connect(self) -> http.client.HTTPConnection:
+        t = self.target
+        if t.tls:
+            context = ssl.create_default_context(cafile=str(t.cafile) if t.cafile else None)
+            return http.client.HTTPSConnection(t.host, t.port, timeout=self.timeout, context=context)
+        return http.client.HTTPConnection(t.host, t.port, timeout=self.timeout)
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _json(self, resp: http.client.HTTPResponse) -> dict[str, Any]:
+        try:
+            data = json.loads(resp.read() or b"{}")
+        except ValueError:
+            data = {}
+        if resp.status == 401:
+            raise TargetAuthError(f"target {self.target.label} refused the token in {self.target.token_file} (wrong token)")
+        if resp.status != 200:
+            raise TargetError(f"target {self.target.label} refused: {data.get('error') or f'HTTP {resp.status}'}")
+        return data
+
+    def _unreachable(self, exc: BaseException) -> TargetError:
+        if isinstance(exc, ssl.SSLError):
+            why = f"TLS failed: {exc.reason or exc}"
+        elif isinstance(exc, socket.timeout):
+            why = f"no answer in {self.timeout:g} s"
+        else:
+            why = getattr(exc, "strerror", None) or exc.__class__.__name__
+        return TargetError(f"target {self.target.label}: cannot reach the agent ({why})")
+
+
+def _digest(feeds: Mapping[str, np.ndarray]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(feeds):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(feeds[k]).tobytes())
+    return h.hexdigest()
