@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MODES", "ColourValues", "layers_by_name", "node_values", "sensitivity_drop"]
+__all__ = ["MODES", "ColourValues", "default_mode", "layers_by_name", "node_values", "sensitivity_drop"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,15 @@ def sensitivity_drop(layer_sensitivity: Any) -> tuple[str, float] | None:
             return key, float(drops[key])
     key = max(drops, key=lambda k: drops[k])
     return key, float(drops[key])
+
+
+def default_mode(session: Any) -> str:
+    """The mode a window starts in: the drop once sensitivity exists, else latency once profiled, else layer/op."""
+    if getattr(session.sensitivity, "layers", None):
+        return "sensitivity"
+    if layers_by_name(getattr(session.profile, "layers", None) if session.profile is not None else None):
+        return "latency"
+    return "kind"
 
 
 def node_values(session: Any, mode: str) -> ColourValues:

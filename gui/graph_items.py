@@ -1,8 +1,8 @@
 """Scene items of the graph view: one box per node, all edges in one path (cheap at thousands of nodes).
 
 A node box paints only a rectangle when zoomed out (level of detail), and its text when the box is
-big enough on screen to read. Items cache their painting in device coordinates; a colour change
-calls ``update()`` which refreshes the cache.
+big enough on screen to read. Items record their drawing into a QPicture per zoom tier (pyqtgraph's
+way) and replay it; a change of colour, badge, latency or mark drops the recording.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import logging
 from typing import Any, Iterable, Sequence
 
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen, QPolygonF
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen, QPicture, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem
 
-__all__ = ["NodeItem", "edge_paths", "LAYER_SIZE", "OP_SIZE", "shape_label"]
+__all__ = ["NodeItem", "edge_paths", "edge_shapes", "edge_items", "LAYER_SIZE", "OP_SIZE", "shape_label", "MARK_COLOURS", "BAR_COLOUR"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,9 @@ _LAYER_FILL = QColor("#dce8f7")
 _OP_FILL = QColor("#f2f2f2")
 _SELECTED = QColor("#ff8c00")
 _TEXT_LOD = 0.45  # below this scale the text would be unreadable: draw boxes only
+_BAR_H = 13.0  # the latency bar under a layer box
+BAR_COLOUR = QColor("#d1495b")
+MARK_COLOURS = {"neighbour": QColor("#2ca02c"), "group": QColor("#9467bd")}
 _ARROW = 7.0
 
 
@@ -35,7 +38,13 @@ def shape_label(shape: Sequence[object] | None) -> str:
 
 
 class NodeItem(QGraphicsItem):
-    """One node: op type, name and output shape; layers (tunable) are larger, bold-bordered and tinted."""
+    """One node: op type, name and output shape; layers (tunable) are larger, bold-bordered and tinted.
+
+    A layer may carry a latency bar (``set_latency``): a strip along its bottom edge whose length is its
+    share of the slowest layer's time, with the time written beside it, so the fill can show the drop
+    while latency stays visible. ``mark`` outlines neighbours and prune-group members of the selection.
+    The drawing is recorded once per look and zoom tier into a QPicture; ``paint`` replays it.
+    """
 
     def __init__(self, node: Any, centre: tuple[float, float], size: tuple[float, float]) -> None:
         super().__init__()
@@ -46,12 +55,17 @@ class NodeItem(QGraphicsItem):
         self._rect = QRectF(-w / 2, -h / 2, w, h)
         self.setPos(*centre)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable, True)
-        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        self.setToolTip(self._base_tooltip())
+        self.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)  # pans replay pixmaps, no Python
+        self.setAcceptHoverEvents(True)  # the tooltip is built on hover, not on every recolour
         self.fill = _LAYER_FILL if self.tunable else _OP_FILL
         self.badge = ""  # short text drawn in the corner (the plan's change, e.g. "int8")
+        self.tooltip_extra = ""
+        self.latency: tuple[float, float] | None = None  # (ms, share of the slowest layer 0..1)
+        self.mark = ""  # "", "neighbour" or "group": outline drawn around the box
+        self.mark_text = ""  # e.g. the neighbour's routine
         shape = node.out_shapes[0] if node.out_shapes else None
         self._lines = (node.op_type, node.name, shape_label(shape))
+        self._pictures: dict[tuple, QPicture] = {}
 
     def _base_tooltip(self) -> str:
         n = self.node
@@ -64,35 +78,85 @@ class NodeItem(QGraphicsItem):
             lines.append(f"params: {n.params:,}")
         return "\n".join(lines)
 
-    def set_look(self, fill: QColor | None, tooltip_extra: str = "", badge: str = "") -> None:
-        """New fill colour (None: the default), extra tooltip lines and corner badge; repaints."""
-        self.fill = fill if fill is not None else (_LAYER_FILL if self.tunable else _OP_FILL)
-        self.badge = badge
+    def tooltip(self) -> str:
         base = self._base_tooltip()
-        self.setToolTip(f"{base}\n{tooltip_extra}" if tooltip_extra else base)
+        return f"{base}\n{self.tooltip_extra}" if self.tooltip_extra else base
+
+    def hoverEnterEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        self.setToolTip(self.tooltip())
+        super().hoverEnterEvent(event)
+
+    def set_look(self, fill: QColor | None, tooltip_extra: str = "", badge: str = "") -> None:
+        """New fill colour (None: the default), extra tooltip lines and corner badge; repaints when changed."""
+        fill = fill if fill is not None else (_LAYER_FILL if self.tunable else _OP_FILL)
+        changed = fill.rgb() != self.fill.rgb() or badge != self.badge
+        self.fill, self.badge, self.tooltip_extra = fill, badge, tooltip_extra
+        if changed:
+            self.refresh()
+
+    def set_latency(self, latency: tuple[float, float] | None) -> None:
+        if latency != self.latency:
+            if (latency is None) != (self.latency is None):
+                self.prepareGeometryChange()  # the bar changes the bounding rect
+            self.latency = latency
+            self.refresh()
+
+    def set_mark(self, mark: str, text: str = "") -> None:
+        if (mark, text) != (self.mark, self.mark_text):
+            self.mark, self.mark_text = mark, text
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Forget the recorded drawing and repaint."""
+        self._pictures.clear()
         self.update()
 
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
-        return self._rect.adjusted(-3, -3, 3, 3)
+        return self._rect.adjusted(-6, -6, 6, 6 + (_BAR_H if self.latency is not None else 0))
+
+    def itemChange(self, change: Any, value: Any) -> Any:  # noqa: N802 - Qt override
+        if change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+            self._pictures.clear()
+        return super().itemChange(change, value)
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: Any = None) -> None:
         lod = option.levelOfDetailFromTransform(painter.worldTransform())
-        selected = self.isSelected()
+        tier = 0 if lod < 0.15 else 1 if lod < _TEXT_LOD else 2
+        key = (tier, self.isSelected())
+        picture = self._pictures.get(key)
+        if picture is None:
+            picture = QPicture()
+            recorder = QPainter(picture)
+            recorder.setRenderHints(painter.renderHints())
+            self._draw(recorder, tier, key[1])
+            recorder.end()
+            self._pictures[key] = picture
+        picture.play(painter)
+
+    def _draw(self, painter: QPainter, tier: int, selected: bool) -> None:
         if selected:
             pen = QPen(_SELECTED, 4 if self.tunable else 3)
         else:
             pen = QPen(QColor("#1f3f6e") if self.tunable else QColor("#8a8a8a"), 2.2 if self.tunable else 1.0)
-        pen.setCosmetic(lod < _TEXT_LOD)  # stays visible when zoomed far out
+        pen.setCosmetic(tier < 2)  # stays visible when zoomed far out
         painter.setPen(pen)
         painter.setBrush(QBrush(self.fill))
-        radius = 4.0 if self.tunable else 12.0
-        if lod < 0.15:  # far out: the colour is what matters, an outline would hide it
+        if tier == 0:  # far out: the colour is what matters, an outline would hide it
             if not selected:
                 painter.setPen(Qt.PenStyle.NoPen)
             painter.drawRect(self._rect)
+            self._draw_latency(painter, tier)
             return
+        radius = 4.0 if self.tunable else 12.0
         painter.drawRoundedRect(self._rect, radius, radius)
-        if lod < _TEXT_LOD:
+        if self.mark:
+            outline = QPen(MARK_COLOURS[self.mark], 3, Qt.PenStyle.DashLine)
+            outline.setCosmetic(tier < 2)
+            painter.setPen(outline)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRoundedRect(self._rect.adjusted(-4, -4, 4, 4), radius + 2, radius + 2)
+        self._draw_latency(painter, tier)
+        if tier < 2:
             return
         text_colour = QColor("black") if self.fill.lightnessF() > 0.5 else QColor("white")
         painter.setPen(text_colour)
@@ -108,13 +172,33 @@ class NodeItem(QGraphicsItem):
             elided = QFontMetrics(font).elidedText(text, Qt.TextElideMode.ElideMiddle, int(inner.width()))
             row = QRectF(inner.left(), inner.top() + i * line_h, inner.width(), line_h)
             painter.drawText(row, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, elided)
-        if self.badge:
+        corner = " ".join(t for t in (self.mark_text, self.badge) if t)
+        if corner:
             painter.setFont(plain)
-            painter.drawText(inner, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, self.badge)
+            painter.drawText(inner, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, corner)
+
+    def _draw_latency(self, painter: QPainter, tier: int) -> None:
+        if self.latency is None:
+            return
+        ms, share = self.latency
+        track = QRectF(self._rect.left(), self._rect.bottom() + 2, self._rect.width(), _BAR_H - 2)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor("#e3e3e3"))
+        painter.drawRect(track)
+        painter.setBrush(BAR_COLOUR)
+        painter.drawRect(QRectF(track.left(), track.top(), max(track.width() * share, 2.0), track.height()))
+        if tier == 2:
+            font = QFont(painter.font())
+            font.setPointSizeF(7.5)
+            font.setBold(True)
+            painter.setFont(font)
+            painter.setPen(QColor("black") if share < 0.75 else QColor("white"))
+            painter.drawText(track.adjusted(4, -2, -4, 2), Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                             f"{ms:.3g} ms")
 
 
-def edge_paths(polylines: Iterable[Sequence[tuple[float, float]]]) -> tuple[QGraphicsPathItem, QGraphicsPathItem]:
-    """All edges as one stroked path and all arrow heads as one filled path."""
+def edge_shapes(polylines: Iterable[Sequence[tuple[float, float]]]) -> tuple[QPainterPath, QPainterPath]:
+    """All edges as one path and all arrow heads as another (plain values: any thread may build them)."""
     lines, heads = QPainterPath(), QPainterPath()
     for points in polylines:
         if len(points) < 2:
@@ -130,6 +214,11 @@ def edge_paths(polylines: Iterable[Sequence[tuple[float, float]]]) -> tuple[QGra
         base = QPointF(x1 - ux * _ARROW * 1.6, y1 - uy * _ARROW * 1.6)
         side = QPointF(-uy * _ARROW * 0.6, ux * _ARROW * 0.6)
         heads.addPolygon(QPolygonF([tip, base + side, base - side, tip]))
+    return lines, heads
+
+
+def edge_items(lines: QPainterPath, heads: QPainterPath) -> tuple[QGraphicsPathItem, QGraphicsPathItem]:
+    """The scene items for ``edge_shapes``: a cosmetic grey stroke and filled heads, under the boxes."""
     line_item = QGraphicsPathItem(lines)
     pen = QPen(QColor("#707070"), 1.3)
     pen.setCosmetic(True)
@@ -140,3 +229,8 @@ def edge_paths(polylines: Iterable[Sequence[tuple[float, float]]]) -> tuple[QGra
     head_item.setBrush(QColor("#707070"))
     head_item.setZValue(-1)
     return line_item, head_item
+
+
+def edge_paths(polylines: Iterable[Sequence[tuple[float, float]]]) -> tuple[QGraphicsPathItem, QGraphicsPathItem]:
+    """All edges as one stroked path and all arrow heads as one filled path."""
+    return edge_items(*edge_shapes(polylines))

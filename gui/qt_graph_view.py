@@ -2,13 +2,22 @@
 
 Repaints from the session (model, plan, profile, sensitivity, route, selection); the selection made
 here goes back through ``session.set_selection``. Zoom with the wheel or Ctrl+=/Ctrl+-, pan by
-dragging the background, F fits, Ctrl+F searches (Enter: next match), arrow keys walk the edges.
+dragging the background, F fits, Ctrl+F searches (Enter: next match), arrow keys walk the edges,
+View ▸ Layers only (Ctrl+L) toggles *layers only* (ops folded into the edges, ``engine.layout.fold``; on by default above
+``COMPACT_ABOVE`` nodes).
+
+At a glance: until the user picks a colour mode the fill follows the results (drop once sensitivity
+exists, else latency, else layer/op); every profiled layer carries a latency bar; selecting a layer
+outlines its neighbouring layers (with their routines) and its prune group. A large model is laid out
+on a background thread and its boxes are added in chunks, so the event loop never waits long; it
+opens fitted when boxes stay readable, else at a readable zoom centred on the hottest layer.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyqtgraph as pg
@@ -16,11 +25,13 @@ from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView, QLineEdit
 
+from engine.layout.fold import fold_edges
 from engine.layout.layered import layout_graph
-from gui.colour_modes import MODES, ColourValues, node_values
-from gui.graph_items import LAYER_SIZE, OP_SIZE, NodeItem, edge_paths
+from gui.colour_modes import MODES, ColourValues, default_mode, node_values
+from gui.graph_items import LAYER_SIZE, OP_SIZE, NodeItem, edge_items, edge_shapes
+from gui.layer_options import prune_group
 
-__all__ = ["QtGraphView", "CATEGORY_COLOURS", "COLORMAP"]
+__all__ = ["QtGraphView", "CATEGORY_COLOURS", "COLORMAP", "COMPACT_ABOVE"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +41,34 @@ CATEGORY_COLOURS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eec
                     "#9d755d", "#bab0ac"]
 _KIND_COLOURS = {"layer": QColor("#a9c6ea"), "op": QColor("#eeeeee")}
 _ZOOM_STEP = 1.25
+#: above this many nodes the view starts in "layers only" mode.
+COMPACT_ABOVE = 300
+_SYNC_BELOW = 200  # smaller graphs are built at once; larger ones in the background and in chunks
+_CHUNK = 120  # boxes added per event-loop turn
+_READABLE = 0.6  # a scale at which box text is comfortably readable
+_TEXT_FIT = 0.5  # fitted at or above this scale, the box text still shows
 
 
 class QtGraphView(QGraphicsView):
     """QGraphicsView of ``session.graph``; ``coloured`` is emitted with the ColourValues and colour ranges."""
 
-    coloured = Signal(object)  # a dict: values (ColourValues), lo, hi, categories {name: QColor}
+    coloured = Signal(object)  # a dict: values (ColourValues), lo, hi, categories {name: QColor}, latency (lo, hi)
+    built = Signal()  # every box of the current model is in the scene
+    _laid_out = Signal(int, object)  # (generation, future of the background layout)
 
     def __init__(self, session: Any, parent: Any = None) -> None:
         super().__init__(parent)
         self.session = session
         self.items: dict[str, NodeItem] = {}
         self.colour_mode = "kind"
+        self.mode_chosen = False  # until the user picks a mode, the fill follows the results
+        self.compact: bool | None = None  # layers only; None: automatic (on above COMPACT_ABOVE nodes)
+        self.building = False
+        self._generation = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerlab-layout")
+        self._laid_out.connect(self._place)
+        self._layer_nbrs: dict[str, list[str]] = {}
+        self._hottest: str | None = None
         self._syncing = False
         self._succs: dict[str, list[str]] = {}
         self._preds: dict[str, list[str]] = {}
@@ -80,7 +107,7 @@ class QtGraphView(QGraphicsView):
             "plan": lambda _: self._update_badges(),
             "profile": lambda _: self.recolour(),
             "sensitivity": lambda _: self.recolour(),
-            "route": lambda _: self.recolour(),
+            "route": lambda _: (self.recolour(), self._mark_related(self.session.selection)),
             "selection": self._on_session_selection,
         }
         for name, callback in self._callbacks.items():
@@ -89,13 +116,29 @@ class QtGraphView(QGraphicsView):
 
     def close_view(self) -> None:
         """Stop listening to the session (the window calls this when it closes)."""
+        self._generation += 1  # a layout still running lands nowhere
         for name, callback in self._callbacks.items():
             getattr(self.session.events, name).disconnect(callback)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- building -------------------------------------------------------------------------------
 
-    def rebuild(self) -> None:
-        """Lay out and draw the session's graph from scratch."""
+    @property
+    def layers_only(self) -> bool:
+        """Whether ops are folded into the edges now (automatic until toggled)."""
+        graph = self.session.graph
+        if self.compact is not None:
+            return self.compact
+        return graph is not None and len(graph.nodes) > COMPACT_ABOVE
+
+    def toggle_compact(self) -> None:
+        """Switch between every node and layers only; the selection and colours stay."""
+        self.compact = not self.layers_only
+        self.rebuild(keep_view=True)
+
+    def rebuild(self, keep_view: bool = False) -> None:
+        """Lay out and draw the session's graph from scratch (large graphs: in the background)."""
+        self._generation += 1
         scene = self.scene()
         self._syncing = True
         scene.clear()
@@ -103,44 +146,97 @@ class QtGraphView(QGraphicsView):
         self.items.clear()
         graph = self.session.graph
         if graph is None:
+            self.building = False
             self.recolour()
             return
         names = [n.name for n in graph.nodes]
         known = set(names)
-        pairs = [(e.src, e.dst) for e in graph.edges if e.src in known and e.dst in known]
+        pairs = list(dict.fromkeys((e.src, e.dst) for e in graph.edges if e.src in known and e.dst in known))
+        layers = [n.name for n in graph.layers]
         sizes = {n.name: LAYER_SIZE if n.tunable else OP_SIZE for n in graph.nodes}
-        layout = layout_graph(names, pairs, sizes, node_gap=28.0, rank_gap=36.0)
+        compact = self.layers_only and bool(layers)
+        work = (names, pairs, layers, sizes, compact)
+        self.building = True
+        if len(names) < _SYNC_BELOW:
+            self._place(self._generation, _done(_lay_out(*work)), keep_view)
+            return
+        future = self._pool.submit(_lay_out, *work)
+        generation = self._generation
+        future.add_done_callback(lambda f: self._laid_out.emit(generation, f))
+        self._keep_view = keep_view
+
+    def _place(self, generation: int, future: Future, keep_view: bool | None = None) -> None:
+        if generation != self._generation:
+            return  # a newer model (or mode) replaced this one
+        try:
+            layout, shapes, nbrs, shown = future.result()
+        except Exception:  # a layout bug must not take the window down
+            logger.exception("layout failed")
+            self.building = False
+            return
+        keep_view = getattr(self, "_keep_view", False) if keep_view is None else keep_view
         self._ranks = dict(layout.layers)
-        self._succs = {n: [] for n in names}
-        self._preds = {n: [] for n in names}
-        for src, dst in dict.fromkeys(pairs):
+        self._layer_nbrs = nbrs
+        self._succs = {n: [] for n in layout.positions}
+        self._preds = {n: [] for n in layout.positions}
+        for src, dst in layout.edges:
             self._succs[src].append(dst)
             self._preds[dst].append(src)
-        lines, heads = edge_paths(layout.edges.values())
-        scene.addItem(lines)
-        scene.addItem(heads)
-        for node in graph.nodes:
-            item = NodeItem(node, layout.positions[node.name], layout.sizes[node.name])
-            scene.addItem(item)
-            self.items[node.name] = item
+        for item in edge_items(*shapes):
+            self.scene().addItem(item)
         margin = 60.0
-        scene.setSceneRect(QRectF(-margin, -margin, layout.width + 2 * margin, layout.height + 2 * margin))
-        logger.info("graph view: %d nodes, %d edges", len(self.items), len(pairs))
+        self.scene().setSceneRect(QRectF(-margin, -margin, layout.width + 2 * margin, layout.height + 2 * margin))
+        nodes = [n for n in self.session.graph.nodes if n.name in shown]
+        if len(nodes) < _SYNC_BELOW:
+            self._add_items(generation, layout, nodes, keep_view)
+        else:
+            self._add_chunk(generation, layout, nodes, 0, keep_view)
+
+    def _add_chunk(self, generation: int, layout: Any, nodes: list[Any], start: int, keep_view: bool) -> None:
+        if generation != self._generation:
+            return
+        end = min(start + _CHUNK, len(nodes))
+        for node in nodes[start:end]:
+            self._new_item(node, layout)
+        if end < len(nodes):
+            QTimer.singleShot(0, lambda: self._add_chunk(generation, layout, nodes, end, keep_view))
+        else:
+            self._finish(keep_view)
+
+    def _add_items(self, generation: int, layout: Any, nodes: list[Any], keep_view: bool) -> None:
+        for node in nodes:
+            self._new_item(node, layout)
+        self._finish(keep_view)
+
+    def _new_item(self, node: Any, layout: Any) -> None:
+        item = NodeItem(node, layout.positions[node.name], layout.sizes[node.name])
+        self.scene().addItem(item)
+        self.items[node.name] = item
+
+    def _finish(self, keep_view: bool) -> None:
+        logger.info("graph view: %d boxes%s", len(self.items), " (layers only)" if self.layers_only else "")
+        self.building = False
         self._update_badges()
         self.recolour()
         self._on_session_selection(self.session.selection)
-        QTimer.singleShot(0, self.fit_width)
+        if not keep_view:
+            QTimer.singleShot(0, self.start_view)
+        self.built.emit()
 
     # --- colour -------------------------------------------------------------------------------
 
     def set_colour_mode(self, mode: str) -> None:
+        """Colour by ``mode`` from now on (the user's choice: results arriving no longer change it)."""
         if mode not in MODES:
             raise ValueError(f"unknown colour mode {mode!r}")
         self.colour_mode = mode
+        self.mode_chosen = True
         self.recolour()
 
     def recolour(self) -> None:
-        """Colour every node by the current mode and tell the legend."""
+        """Colour every node by the current mode, draw the latency bars and tell the legend."""
+        if not self.mode_chosen:
+            self.colour_mode = default_mode(self.session)
         values = node_values(self.session, self.colour_mode) if self.session.graph is not None else ColourValues(
             self.colour_mode, missing="no model")
         lo = hi = None
@@ -154,6 +250,8 @@ class QtGraphView(QGraphicsView):
             names = list(data)
             colours = cmap.map([(data[n] - lo) / span for n in names], mode="qcolor")
             fills = dict(zip(names, colours))
+            shown = [n for n in names if n in self.items]
+            self._hottest = max(shown, key=lambda n: data[n]) if shown else None
         elif values.categories:
             palette = {}
             for cat in sorted(set(values.categories.values())):
@@ -163,9 +261,17 @@ class QtGraphView(QGraphicsView):
                     palette[cat] = QColor(CATEGORY_COLOURS[len(palette) % len(CATEGORY_COLOURS)])
             fills = {n: palette[c] for n, c in values.categories.items()}
             categories = palette
+        latency = node_values(self.session, "latency") if self.colour_mode != "latency" else values
+        slowest = max((latency.values.get(n, 0.0) for n, item in self.items.items() if item.tunable), default=0.0)
         for name, item in self.items.items():
-            item.set_look(fills.get(name), values.tooltips.get(name, ""), item.badge)
-        self.coloured.emit({"values": values, "lo": lo, "hi": hi, "categories": categories})
+            extra = values.tooltips.get(name, "")
+            ms = latency.values.get(name) if item.tunable else None
+            if ms is not None and self.colour_mode != "latency":
+                extra = f"{extra}\n{latency.tooltips.get(name, '')}".strip()
+            item.set_look(fills.get(name), extra, item.badge)
+            item.set_latency((ms, ms / slowest) if ms is not None and slowest > 0 else None)
+        self.coloured.emit({"values": values, "lo": lo, "hi": hi, "categories": categories,
+                            "latency": slowest if latency.values else None})
 
     def _update_badges(self) -> None:
         plan = self.session.plan
@@ -196,17 +302,28 @@ class QtGraphView(QGraphicsView):
             self.fitInView(self.scene().itemsBoundingRect().adjusted(-20, -20, 20, 20),
                            Qt.AspectRatioMode.KeepAspectRatio)
 
-    def fit_width(self) -> None:
-        """The start view: readable boxes (scale 0.6 to 1), the top of the graph, centred on its first node."""
+    def start_view(self) -> None:
+        """Fitted when the boxes stay readable that way; else readable boxes around the hottest layer (or the top)."""
         if not self.items:
             return
         rect = self.scene().itemsBoundingRect().adjusted(-20, -20, 20, 20)
+        viewport = self.viewport().size()
+        fit = min(viewport.width() / max(rect.width(), 1.0), viewport.height() / max(rect.height(), 1.0))
         self.resetTransform()
-        scale = min(max(self.viewport().width() / max(rect.width(), 1.0), 0.6), 1.0)
+        if fit >= _TEXT_FIT:
+            self.fit()
+            return
+        scale = min(max(fit, _READABLE), 1.0)
         self.scale(scale, scale)
-        first = next(iter(self.items.values())).pos().x()
-        x = rect.center().x() if rect.width() * scale <= self.viewport().width() else first
-        self.centerOn(x, rect.top() + self.viewport().height() / (2 * scale))
+        hottest = self.items.get(self._hottest or "")
+        if hottest is not None:
+            self.centerOn(hottest)
+        else:
+            self.centerOn(rect.center().x(), rect.top() + viewport.height() / (2 * scale))
+
+    def fit_width(self) -> None:
+        """Kept for callers of the old start view: the start view."""
+        self.start_view()
 
     def wheelEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         steps = event.angleDelta().y() / 120.0
@@ -298,3 +415,46 @@ class QtGraphView(QGraphicsView):
                     item.setSelected(name in wanted)
         finally:
             self._syncing = False
+        self._mark_related(names or ())
+
+    def _mark_related(self, names: Any) -> None:
+        """Outline the selected layers' prune group and neighbouring layers (those tagged with their routine)."""
+        graph = self.session.graph
+        group: set[str] = set()
+        nbrs: set[str] = set()
+        for name in names:
+            if name in self._layer_nbrs:
+                group.update(prune_group(graph, name))
+                nbrs.update(self._layer_nbrs[name])
+        selected = set(names)
+        routines = dict(getattr(self.session.route, "routines", {}) or {})
+        plan = self.session.plan
+        for name, item in self.items.items():
+            if name in selected or not item.tunable:
+                item.set_mark("")
+            elif name in group:
+                item.set_mark("group", "group")
+            elif name in nbrs:
+                routine = routines.get(name) or (plan.settings_for(name).precision if plan is not None else "fp32")
+                item.set_mark("neighbour", f"[{routine}]")
+            else:
+                item.set_mark("")
+
+
+def _lay_out(names: list[str], pairs: list[tuple[str, str]], layers: list[str],
+             sizes: dict[str, tuple[float, float]], compact: bool) -> tuple[Any, Any, dict[str, list[str]], set[str]]:
+    """On the layout thread: the layout, the edge shapes, each layer's neighbouring layers, the nodes shown."""
+    folded = fold_edges(names, pairs, layers)
+    nbrs: dict[str, list[str]] = {n: [] for n in layers}
+    for src, dst in folded:
+        nbrs[src].append(dst)
+        nbrs[dst].append(src)
+    shown, shown_pairs = (layers, list(folded)) if compact else (names, pairs)
+    layout = layout_graph(shown, shown_pairs, {n: sizes[n] for n in shown}, node_gap=28.0, rank_gap=36.0)
+    return layout, edge_shapes(layout.edges.values()), nbrs, set(shown)
+
+
+def _done(value: Any) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future

@@ -1,7 +1,8 @@
 """The legend of the graph view: the colour-mode chooser and a colour bar (or swatches for categories).
 
 It listens to ``QtGraphView.coloured``; the bar is a pyqtgraph ``ColorBarItem`` with the same colour
-map the view paints with, so the two always agree.
+map the view paints with, so the two always agree. A second line explains the latency bar under each
+layer (its full length is the slowest layer's time), so the fill and the bar read together.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from gui.colour_modes import MODES
+from gui.graph_items import BAR_COLOUR
 from gui.qt_graph_view import COLORMAP, QtGraphView
 
 __all__ = ["QtLegend"]
@@ -49,6 +51,10 @@ class QtLegend(QWidget):
         layout.addLayout(top)
         layout.addWidget(self._plot)
         layout.addWidget(self.text)
+        self.latency_text = QLabel()
+        self.latency_text.setWordWrap(True)
+        self.latency_text.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(self.latency_text)
         self._swatches = QWidget()
         self._swatch_grid = QGridLayout(self._swatches)
         self._swatch_grid.setContentsMargins(0, 0, 0, 0)
@@ -61,6 +67,11 @@ class QtLegend(QWidget):
 
     def show_colours(self, info: dict) -> None:
         values = info["values"]
+        slowest = info.get("latency")
+        self.latency_text.setText(
+            f'<span style="background:{BAR_COLOUR.name()}">&nbsp;&nbsp;&nbsp;&nbsp;</span> bar under each layer: '
+            f"its latency; a full bar is the slowest layer, {slowest:.3g} ms" if slowest else "")
+        self.latency_text.setVisible(bool(slowest))
         mode = self.view.colour_mode
         if self.combo.currentData() != mode:
             self.combo.blockSignals(True)
@@ -75,7 +86,9 @@ class QtLegend(QWidget):
             self._set_swatches({})
             shown = (10 ** lo, 10 ** hi) if values.log_scale else (lo, hi)
             scale = f"log10 of {values.unit}: " if values.log_scale else f"{values.unit}: "
-            self.text.setText(f"{scale}{len(values.values)} nodes, {shown[0]:.4g} – {shown[1]:.4g} {values.unit}")
+            what = MODES[values.mode].lower()
+            self.text.setText(f"fill: {what}; {scale}{len(values.values)} nodes, "
+                              f"{shown[0]:.4g} – {shown[1]:.4g} {values.unit}")
             return
         self._plot.hide()
         self._set_swatches(info["categories"])
@@ -87,7 +100,9 @@ class QtLegend(QWidget):
     def _set_swatches(self, categories: dict) -> None:
         while self._swatch_grid.count():
             widget = self._swatch_grid.takeAt(0).widget()
-            if widget is not None:
+            if widget is not None:  # hide now: deleteLater alone leaves the old swatch drawn beside the new one
+                widget.hide()
+                widget.setParent(None)
                 widget.deleteLater()
         for i, (name, colour) in enumerate(categories.items()):
             swatch = QLabel()

@@ -153,6 +153,10 @@ class QtMainWindow(QMainWindow):
         self._action(view_menu, "Zoom &in (Ctrl+=)", lambda: self.graph_view.zoom(1.25))
         self._action(view_menu, "Zoom &out (Ctrl+-)", lambda: self.graph_view.zoom(0.8))
         self._action(view_menu, "F&ind node… (Ctrl+F)", self.graph_view.show_search)
+        self.compact_action = self._action(view_menu, "&Layers only (ops folded into the edges)",
+                                           self.graph_view.toggle_compact, "Ctrl+L")
+        self.compact_action.setCheckable(True)
+        self.graph_view.built.connect(lambda: self.compact_action.setChecked(self.graph_view.layers_only))
         colour_menu = view_menu.addMenu("&Colour by")
         for mode, label in MODES.items():
             self._action(colour_menu, label, lambda m=mode: self.graph_view.set_colour_mode(m))

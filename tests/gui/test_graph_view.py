@@ -68,7 +68,7 @@ def test_colour_modes_paint_from_the_session(window) -> None:
     assert view.colour_mode == "latency" and legend.text.text() == "not profiled yet"
     session.set_profile(_profile({"/conv1/Conv": 0.1, "/conv2/Conv": 0.9}))
     assert view.items["/conv1/Conv"].fill != view.items["/conv2/Conv"].fill
-    assert "90.0% of total" in view.items["/conv2/Conv"].toolTip()
+    assert "90.0% of total" in view.items["/conv2/Conv"].tooltip()
     assert "2 nodes" in legend.text.text()
 
     session.set_route(SimpleNamespace(routines={"/conv1/Conv": "int8", "/conv2/Conv": "fp32", "/conv3/Conv": "int8"}))
@@ -78,7 +78,7 @@ def test_colour_modes_paint_from_the_session(window) -> None:
 
     session.set_sensitivity(SimpleNamespace(layers={"/fc2/Gemm": SimpleNamespace(drops={"int8": 0.02}, sqnr_db=30.0)}))
     view.set_colour_mode("sensitivity")
-    assert "drop (int8): 0.0200" in items["/fc2/Gemm"].toolTip()
+    assert "drop (int8): 0.0200" in items["/fc2/Gemm"].tooltip()
 
 
 def test_plan_edits_show_as_badges(window) -> None:
@@ -102,7 +102,8 @@ def test_a_thousand_nodes_build_and_zoom(qtbot) -> None:
     qtbot.addWidget(view)
     view.resize(800, 600)
     view.show()
-    session.set_model("chain.onnx", _chain_graph(1200))
+    with qtbot.waitSignal(view.built, timeout=30_000):  # large graphs are laid out in the background
+        session.set_model("chain.onnx", _chain_graph(1200))
     assert len(view.items) == 1200
     view.fit()
     assert view.transform().m11() < 0.1  # far out: boxes only, no text (level of detail)
@@ -111,3 +112,53 @@ def test_a_thousand_nodes_build_and_zoom(qtbot) -> None:
     assert view.transform().m11() <= 4.0
     view.close_view()
     assert len(session.events.model) == 0
+
+
+def test_the_fill_follows_the_results_and_layers_carry_latency_bars(window) -> None:
+    view, session, legend = window.graph_view, window.session, window.legend
+    assert view.colour_mode == "kind" and not view.mode_chosen
+    session.set_profile(_profile({"/conv1/Conv": 0.2, "/conv2/Conv": 0.8}))
+    assert view.colour_mode == "latency"
+    assert view.items["/conv2/Conv"].latency == (0.8, 1.0) and view.items["/conv1/Conv"].latency == (0.2, 0.25)
+    assert view.items["/relu/Relu"].latency is None  # ops carry no bar
+    session.set_sensitivity(SimpleNamespace(layers={"/conv1/Conv": SimpleNamespace(drops={"int8": 0.05}, sqnr_db=None),
+                                                    "/conv2/Conv": SimpleNamespace(drops={"int8": 0.01}, sqnr_db=None)}))
+    assert view.colour_mode == "sensitivity"  # drop fills, latency stays as bars
+    assert view.items["/conv2/Conv"].latency == (0.8, 1.0)
+    assert "latency: 0.800 ms" in view.items["/conv2/Conv"].tooltip()
+    assert "slowest layer, 0.8 ms" in legend.latency_text.text()
+    view.set_colour_mode("macs")
+    session.set_profile(_profile({"/conv1/Conv": 0.3}))
+    assert view.colour_mode == "macs"  # the user's choice sticks
+
+
+def test_selecting_a_layer_outlines_its_neighbouring_layers(window) -> None:
+    view = window.graph_view
+    view.select(["/conv2/Conv"])
+    marked = {n for n, item in view.items.items() if item.mark == "neighbour"}
+    assert marked == {"/conv1/Conv", "/res/conv_a/Conv", "/conv3/Conv"}  # through the ops between them
+    assert view.items["/conv1/Conv"].mark_text == "[fp32]"
+    view.select([])
+    assert not any(item.mark for item in view.items.values())
+
+
+def test_layers_only_folds_the_ops_into_edges(window, digits_graph) -> None:
+    view = window.graph_view
+    assert not view.layers_only  # a small model shows every node
+    view.toggle_compact()
+    assert view.layers_only and set(view.items) == {n.name for n in digits_graph.layers}
+    assert view._succs["/conv1/Conv"] == ["/conv2/Conv"]
+    view.toggle_compact()
+    assert set(view.items) == {n.name for n in digits_graph.nodes}
+
+
+def test_the_routine_legend_lists_each_routine_once(window, qtbot) -> None:
+    from PySide6.QtWidgets import QLabel
+
+    view, legend, session = window.graph_view, window.legend, window.session
+    view.set_colour_mode("routine")
+    for routes in ({"/conv1/Conv": "fp32", "/conv2/Conv": "int8"}, {"/conv1/Conv": "int8", "/conv2/Conv": "fp32"}):
+        session.set_route(SimpleNamespace(routines=routes))
+    qtbot.wait(20)  # Qt shows widgets added to a visible layout on the next event-loop turn
+    shown = [w.text() for w in legend._swatches.findChildren(QLabel) if w.isVisible() and w.text()]
+    assert sorted(shown) == ["fp32", "int8"]

@@ -1,4 +1,4 @@
-"""The overview strip: every node in its colour, the visible part framed, a click moves the view."""
+"""The overview strip: one band per layer in its colour, latency ticks, a click moves the view."""
 
 from __future__ import annotations
 
@@ -6,26 +6,24 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QColor
 
 
-def test_overview_paints_the_colours_and_moves_the_view(window, qtbot) -> None:
-    overview, view = window.overview, window.graph_view
-    assert window.overview_dock.isVisible() and len(view.items) == len(window.session.graph.nodes)
+def test_overview_is_a_heat_strip_of_the_layers(window, qtbot) -> None:
+    overview, view, graph = window.overview, window.graph_view, window.session.graph
+    assert window.overview_dock.isVisible()
     overview.resize(100, 400)
     view.resize(400, 300)
-    item = view.items[window.session.graph.layers[-1].name]
-    item.set_look(QColor("#ff0000"))
+    assert [b.name for b in overview.bands()] == [n.name for n in graph.layers]  # ops are not bands
+    last = view.items[graph.layers[-1].name]
+    last.set_look(QColor("#ff0000"))
     overview.render()
     image = overview.grab().toImage()
-    rect, sx, sy = overview._mapping()
-    x = round(2 + (item.pos().x() - rect.left()) * sx)
-    y = round(2 + (item.pos().y() - rect.top()) * sy)
-    assert image.pixelColor(x, y).name() == "#ff0000"  # the box, stretched to the strip
-    view.centerOn(view.items[window.session.graph.nodes[0].name])
-    before = view.mapToScene(view.viewport().rect().center())
-    qtbot.mouseClick(overview, Qt.MouseButton.LeftButton, pos=overview.rect().center() + QPointF(0, 150).toPoint())
-    after = view.mapToScene(view.viewport().rect().center())
-    assert after.y() > before.y()  # moved down the graph
-    target = overview.scene_point(QPointF(overview.rect().center() + QPointF(0, 150).toPoint()))
-    assert abs(after.y() - target.y()) < view.viewport().height()
+    band = (overview.height() - 4) / len(graph.layers)
+    y = round(2 + (len(graph.layers) - 0.5) * band)
+    assert image.pixelColor(10, y).name() == "#ff0000"  # the last band, full width readable
+    view.centerOn(view.items[graph.nodes[0].name])
+    qtbot.mouseClick(overview, Qt.MouseButton.LeftButton, pos=QPointF(50, y).toPoint())
+    seen = view.mapToScene(view.viewport().rect()).boundingRect()
+    assert seen.contains(last.pos()) and overview.layer_at(QPointF(50, y)) is last
+    assert not seen.contains(view.items[graph.nodes[0].name].pos())  # it moved from the top
 
 
 def test_many_renders_do_not_crash_the_interpreter(window) -> None:
