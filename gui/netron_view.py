@@ -93,7 +93,8 @@ class QtNetron(QObject):
         routines = dict(prediction.routines) if prediction is not None else {}
         out = Path(self._tmp.name) / f"{Path(session.model_path).stem}.variant.onnx"
         kwargs = {"path": str(session.model_path), "input_shapes": dict(session.input_shapes), "plan": plan.to_dict(),
-                  "routines": routines, "out_path": str(out)}
+                  "routines": routines, "out_path": str(out),
+                  "evaluator": str(session.evaluator_path) if session.evaluator_path and session.evaluator_trusted else None}
         return window.run_job("engine.jobs.catalogue:export_plan_job", kwargs, "Building the variant for Netron",
                               lambda saved: self.show(Path(saved), f"{Path(session.model_path).name} (variant)"),
                               kind="netron")

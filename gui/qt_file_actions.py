@@ -319,7 +319,9 @@ class QtFileActions(QObject):
         worker = self.window.run_job(
             "engine.jobs.catalogue:export_plan_job",
             {"path": str(session.model_path), "input_shapes": dict(session.input_shapes),
-             "plan": session.plan.to_dict(), "routines": routines, "out_path": str(path)},
+             "plan": session.plan.to_dict(), "routines": routines, "out_path": str(path),
+             # int8 calibrates as Measure and Tune did: the bytes that were measured
+             "evaluator": str(session.evaluator_path) if session.evaluator_path and session.evaluator_trusted else None},
             f"Exporting {path.name}", lambda written: self.done.emit("model", self._exported(Path(written))),
             kind="export")
         worker.errored.connect(lambda *_: self.done.emit("model", None))

@@ -10,6 +10,7 @@ a second later, replacing any earlier Measure. Jobs run in worker processes with
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from PySide6.QtCore import QObject, QTimer
@@ -41,12 +42,13 @@ class QtLiveEngine(QObject):
         self.tune_options: Any = None  # engine.optimize.tune.TuneOptions for the effort; None = its defaults
         self.auto_measure = True
         self.prediction: Any = None  # engine.jobs.catalogue.Prediction of the current plan
+        self.measured_plan: dict | None = None  # the plan (as JSON) the session's "current" was measured for
         self._measure_timer = QTimer(self)
         self._measure_timer.setSingleShot(True)
         self._measure_timer.setInterval(MEASURE_DELAY_MS)
         self._measure_timer.timeout.connect(self.measure)
         self._callbacks = {
-            "plan": lambda _: self.predict(),
+            "plan": lambda _: self._plan_changed(),
             "profile": lambda _: self._tables_changed(),
             "sensitivity": lambda _: self._tables_changed(),
         }
@@ -135,6 +137,7 @@ class QtLiveEngine(QObject):
         if all(after.settings_for(n.name).prune is None and after.settings_for(n.name).rank is None
                for n in session.graph.layers):
             self._measure_timer.stop()  # tune measured exactly this variant
+            self.measured_plan = after.to_dict()
             session.set_current(outcome.measured)
         drop = (outcome.baseline.metric or 0.0) - (outcome.measured.metric or 0.0)
         text = f"tuned: {outcome.measured.ms:.3f} ms (fp32 {outcome.baseline.ms:.3f} ms), drop {drop:.4g}"
@@ -166,19 +169,41 @@ class QtLiveEngine(QObject):
         return self.window.run_job("engine.jobs.catalogue:measure_plan_job", kwargs, "Measuring",
                                    lambda m: self._measured(plan, prediction, m), kind="measure")
 
-    def _measured(self, plan: Plan, prediction: Any, measured: Measurement) -> None:
+    def _measured(self, plan: Plan, prediction: Any, outcome: Any) -> None:
+        """A Measure (``engine.jobs.catalogue.PlanMeasurement``) lands as a trial; it becomes the Results'
+        measured column only if the plan is still the one it was computed for."""
         baseline = self.session.baseline
         metric = None
-        if prediction.drop is not None and baseline is not None and baseline.metric is not None:
-            metric = baseline.metric - prediction.drop
+        base_metric = outcome.baseline.metric if outcome.baseline.metric is not None else getattr(baseline, "metric", None)
+        if prediction.drop is not None and base_metric is not None:
+            metric = base_metric - prediction.drop
         predicted = Measurement(ms=prediction.latency_ms, metric=metric)
-        self.session.add_trial(Trial(plan.to_dict(), dict(prediction.routines), predicted, measured,
-                                     label=f"trial {len(self.session.trials) + 1}"))
-        self.session.set_current(measured)  # last, so views showing "current" see the trial too
+        current = (self.session.plan or Plan()).to_dict() == outcome.plan
+        self.session.add_trial(Trial(outcome.plan, dict(prediction.routines), predicted, outcome.measured,
+                                     label=f"trial {len(self.session.trials) + 1}" + ("" if current else " (older plan)")))
+        if not current:
+            return  # the user moved on: a result for an older plan never lands on the new one
+        self.measured_plan = outcome.plan
+        # fp32 timed in turns with the variant in the same job: the measured speedup compares like with like
+        self.session.set_baseline(replace(outcome.baseline, metric=base_metric,
+                                          bytes=outcome.baseline.bytes or getattr(baseline, "bytes", None)))
+        self.session.set_current(outcome.measured)  # last, so views showing "current" see the trial too
+        warning = next((n for n in outcome.notes if "random inputs" in n), "")
+        if warning:
+            self.window.set_status(f"Measured. {warning}")
+
+    def _plan_changed(self) -> None:
+        """Every Results column refers to the current plan: a measurement of another plan is cleared."""
+        plan = (self.session.plan or Plan()).to_dict()
+        if self.measured_plan is not None and plan != self.measured_plan and self.session.current is not None:
+            self.measured_plan = None
+            self.session.set_current(None)
+        self.predict()
 
     def show_trial(self, trial: Trial) -> None:
         """A restored trial was measured before: show its numbers instead of measuring again."""
         self._measure_timer.stop()
+        self.measured_plan = dict(trial.plan)
         self.session.set_current(trial.measured)
 
     # --- the instant side ---------------------------------------------------------------------

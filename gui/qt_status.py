@@ -40,10 +40,11 @@ def format_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
-def speedup_text(baseline_ms: float | None, ms: float | None) -> str:
-    if not _known(baseline_ms) or not _known(ms) or ms <= 0:
-        return ""
-    return f"×{baseline_ms / ms:.2f}"
+def speedup_text(baseline_ms: float | None, ms: float | None, p10: float | None = None, p90: float | None = None) -> str:
+    """'1.32x faster' / '1.08x slower', with the p10–p90 range of the ratio when the spread is known."""
+    from engine.report.words import speed_words
+
+    return speed_words(baseline_ms, ms, p10, p90)
 
 
 class QtStatus(QWidget):
@@ -72,7 +73,7 @@ class QtStatus(QWidget):
         grid.addWidget(self.note, len(_ROWS) + 1, 0, 1, 4)
         grid.setRowStretch(len(_ROWS) + 2, 1)
         self._callback = lambda _: self.refresh()
-        for name in ("model", "route", "baseline", "current"):
+        for name in ("model", "route", "baseline", "current", "plan", "evaluator"):
             getattr(session.events, name).connect(self._callback)
         self.refresh()
 
@@ -98,9 +99,10 @@ class QtStatus(QWidget):
             ("latency", "baseline"): format_ms(base_ms) or none or "not profiled yet",
             ("latency", "predicted"): format_ms(pred_ms) or none or "not profiled yet",
             ("latency", "measured"): format_ms(cur_ms) or none or "not measured yet",
-            ("speedup", "baseline"): "×1.00" if _known(base_ms) else "",
+            ("speedup", "baseline"): "1.00x (fp32)" if _known(base_ms) else "",
             ("speedup", "predicted"): speedup_text(getattr(self.prediction(), "fp32_ms", None) or base_ms, pred_ms),
-            ("speedup", "measured"): speedup_text(base_ms, cur_ms),
+            ("speedup", "measured"): speedup_text(base_ms, cur_ms, getattr(current, "ms_p10", None),
+                                                  getattr(current, "ms_p90", None)),
             ("metric", "baseline"): _metric(base_metric) or none or "needs an evaluator",
             ("metric", "predicted"): _metric(pred_metric),
             ("metric", "measured"): _metric(cur_metric) or ("" if current is None else "no evaluator"),
@@ -115,7 +117,21 @@ class QtStatus(QWidget):
             values[("metric", "measured")] = values[("size", "measured")] = "not measured yet"
         for key, text in values.items():
             self.cells[key].setText(text)
-        self.note.setText(str(getattr(route, "detail", "") or ""))
+        notes = [str(getattr(route, "detail", "") or "")]
+        if s.evaluator_path is None and _has_int8(s.plan, route):
+            from engine.evaluate.calibration import RANDOM_WARNING
+
+            notes.append(f"No evaluator: {RANDOM_WARNING}")
+        self.note.setText("\n".join(n for n in notes if n))
+
+
+def _has_int8(plan: Any, route: Any) -> bool:
+    """Whether the plan (or the route DPRS chose for its auto layers) builds int8, which needs calibration."""
+    if getattr(plan, "ops", "fp32") == "int8":
+        return True
+    routines = getattr(route, "routines", None) or {}
+    return "int8" in routines.values() or any(getattr(s, "precision", None) == "int8"
+                                              for s in getattr(plan, "layers", {}).values())
 
 
 def _metric(value: float | None) -> str:

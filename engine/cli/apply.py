@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("plan", help="plan JSON (see README: Plans)")
     p.add_argument("-o", "--output", required=True, help="where to write the variant ONNX model")
     p.add_argument("--calib", metavar="NPZ", help="calibration samples for int8: .npz with input:<name> arrays (first axis = samples)")
+    p.add_argument("--eval", metavar="E", help="calibrate int8 as tune and Measure do: this evaluator's calibration() "
+                   "or the samples it splits off from scoring (default: the example's; else random, with a warning)")
     p.set_defaults(func=run)
 
 
@@ -50,16 +52,20 @@ def load_calibration(path: str | Path, input_names: list[str]) -> list[dict]:
 def run(args: argparse.Namespace) -> int:
     import onnx
 
+    from engine.cli.common import evaluator_path
+    from engine.evaluate.calibration import build_variant, calibration_for
+    from engine.evaluate.evaluator import load_evaluator
     from engine.ir.graph import build_graph, load_model
     from engine.model.plan import Plan
-    from engine.passes.manager import apply_plan
 
     path, defaults = resolve_model(args.model)
     shapes = input_shapes(args, defaults)
     graph = load_model(path, shapes)
     plan = Plan.load(args.plan)
-    calibration = load_calibration(args.calib, [t.name for t in graph.inputs]) if args.calib else None
-    result = apply_plan(graph, plan, calibration)
+    samples = load_calibration(args.calib, [t.name for t in graph.inputs]) if args.calib else None
+    eval_path = None if samples else evaluator_path(args, required=False)
+    evaluator = load_evaluator(eval_path) if eval_path else None
+    result = build_variant(graph, plan, calibration_for(graph, evaluator, samples, str(args.calib or "")))
     onnx.save(result.model, args.output)
     after = build_graph(result.model, shapes)
     print(f"{path} -> {args.output}" + ("" if result.modified else "  (unchanged: the plan is all fp32)"))

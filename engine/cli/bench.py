@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
     from engine.optimize.tune import TuneOptions
+    from engine.report.words import ratio_words
 
     if args.repeats < 3:
         raise SettingsError(f"--repeats {args.repeats}: must be at least 3")
@@ -45,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
     ops = "fp32"
     if args.session is not None:
         from engine.io.session_file import load_session
-        from engine.passes.manager import apply_plan
+        from engine.evaluate.calibration import build_variant, calibration_for
 
         session = load_session(args.session)  # its evaluator never runs: --eval is used
         graph = session.graph
         if session.plan is None:
             raise SettingsError(f"{args.session}: the session has no plan to bench (run layerlab tune --session first)")
-        route_model = apply_plan(graph, session.plan, evaluator.calibration()).model
+        route_model = build_variant(graph, session.plan, calibration_for(graph, evaluator)).model
         predicted = getattr(session.route, "latency_ms", None)
         routines = {n.name: session.plan.settings_for(n.name).precision or "fp32" for n in graph.layers}
         ops = session.plan.ops
@@ -70,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=1))
         return 0
     print(f"{label}: {result.threads} threads, {result.repeats} interleaved runs per row; metric {evaluator.metric_name}")
-    print(f"{'':<10} {'median ms':>10} {'p10-p90 ms':>17} {'speedup':>8} {'metric':>8} {'drop':>8} {'size':>8}")
+    print(f"{'':<10} {'median ms':>10} {'p10-p90 ms':>17} {'vs fp32':>13} {'metric':>8} {'drop':>8} {'size':>8}")
     for r in result.rows:
-        print(f"{r.name:<10} {r.ms.median:>10.3f} {f'{r.ms.p10:.3f}-{r.ms.p90:.3f}':>17} {r.speedup:>7.2f}x "
+        print(f"{r.name:<10} {r.ms.median:>10.3f} {f'{r.ms.p10:.3f}-{r.ms.p90:.3f}':>17} {ratio_words(r.speedup):>13} "
               f"{r.metric:>8.4f} {r.drop:>+8.4f} {format_count(r.bytes, 'B'):>8}")
     if result.predicted_ms is not None:
         measured = result.row("layerlab").ms.median

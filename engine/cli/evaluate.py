@@ -56,11 +56,12 @@ def _apply_plan(graph, plan_path: str, evaluator):  # type: ignore[no-untyped-de
     from engine.errors import LayerLabError
     from engine.model.plan import Plan
 
-    from engine.passes.manager import apply_plan, check_plan
+    from engine.evaluate.calibration import build_variant, calibration_for
+    from engine.passes.manager import check_plan
 
     plan = Plan.load(plan_path)
     problems = check_plan(plan, graph)
     if problems:
         raise LayerLabError(f"{plan_path}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    result = apply_plan(graph, plan, evaluator.calibration())
+    result = build_variant(graph, plan, calibration_for(graph, evaluator))
     return result.model, list(result.notes)

@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
     from engine.optimize.tune import TuneOptions, to_session, tune_job
+    from engine.report.words import speed_words
 
     if args.output is not None and args.output.suffix != ".onnx":
         raise SettingsError(f"{args.output}: the output must be an .onnx file")
@@ -78,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
         save_session(to_session(result, graph, path.resolve(), Path(eval_path).resolve(), shapes), args.session)
     if args.json:
         data = result.to_json()
-        print(json.dumps({"baseline": data["baseline"], "route": data["route"], "rounds": data["rounds"],
-                          "feasible": data["feasible"], "note": data["note"]}, indent=1))
+        print(json.dumps({k: data[k] for k in ("baseline", "route", "rounds", "feasible", "note", "calibration",
+                                               "calibration_random")}, indent=1))
         return 0
     b, m = result.baseline_ms, result.ms_measured
     print(f"{path}: baseline fp32 {b.median:.3f} ms, {evaluator.metric_name} {result.baseline_metric:.4f}")
@@ -91,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
               f"{r.ms_measured.median:.3f} ms, metric {r.metric:.4f} (drop {result.baseline_metric - r.metric:+.4f})"
               + (f"; reverted {', '.join(r.reverted)}" if r.reverted else ""))
     print(f"route: predicted {result.ms_predicted:.3f} ms, measured {m.median:.3f} ms (p10 {m.p10:.3f}, p90 {m.p90:.3f}), "
-          f"{b.median / m.median:.2f}x fp32{'; ops int8' if result.plan.ops != 'fp32' else ''}; {evaluator.metric_name} {result.metric:.4f} "
+          f"{speed_words(b.median, m.median)} than fp32{'; ops int8' if result.plan.ops != 'fp32' else ''}; {evaluator.metric_name} {result.metric:.4f} "
           f"(drop {result.baseline_metric - result.metric:+.4f}, budget {options.max_drop:g})")
+    print(f"int8 calibration: {result.calibration}" + (" (WARNING: random)" if result.calibration_random else ""))
     if result.note:
         print(f"note: {result.note}")
     if args.output is not None:

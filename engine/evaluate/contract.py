@@ -17,12 +17,25 @@ import numpy as np
 
 from engine.errors import LayerLabError
 
-__all__ = ["CALIBRATION_DEFAULT", "EvalResult", "Evaluator", "Sample", "describe_error"]
+__all__ = ["CALIBRATION_DEFAULT", "CALIBRATION_SHARE", "EvalResult", "Evaluator", "Sample", "describe_error", "split_indices"]
 
 logger = logging.getLogger(__name__)
 
-#: How many leading samples calibrate int8 when the evaluator has no ``calibration()``.
+#: At most this many samples are split off to calibrate int8 when the evaluator has no ``calibration()``.
 CALIBRATION_DEFAULT = 32
+#: ... and at most this share of them: the rest are scored. Fewer than 1/CALIBRATION_SHARE samples: none
+#: can be spared, and int8 calibrates on random inputs (with a warning).
+CALIBRATION_SHARE = 4
+
+
+def split_indices(n: int) -> list[int]:
+    """Indices of the samples split off for calibration out of ``n``: evenly spaced (a file sorted by
+    class still calibrates on every class), never more than a quarter nor ``CALIBRATION_DEFAULT``."""
+    k = min(CALIBRATION_DEFAULT, n // CALIBRATION_SHARE)
+    if k <= 0:
+        return []
+    stride = n / k
+    return [int(stride * i + stride / 2) for i in range(k)]
 
 Sample = tuple[dict[str, np.ndarray], Any]
 
@@ -59,11 +72,24 @@ class Evaluator:
         self._calibration_fn = calibration
         self._samples: list[Sample] | None = None
         self._calibration: list[dict[str, np.ndarray]] | None = None
+        self._split = 0  # samples split off for calibration (no calibration() given)
+        self._index: list[int] = []  # the evaluator's own index of each scored sample (errors name it)
 
     def samples(self) -> list[Sample]:
-        """``(inputs, label)`` pairs in the evaluator's fixed order (read once, then cached)."""
+        """The scored ``(inputs, label)`` pairs in the evaluator's fixed order (read once, then cached).
+
+        Without ``calibration()`` a few evenly spaced samples are split off for calibration
+        (``split_indices``) and are not among these: calibration never sees a scored sample.
+        """
         if self._samples is None:
-            self._samples = self._read_samples()
+            read = self._read_samples()
+            if self._calibration_fn is None:
+                held = set(split_indices(len(read)))
+                self._calibration = [inputs for k, (inputs, _) in enumerate(read) if k in held]
+                self._split = len(held)
+                self._index = [k for k in range(len(read)) if k not in held]
+                read = [sample for k, sample in enumerate(read) if k not in held]
+            self._samples = read
         return self._samples
 
     def labels(self) -> list:
@@ -86,13 +112,25 @@ class Evaluator:
         return number
 
     def calibration(self) -> list[dict[str, np.ndarray]]:
-        """Input dicts for int8 calibration: ``calibration()`` or the first samples' inputs."""
+        """Input dicts for int8 calibration: ``calibration()``, else the samples split off from scoring;
+        empty when there are too few samples to spare any (the caller calibrates on random inputs and warns)."""
         if self._calibration is None:
             if self._calibration_fn is None:
-                self._calibration = [inputs for inputs, _ in self.samples()[:CALIBRATION_DEFAULT]]
+                self.samples()  # splits
             else:
                 self._calibration = self._read_calibration()
+        assert self._calibration is not None
         return self._calibration
+
+    @property
+    def calibration_source(self) -> str:
+        """Where int8 calibration comes from, for the user: calibration(), the split, or random inputs."""
+        if self._calibration_fn is not None:
+            return f"the evaluator's calibration() ({len(self.calibration())} inputs)"
+        scored = len(self.samples())
+        if self._split:
+            return f"{self._split} samples split off from the evaluator's {self._split + scored} (not scored)"
+        return f"random inputs (only {scored} sample(s): none can be spared from scoring)"
 
     def with_reference(self, outputs: Sequence[Sequence[np.ndarray]]) -> None:
         """Fidelity mode: set the fp32 outputs that serve as labels (one entry per sample)."""
@@ -155,15 +193,18 @@ class Evaluator:
             arrays[key] = array
         return arrays
 
+    def _own_index(self, k: int) -> int:
+        return self._index[k] if k < len(self._index) else k
+
     def _first_bad_sample(self, outputs: list, labels: list) -> str:
         """Look for the first sample on which the metric alone raises or is not finite."""
         for k in range(min(len(outputs), len(labels))):
             try:
                 value = _as_float(self._metric_fn([outputs[k]], [labels[k]]))
             except Exception:
-                return f" (first failing sample: {k})"
+                return f" (first failing sample: {self._own_index(k)})"
             if value is None or not math.isfinite(value):
-                return f" (first failing sample: {k})"
+                return f" (first failing sample: {self._own_index(k)})"
         return f" (on all {len(outputs)} samples; no single sample fails alone)"
 
 

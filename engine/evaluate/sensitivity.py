@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
+from engine.evaluate.calibration import calibration_for
 from engine.errors import SettingsError
 from engine.evaluate.evaluator import Evaluator, create_session, ensure_reference, run_samples
 from engine.ir.graph import ModelGraph, upgrade_opset
@@ -170,7 +171,7 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
         result.baseline = evaluator.metric(base_outputs, evaluator.labels())
         done += 1
         yield Progress(done, total, "fp32 references for SQNR")
-        builder = VariantBuilder(base, evaluator.calibration())
+        builder = VariantBuilder(base, calibration_for(graph, evaluator).samples)
         probe_feeds = feeds[: max(0, settings.sqnr_samples)]
         if probe_feeds:  # only a few samples: the layers' outputs too would double the cache
             probe = yield from ActivationCache.build(base, cuts | outs, probe_feeds, threads=settings.threads,

@@ -19,7 +19,7 @@ from engine.errors import LayerLabError
 from engine.progress import Job, Progress
 from engine.model.session import Measurement, Trial
 
-__all__ = ["Prediction", "TuneOutcome", "load_graph", "open_model", "profile_model_job", "sensitivity_model_job",
+__all__ = ["PlanMeasurement", "Prediction", "TuneOutcome", "load_graph", "open_model", "profile_model_job", "sensitivity_model_job",
            "measure_plan_job", "tune_model_job", "tune_outcome", "export_plan_job", "plan_routines", "predict_plan",
            "baseline_measurement", "tune_available"]
 
@@ -73,33 +73,52 @@ def sensitivity_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int
     return (yield from sensitivity_job(graph, load_evaluator(evaluator), settings))
 
 
+@dataclass(frozen=True)
+class PlanMeasurement:
+    """A Measure: the plan's variant and fp32, timed in turns in the same job, tagged with the plan."""
+
+    plan: dict[str, Any]  # the plan it was computed for: a result for an older plan never lands on a newer one
+    measured: Measurement
+    baseline: Measurement  # fp32 timed side by side with the variant (its metric: the evaluator's on fp32)
+    calibration: str = ""  # where int8 calibration came from
+    notes: list[str] = field(default_factory=list)
+
+
 def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
                      plan: Mapping[str, Any], routines: Mapping[str, str] | None = None,
                      evaluator: str | Path | None = None, threads: int | None = None,
-                     repeats: int = _MEASURE_REPEATS) -> Job[Measurement]:
-    """Build the variant ``plan`` describes and measure its latency (and metric, given an evaluator).
+                     repeats: int = _MEASURE_REPEATS) -> Job[PlanMeasurement]:
+    """Build the variant ``plan`` describes and time it against fp32 in turns (and score both, given an evaluator).
 
-    ``auto`` precisions take the routine named in ``routines`` (the route), else fp32.
+    ``auto`` precisions take the routine named in ``routines`` (the route), else fp32. int8 calibrates
+    as everywhere else (``engine.evaluate.calibration``).
     """
+    from engine.evaluate.calibration import build_variant, calibration_for
     from engine.evaluate.evaluator import ensure_reference, evaluate_job, load_evaluator
-    from engine.model.plan import Plan
+    from engine.measure.interleave import interleaved_latency
+    from engine.measure.timing import physical_cores
     from engine.measure.variants import random_feeds
-    from engine.measure.profiler import measure_latency
-    from engine.passes.manager import apply_plan
+    from engine.model.plan import Plan
 
     yield Progress(0, 3, "building the variant")
     graph = load_graph(path, input_shapes)
+    ev = load_evaluator(evaluator) if evaluator is not None else None
+    calibration = calibration_for(graph, ev)
     resolved = _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})
-    model = apply_plan(graph, resolved).model
-    yield Progress(1, 3, "measuring latency")
-    stats = measure_latency(model, random_feeds(graph), threads, repeats=repeats, label=graph.label)
-    metric = None
-    if evaluator is not None:
+    built = build_variant(graph, resolved, calibration)
+    yield Progress(1, 3, "timing the variant and fp32 in turns")
+    stats = yield from interleaved_latency({"fp32": graph.model, "plan": built.model}, random_feeds(graph),
+                                           threads or physical_cores(), repeats)
+    metric = base_metric = None
+    if ev is not None:
         yield Progress(2, 3, "evaluating")
-        ev = load_evaluator(evaluator)
         ensure_reference(ev, graph.model)
-        metric = (yield from evaluate_job(model, ev)).metric
-    return Measurement(stats.median, stats.p10, stats.p90, metric, model.ByteSize())
+        base_metric = (yield from evaluate_job(graph.model, ev)).metric
+        metric = (yield from evaluate_job(built.model, ev)).metric
+    b, m = stats["fp32"], stats["plan"]
+    return PlanMeasurement(dict(plan), Measurement(m.median, m.p10, m.p90, metric, built.model.ByteSize()),
+                           Measurement(b.median, b.p10, b.p90, base_metric, graph.model.ByteSize()),
+                           calibration.source, list(built.notes))
 
 
 def _resolve_auto(plan: Any, graph: Any, routines: Mapping[str, str]) -> Any:
@@ -141,8 +160,14 @@ def tune_outcome(result: Any, graph: Any) -> TuneOutcome:
     return TuneOutcome(result.layer_routines(), result.route,
                        Measurement(b.median, b.p10, b.p90, result.baseline_metric, graph.model.ByteSize()),
                        Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()),
-                       trials, result.profile, result.sensitivity, result.feasible, result.note,
-                       result.plan.ops)
+                       trials, result.profile, result.sensitivity, result.feasible,
+                       "; ".join(x for x in (result.note, _calibration_warning(result)) if x), result.plan.ops)
+
+
+def _calibration_warning(result: Any) -> str:
+    from engine.evaluate.calibration import RANDOM_WARNING
+
+    return RANDOM_WARNING if getattr(result, "calibration_random", False) else ""
 
 
 def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None, evaluator: str | Path,
@@ -168,16 +193,21 @@ def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
 
 
 def export_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
-                    plan: Mapping[str, Any], routines: Mapping[str, str] | None, out_path: str | Path) -> Job[str]:
-    """Build the variant ``plan`` describes (as Measure builds it) and save it to ``out_path``; returns the path."""
+                    plan: Mapping[str, Any], routines: Mapping[str, str] | None, out_path: str | Path,
+                    evaluator: str | Path | None = None) -> Job[str]:
+    """Build the variant ``plan`` describes (as Measure and Tune build it: the same calibration, the same
+    bytes) and save it to ``out_path``; returns the path."""
     import onnx
 
+    from engine.evaluate.calibration import build_variant, calibration_for
+    from engine.evaluate.evaluator import load_evaluator
     from engine.model.plan import Plan
-    from engine.passes.manager import apply_plan
 
     yield Progress(0, 1, "building the variant")
     graph = load_graph(path, input_shapes)
-    model = apply_plan(graph, _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})).model
+    calibration = calibration_for(graph, load_evaluator(evaluator) if evaluator is not None else None)
+    plan_ = _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})
+    model = build_variant(graph, plan_, calibration).model
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(out))

@@ -79,7 +79,9 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
         tuned = yield from tune_job(graph, evaluator, opts)
         route_model, predicted_ms, routines, ops = tuned.model, tuned.ms_predicted, tuned.layer_routines(), tuned.plan.ops
     yield Progress(0, 3, "building ort-int8")
-    int8 = quantize_whole_model(graph.model, evaluator.calibration())
+    from engine.evaluate.calibration import calibration_for
+
+    int8 = quantize_whole_model(graph.model, calibration_for(graph, evaluator).samples)
     models = {"ort-fp32": graph.model, "ort-int8": int8, "layerlab": route_model}
     ensure_reference(evaluator, graph.model)
     metrics = {}

@@ -27,6 +27,7 @@ import onnx
 
 from engine.optimize import dprs
 from engine.errors import SettingsError
+from engine.evaluate.calibration import Calibration, build_variant, calibration_for
 from engine.evaluate.evaluator import Evaluator, ensure_reference, evaluate_job
 from engine.ir.graph import ModelGraph
 from engine.progress import Job, Progress
@@ -109,6 +110,8 @@ class TuneResult:
     sensitivity: Sensitivity
     feasible: bool = True
     note: str = ""
+    calibration: str = ""  # where int8 calibration came from (engine.evaluate.calibration)
+    calibration_random: bool = False
 
     @property
     def routines(self) -> dict[str, str]:
@@ -125,6 +128,8 @@ class TuneResult:
             "rounds": len(self.rounds),
             "feasible": self.feasible,
             "note": self.note,
+            "calibration": self.calibration,
+            "calibration_random": self.calibration_random,
         }
 
     def layer_routines(self) -> dict[str, str]:
@@ -159,7 +164,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     constraints = dprs.Constraints(max_drop=options.max_drop, memory_limit=options.memory_limit)
     rounds: list[Round] = []
     built: list[tuple[dprs.Route, onnx.ModelProto, Plan]] = []
-    calibration = evaluator.calibration()
+    calibration = calibration_for(graph, evaluator)
     for i in range(options.max_rounds):
         yield Progress(3, 5, f"round {i + 1}: solving")
         problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
@@ -238,6 +243,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
                             model, rplan, prof, sens, True, note)
     if note:
         logger.warning("tune %s: %s", graph.label, note)
+    result.calibration, result.calibration_random = calibration.source, calibration.random
     yield Progress(5, 5, "done")
     return result
 
@@ -315,12 +321,10 @@ def _layer_routines(graph: ModelGraph, routines: Mapping[str, str]) -> dict[str,
     return {n.name: routines.get(n.name, "fp32") for n in graph.layers}
 
 
-def _build_and_measure(graph: ModelGraph, plan: Plan, calibration: Any, evaluator: Evaluator,
+def _build_and_measure(graph: ModelGraph, plan: Plan, calibration: Calibration, evaluator: Evaluator,
                        feeds: Mapping[str, Any], options: TuneOptions, i: int) -> Job[tuple[onnx.ModelProto, Stats, float]]:
-    from engine.passes.manager import apply_plan
-
     yield Progress(3, 5, f"round {i + 1}: building the variant")
-    model = apply_plan(graph, plan, calibration).model
+    model = build_variant(graph, plan, calibration).model
     yield Progress(4, 5, f"round {i + 1}: measuring")
     ms = measure_latency(model, feeds, options.threads, repeats=options.repeats, label=f"{graph.label} [route]")
     result = yield from evaluate_job(model, evaluator, threads=options.threads or 0)

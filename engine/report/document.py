@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from typing import Union
 
+from engine.report.words import speed_words
 from engine.errors import LayerLabError
 from engine.report.export import LayerRow, layer_rows, routine_names
 from engine.report.charts import (
@@ -127,13 +128,13 @@ def _comparison(session: Session) -> list[Block]:
     if base is None and cur is None:
         return [Paragraph("No end-to-end measurement yet: run `layerlab tune` or measure in the window.")]
     base, cur = base or Measurement(), cur or Measurement()
-    speedup = base.ms / cur.ms if base.ms and cur.ms else None
+    speedup = speed_words(base.ms, cur.ms, cur.ms_p10, cur.ms_p90)
     drop = base.metric - cur.metric if base.metric is not None and cur.metric is not None else None
     if drop is None and isinstance(route, dict) and route.get("drop") is not None:
         drop = route["drop"]
     size = cur.bytes / base.bytes if base.bytes and cur.bytes else None
     rows = (
-        ("Latency", _ms(base.ms), _ms(cur.ms), f"{speedup:.2f}x faster" if speedup else "–"),
+        ("Latency", _ms(base.ms), _ms(cur.ms), speedup or "–"),
         ("Latency p10–p90", f"{_ms(base.ms_p10)} – {_ms(base.ms_p90)}", f"{_ms(cur.ms_p10)} – {_ms(cur.ms_p90)}", ""),
         ("Metric", _num(base.metric), _num(cur.metric), f"drop {_num(drop)}" if drop is not None else "–"),
         ("Size", _count(base.bytes, "B"), _count(cur.bytes, "B"), f"{size:.2f}x" if size else "–"),

@@ -194,8 +194,10 @@ def _resolve_auto(plan: Any, session: Session) -> Any:
     return replace(plan, layers=layers)
 
 
-def export_model(session: Session, path: str | os.PathLike[str]) -> Path:
-    """The optimized ONNX: ``engine.passes.manager.apply_plan`` of the session's plan on its graph.
+def export_model(session: Session, path: str | os.PathLike[str], evaluator: Any = None) -> Path:
+    """The optimized ONNX: the session's plan built on its graph as Measure and Tune build it
+    (``engine.evaluate.calibration.build_variant``: int8 calibrated by ``evaluator``, an Evaluator, else
+    on random inputs with a warning), so the bytes are those that were measured.
 
     A plan with ``auto`` layers takes the routine DPRS chose for them from the session's route.
     """
@@ -204,11 +206,11 @@ def export_model(session: Session, path: str | os.PathLike[str]) -> Path:
     if session.graph is None or session.plan is None:
         raise LayerLabError(f"{path}: the session needs a model and a plan to export the optimized model")
     from engine.model.plan import Plan
-    from engine.passes.manager import apply_plan
+    from engine.evaluate.calibration import build_variant, calibration_for
 
     plan = session.plan if isinstance(session.plan, Plan) else Plan.from_dict(to_data(session.plan), "session plan")
     plan = _resolve_auto(plan, session)
-    model = apply_plan(session.graph, plan).model
+    model = build_variant(session.graph, plan, calibration_for(session.graph, evaluator)).model
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

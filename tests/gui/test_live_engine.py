@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 
 import pytest
 
@@ -78,7 +79,35 @@ def test_an_edit_predicts_at_once_and_measures_a_second_later(window, qtbot, fas
     assert trial.plan["layers"][first]["precision"] == "int8" and trial.routines[first] == "int8"
     assert trial.measured.ms > 0 and trial.predicted.ms == pytest.approx(route.latency_ms)
     assert window.results.text("latency", "measured").endswith("ms")
-    assert window.results.text("speedup", "measured").startswith("×")
+    # timed in turns with fp32 in the same job: the baseline is that fp32, the ratio carries its spread
+    base, cur = window.session.baseline, window.session.current
+    words = window.results.text("speedup", "measured")
+    assert re.fullmatch(r"\d+\.\d\dx (faster|slower|\(same\)) \(p10–p90 \d+\.\d\d–\d+\.\d\dx\)", words), words
+    ratio = base.ms / cur.ms
+    assert words.startswith(f"{ratio:.2f}x faster" if ratio > 1.005 else f"{1 / ratio:.2f}x" if ratio < 0.995 else "1.00x")
+    assert "random inputs" in window.results.note.text()  # no evaluator: int8 calibrated on random inputs
+
+
+def test_a_result_for_an_older_plan_never_lands_on_the_new_one(window, qtbot) -> None:
+    from engine.jobs.catalogue import PlanMeasurement, predict_plan
+
+    window.live.auto_measure = False
+    names = [n.name for n in window.session.graph.layers]
+    _int8(window, names[0])
+    old = window.session.plan
+    prediction = predict_plan(window.session.graph, old)
+    fresh = PlanMeasurement(old.to_dict(), Measurement(1.0, 0.9, 1.1, None, 10), Measurement(2.0, 1.9, 2.1, None, 40))
+    window.live._measured(old, prediction, fresh)
+    assert window.session.current.ms == 1.0 and window.session.baseline.ms == 2.0
+    assert window.results.text("speedup", "measured") == "2.00x faster (p10–p90 1.82–2.22x)"
+    _int8(window, names[1])  # a new plan: the old measurement no longer describes it
+    assert window.session.current is None
+    assert window.results.text("latency", "measured") == "not measured yet"
+    window.live._measured(old, prediction, fresh)  # a late result for the older plan
+    assert window.session.current is None and window.session.trials[-1].label.endswith("(older plan)")
+    window.undo_stack.undo()  # back to the measured plan: its result may land again
+    window.live._measured(old, prediction, fresh)
+    assert window.session.current.ms == 1.0
 
 
 def test_quick_edits_measure_only_the_last_plan(window, qtbot) -> None:

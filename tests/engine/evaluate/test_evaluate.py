@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from engine.errors import LayerLabError
+from engine.evaluate.contract import split_indices
 from engine.evaluate.evaluator import CALIBRATION_DEFAULT, ensure_reference, evaluate, evaluate_job, fidelity_scores, load_evaluator
 from engine.ir.graph import load_model
 from engine.progress import Progress
@@ -48,10 +49,11 @@ def test_script_evaluator_with_varying_shapes(tmp_path: Path) -> None:
     evaluator = load_evaluator(_script(tmp_path, _GOOD))
     assert evaluator.name == "my_eval" and evaluator.metric_name == "metric"
     result = evaluate(_doubler(), evaluator, keep_outputs=True)
-    assert result.metric == 1.0 and result.n == 6
-    assert [o[0].shape for o in result.outputs] == [(1, n) for n in range(1, 7)]
-    # No calibration(): the first samples' inputs.
-    assert len(evaluator.calibration()) == 6 and evaluator.calibration()[2]["x"].shape == (1, 3)
+    # No calibration(): one sample in four is split off to calibrate, and is not scored.
+    assert result.metric == 1.0 and result.n == 5
+    assert [o[0].shape for o in result.outputs] == [(1, n) for n in (1, 2, 3, 5, 6)]
+    assert len(evaluator.calibration()) == 1 and evaluator.calibration()[0]["x"].shape == (1, 4)
+    assert "1 samples split off" in evaluator.calibration_source
 
 
 def test_script_calibration_and_float64_inputs_are_cast(tmp_path: Path) -> None:
@@ -69,10 +71,17 @@ def test_npz_with_labels_is_top1_accuracy(digits_model: Path, digits_eval: Path)
     assert evaluator.metric_name == "top1_accuracy" and not evaluator.fidelity
     graph = load_model(digits_model)
     result = evaluate(graph.model, evaluator)
-    assert result.n == 540 and result.metric > 0.95
-    assert len(evaluator.calibration()) == CALIBRATION_DEFAULT
+    # CALIBRATION_DEFAULT evenly spaced samples calibrate int8 and are never scored.
+    held = split_indices(540)
+    assert len(held) == CALIBRATION_DEFAULT and held[0] > 0 and held[-1] > 500
+    assert result.n == 540 - CALIBRATION_DEFAULT and result.metric > 0.95
+    data = np.load(digits_eval)
+    calib = np.concatenate([c["input"] for c in evaluator.calibration()])
+    assert np.array_equal(calib, data["input:input"][held])
+    scored = np.concatenate([inputs["input"] for inputs, _ in evaluator.samples()])
+    assert not any((scored == c).all(axis=(1, 2, 3)).any() for c in calib)
     # Scoring by hand gives the same number.
-    labels = np.load(digits_eval)["labels"]
+    labels = np.delete(data["labels"], held)
     outputs = evaluate(graph.model, evaluator, keep_outputs=True).outputs
     assert result.metric == pytest.approx(np.mean([o[0].argmax() == y for o, y in zip(outputs, labels)]))
 
@@ -210,4 +219,4 @@ def test_cli_evaluate_prints_metric_json(digits_model: Path, digits_eval: Path, 
 
     assert main(["evaluate", str(digits_model), "--eval", str(digits_eval), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["n"] == 540 and out["metric"] > 0.95
+    assert out["n"] == 540 - CALIBRATION_DEFAULT and out["metric"] > 0.95

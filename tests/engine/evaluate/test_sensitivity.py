@@ -78,9 +78,11 @@ def test_a_cache_past_its_limit_falls_back_to_whole_model_runs(digits: ModelGrap
     feeds = [inputs for inputs, _ in evaluator.samples()]
     one = run(ActivationCache.build(base, cut_candidates(base, "/conv2/Conv"), feeds[:1], optimization="extended"))
     assert one is not None and one.nbytes > 0
-    fits = run(ActivationCache.build(base, cut_candidates(base, "/conv2/Conv"), feeds, optimization="extended", max_bytes=one.nbytes * 40))
-    assert fits is not None and len(fits) == 40 and fits.nbytes == one.nbytes * 40
-    assert run(ActivationCache.build(base, cut_candidates(base, "/conv2/Conv"), feeds, optimization="extended", max_bytes=one.nbytes * 39)) is None
+    n = len(feeds)  # 40 samples, a quarter of them split off to calibrate
+    assert n == 30
+    fits = run(ActivationCache.build(base, cut_candidates(base, "/conv2/Conv"), feeds, optimization="extended", max_bytes=one.nbytes * n))
+    assert fits is not None and len(fits) == n and fits.nbytes == one.nbytes * n
+    assert run(ActivationCache.build(base, cut_candidates(base, "/conv2/Conv"), feeds, optimization="extended", max_bytes=one.nbytes * (n - 1))) is None
     settings = SweepSettings(routines=("int8",), layers=LAYERS)
     with caplog.at_level("WARNING", logger="engine.evaluate.sensitivity"):
         limited = sweep(digits, evaluator, replace(settings, cache_limit=1))

@@ -71,10 +71,19 @@ def test_jobs_take_picklable_arguments_and_run(digits_model, digits_eval, tmp_pa
     profile = run(profile_model_job(str(digits_model), SHAPES, options))
     assert {lp.name for lp in profile.layers} >= {n.name for n in load_graph(digits_model, SHAPES).layers}
     plan = Plan.from_dict({"default": {"precision": "int8"}}).to_dict()
-    measured = run(measure_plan_job(str(digits_model), SHAPES, plan, evaluator=str(digits_eval), repeats=3))
+    outcome = run(measure_plan_job(str(digits_model), SHAPES, plan, evaluator=str(digits_eval), repeats=3))
+    measured, base = outcome.measured, outcome.baseline
+    assert outcome.plan == plan  # tagged with the plan it was computed for
     assert measured.ms > 0 and 0.5 < measured.metric <= 1.0 and measured.bytes > 0
+    # fp32 was timed in turns with the variant in the same job and scored on the same samples
+    assert base.ms > 0 and base.ms_p10 <= base.ms <= base.ms_p90 and base.bytes == load_graph(digits_model, SHAPES).model.ByteSize()
+    assert base.metric > 0.95 and "split off" in outcome.calibration and not outcome.notes
+    unscored = run(measure_plan_job(str(digits_model), SHAPES, plan, repeats=3))
+    assert unscored.measured.metric is None and unscored.baseline.metric is None
+    assert "random inputs" in unscored.calibration and any("random inputs" in n for n in unscored.notes)
     fp32 = run(measure_plan_job(str(digits_model), SHAPES, Plan().to_dict(), repeats=3))
-    assert fp32.metric is None and fp32.bytes != measured.bytes  # int8 weights are smaller
+    assert fp32.measured.metric is None and fp32.measured.bytes != measured.bytes  # int8 weights are smaller
+    assert not fp32.notes  # no int8: random calibration is not worth a warning
 
 
 def test_auto_layers_are_chosen_by_dprs_within_the_budget(graph) -> None:
