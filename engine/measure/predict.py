@@ -13,11 +13,43 @@ from engine.ir.graph import ModelGraph
 
 from engine.measure.tables import AdaptCost, LayerProfile, Profile
 
-__all__ = ["context_scale", "predict_ms", "reached_layers"]
+__all__ = ["CONVERTS", "context_scale", "convert_sites", "predict_ms", "reached_layers"]
 
 logger = logging.getLogger(__name__)
 
 _ISLAND_LIMIT = 32  # tensors explored per border: islands are local, and this bounds the cost
+
+#: The adapt a layer in a routine needs on each activation input and each output: (on inputs, on outputs).
+CONVERTS = {"int8": ("quantize", "dequantize"), "fp16": ("cast", "cast")}
+
+
+def convert_sites(graph: ModelGraph, chosen: Mapping[str, str], routine: str) -> tuple[list[str], list[str]]:
+    """The tensors that get a converting adapt when the layers ``chosen`` names run ``routine``: each
+    such layer's activation inputs and outputs, except between two layers of that routine connected
+    directly (no op between, the output read by that one layer), where ORT keeps the tensor converted
+    (QLinearConv -> QLinearConv: no Dequantize/Quantize pair). ``engine.optimize.routes`` prices the
+    same sites pairwise, so DPRS and ``predict_ms`` agree on every route."""
+    layers = {n.name for n in graph.layers}
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.nodes:
+        for t in dict.fromkeys(n.inputs):
+            consumers.setdefault(t, []).append(n)
+    same = lambda node: node.name in layers and chosen.get(node.name) == routine
+    inputs: list[str] = []
+    outputs: list[str] = []
+    for node in graph.layers:
+        if chosen.get(node.name) != routine:
+            continue
+        for t in _activations(graph, node):
+            src = producers.get(t)
+            if src is None or src.name == node.name or not same(src):
+                inputs.append(t)
+        for t in node.outputs:
+            users = consumers.get(t, [])
+            if not (len(users) == 1 and users[0].name != node.name and same(users[0])):
+                outputs.append(t)
+    return inputs, outputs
 
 
 def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32") -> float:
@@ -32,6 +64,8 @@ def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str],
     islands of int8 Convs ORT may add NHWC Transposes, and at the borders of fp32 Conv islands NCHWc
     Reorders (priced as an fp32 Transpose); whether it does depends on the model, so each border
     cost is weighted by how many such adapts the all-int8 / all-fp32 runs showed per border there.
+    Where two int8 layers are connected directly, their tensor stays int8 (``convert_sites``); fp16
+    layers pay a Cast on the same terms.
     """
     chosen = {n: r for n, r in routines.items() if r != "fp32"}
     if ops == "int8" and any(lp.int8_ops is not None for lp in profile.layers):
@@ -45,10 +79,10 @@ def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str],
     for n in graph.nodes:
         for t in n.inputs:
             consumers.setdefault(t, []).append(n)
-    for node in graph.layers:
-        if chosen.get(node.name) == "int8":
-            total += sum(profile.adapt_ms(t, "quantize") or 0.0 for t in _activations(graph, node))
-            total += sum(profile.adapt_ms(t, "dequantize") or 0.0 for t in node.outputs)
+    for routine, (kind_in, kind_out) in CONVERTS.items():
+        ins, outs = convert_sites(graph, chosen, routine)
+        total += sum(profile.adapt_ms(t, kind_in) or 0.0 for t in ins)
+        total += sum(profile.adapt_ms(t, kind_out) or 0.0 for t in outs)
     for routine, kind, seen in (("int8", "transpose", "transpose"), ("fp32", "layout", "reorder")):
         observed = sum(1 for a in profile.adapts if a.routine == routine and a.kind == seen)
         expected = len(_borders(graph, {n.name: routine for n in graph.layers}, routine, producers, consumers))
@@ -128,13 +162,10 @@ def context_scale(graph: ModelGraph, layers: Sequence[LayerProfile], adapts: Seq
     1.56 ms of Q/DQ seen in the all-int8 run vs 0.77 ms from micro-models): caches are cold and the
     DQ output feeds an fp32 op. Per kind, the all-int8 run's total over the micro total at the same
     sites (every int8 layer's activation inputs and outputs) scales every micro price."""
-    int8 = {lp.name for lp in layers if "int8" in lp.routines}
+    int8 = {lp.name: "int8" for lp in layers if "int8" in lp.routines}
     micro = {(a.tensor, a.kind): a.ms for a in adapts if a.routine is None}
-    sites: dict[str, set[str]] = {"quantize": set(), "dequantize": set()}
-    for node in graph.layers:
-        if node.name in int8:
-            sites["quantize"] |= set(_activations(graph, node))
-            sites["dequantize"] |= set(node.outputs)
+    ins, outs = convert_sites(graph, int8, "int8")  # the sites the all-int8 run has Q/DQ at
+    sites: dict[str, set[str]] = {"quantize": set(ins), "dequantize": set(outs)}
     scale: dict[str, float] = {}
     for kind, tensors in sites.items():
         expected = sum(micro.get((t, kind), 0.0) for t in tensors)

@@ -10,8 +10,7 @@ route's predicted latency agrees with it:
 - int8: a Quantize on each activation input and a Dequantize on each output, priced by the profile's
   micro-measurements; where an int8 layer feeds another int8 layer directly the pair costs ~0 (ORT
   fuses it), so those two are paid only when the neighbour is not int8;
-- fp16: a Cast on each activation input and output, on the same terms (predict_ms has no fp16 casts,
-  so fp16 routes are predicted a little slower than it says; fp16 rarely wins on CPU anyway);
+- fp16: a Cast on each activation input and output, on the same terms (as predict_ms prices them);
 - island borders: where an island of int8 Convs (or fp32 Convs) meets anything else, ORT may add a
   Transpose (or an NCHWc reorder), weighted as ``predict_ms`` weights them. A border is a pairwise
   term between the Conv and the layer reached through ops; when several layers are reached the cost
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from engine.optimize import dprs
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph
+from engine.measure.predict import CONVERTS
 
 if TYPE_CHECKING:
     from engine.measure.profiler import Profile
@@ -40,7 +40,7 @@ __all__ = ["BYTES_PER_PARAM", "build_problem"]
 logger = logging.getLogger(__name__)
 
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1, "int8_dynamic": 1}
-_CONVERTS = {"int8": ("quantize", "dequantize"), "fp16": ("cast", "cast")}  # (on inputs, on outputs)
+_CONVERTS = CONVERTS  # the same adapts at the same sites as predict_ms (engine.measure.predict.convert_sites)
 
 
 def build_problem(
@@ -113,7 +113,8 @@ def _activations(graph: ModelGraph, node: Any) -> list[str]:
 
 
 def _add_converts(graph: ModelGraph, profile: Profile, times: dict[str, dict[str, float]], pairs: dict) -> None:
-    """Quantize/Dequantize (int8) and Casts (fp16) at a layer's borders, skipped between same-routine layers."""
+    """Quantize/Dequantize (int8) and Casts (fp16) at a layer's borders, skipped between same-routine layers
+    connected directly: pairwise, the sites of ``engine.measure.predict.convert_sites``."""
     producers = {o: n for n in graph.nodes for o in n.outputs}
     consumers: dict[str, list[Any]] = {}
     for n in graph.nodes:

@@ -271,3 +271,37 @@ def test_the_fp32_comparison_is_interleaved(
     result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(routines=("fp32", "int8"))))
     assert seen and seen[0]  # the candidates were compared with fp32 in one run
     assert "no faster than fp32" in result.note and result.model is digits.model
+
+
+def test_dprs_and_predict_ms_agree_where_int8_layers_connect_directly() -> None:
+    """conv_0 -> conv_1 with no op between (and conv_2 -> conv_3): when both run int8 ORT keeps the tensor
+    in int8 (no Dequantize/Quantize pair); DPRS's pairwise prices and predict_ms both leave the pair out."""
+    from itertools import product
+
+    from engine.ir.graph import build_graph
+    from engine.measure.predict import convert_sites
+    from tests.builders import _Builder, make_model
+
+    b = _Builder(3)
+    x = "x"
+    for i in range(4):
+        x = b.conv(x, 8, 8, name=f"conv_{i}", relu=i % 2 == 1)  # conv_0->conv_1 direct, relu, conv_2->conv_3 direct
+    graph = build_graph(make_model(b, [1, 8, 12, 12], x, [1, 8, 12, 12]))
+    prof = profile(graph, replace(FAST, routines=("fp32", "int8")))
+    problem = build_problem(graph, prof, None, routines=("fp32", "int8"))
+    names = [n.name for n in graph.layers]
+    direct = "conv_0_out"  # conv_0's output, read by conv_1 alone
+    assert (prof.adapt_ms(direct, "quantize") or 0) > 0 and (prof.adapt_ms(direct, "dequantize") or 0) > 0
+    for choice in product(("fp32", "int8"), repeat=len(names)):
+        lr = dict(zip(names, choice))
+        ours = dprs.route_cost(problem, _all(graph, problem, lr))[0]
+        assert ours == pytest.approx(predict_ms(prof, graph, lr), rel=1e-9), lr
+    both = {n: "int8" for n in names}
+    ins, outs = convert_sites(graph, both, "int8")
+    assert direct not in ins and direct not in outs and "x" in ins
+    # the pair is charged as soon as one side leaves int8
+    apart = {**both, "conv_1": "fp32"}
+    ins, outs = convert_sites(graph, apart, "int8")
+    assert direct in outs and direct not in ins
+    saved = (prof.adapt_ms(direct, "quantize") or 0) + (prof.adapt_ms(direct, "dequantize") or 0)
+    assert saved > 0
