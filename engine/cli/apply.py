@@ -31,19 +31,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def load_calibration(path: str | Path, input_names: list[str]) -> list[dict]:
     """Samples from an .npz holding ``input:<name>`` arrays whose first axis is the sample axis."""
+    import zipfile
+
     import numpy as np
 
     from engine.errors import SettingsError
+    from engine.ir.validate import one_line
 
     path = Path(path)
     try:
-        data = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"{path}: cannot read calibration data ({exc})") from None
-    missing = [n for n in input_names if f"input:{n}" not in data.files]
-    if missing:
-        raise SettingsError(f"{path}: no array 'input:{missing[0]}' (has {', '.join(data.files)})")
-    arrays = {n: data[f"input:{n}"] for n in input_names}
+        data = np.load(path, allow_pickle=False)  # never unpickle: a calibration file is data
+        if not hasattr(data, "files"):
+            raise SettingsError(f"{path}: not an .npz archive of named arrays")
+        missing = [n for n in input_names if f"input:{n}" not in data.files]
+        if missing:
+            raise SettingsError(f"{path}: no array 'input:{missing[0]}' (has {', '.join(data.files)[:200]})")
+        arrays = {n: data[f"input:{n}"] for n in input_names}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise SettingsError(f"{path}: cannot read calibration data ({one_line(exc)})") from None
+    for n, a in arrays.items():
+        if a.dtype.kind not in "biuf" or a.ndim == 0 or len(a) == 0:
+            raise SettingsError(f"{path}: 'input:{n}' must be a non-empty numeric array, got {a.dtype} {a.shape}")
     count = min(len(a) for a in arrays.values())
     # one sample per ORT run, keeping the batch axis; a few dozen are plenty for min/max calibration
     return [{n: a[i : i + 1] for n, a in arrays.items()} for i in range(min(count, 64))]
@@ -66,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     eval_path = None if samples else evaluator_path(args, required=False)
     evaluator = load_evaluator(eval_path) if eval_path else None
     result = build_variant(graph, plan, calibration_for(graph, evaluator, samples, str(args.calib or "")))
+    after = build_graph(result.model, shapes, path=Path(args.output))  # validated before anything is written
     onnx.save(result.model, args.output)
-    after = build_graph(result.model, shapes)
     print(f"{path} -> {args.output}" + ("" if result.modified else "  (unchanged: the plan is all fp32)"))
     for label, before_value, after_value, unit in (
         ("MACs", _macs_text(graph), _macs_text(after), ""),

@@ -24,6 +24,7 @@ from onnx import helper
 from engine.errors import ModelError, SettingsError
 from engine.ir.ops import Shape, count_macs, op_facts
 from engine.ir.shapes import TensorInfo, apply_input_shapes, infer_shapes
+from engine.ir.validate import check_dims, check_external_data, check_runnable, check_structure, one_line
 
 __all__ = [
     "TensorInfo",
@@ -132,9 +133,7 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         shape = tuple(int(d) for d in dims.lower().split("x"))
     except ValueError:
         raise SettingsError(f"input shape {text!r}: dimensions must be whole numbers separated by 'x'") from None
-    if any(d <= 0 for d in shape):
-        raise SettingsError(f"input shape {text!r}: dimensions must be positive")
-    return name, shape
+    return name, check_dims(shape, f"input shape {text!r}")
 
 
 def load_model(
@@ -152,15 +151,19 @@ def load_model(
         raise ModelError(f"{path}: file is empty")
     try:
         model = onnx.load_model_from_string(data)
-    except (DecodeError, RuntimeWarning, ValueError) as exc:
+    except (DecodeError, RuntimeWarning, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ModelError(f"{path}: not an ONNX model or truncated ({_first_line(exc)})") from None
     if not model.HasField("graph") or model.ir_version == 0:
         raise ModelError(f"{path}: not an ONNX model (no graph or IR version)")
+    check_external_data(model, path.parent, str(path))
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (FileNotFoundError, OSError, onnx.checker.ValidationError) as exc:
+    except (OSError, ValueError, onnx.checker.ValidationError) as exc:
         raise ModelError(f"{path}: external data missing or unreadable ({_first_line(exc)})") from None
-    return build_graph(model, input_shapes, path=path, sha256=hashlib.sha256(data).hexdigest())
+    sha256 = hashlib.sha256(data).hexdigest()
+    graph = build_graph(model, input_shapes, path=path, sha256=sha256)
+    check_runnable(model, str(path), sha256=sha256, input_shapes=graph.input_shapes, macs=graph.total_macs)
+    return graph
 
 
 def build_graph(
@@ -175,6 +178,7 @@ def build_graph(
     model = _copy(model)
     if len(model.graph.node) == 0:
         raise ModelError(f"{label}: the graph has no nodes")
+    check_structure(model, label)
     _name_nodes(model.graph)
     order = topological_order(model.graph, label)
     sorted_nodes = [model.graph.node[i] for i in order]
@@ -182,11 +186,11 @@ def build_graph(
     model.graph.node.extend(sorted_nodes)
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+    except (onnx.checker.ValidationError, UnicodeDecodeError) as exc:  # names that are not UTF-8: a corrupt file
         raise ModelError(f"{label}: invalid ONNX model ({_first_line(exc)})") from None
 
     _constants_to_initializers(model.graph)
-    shapes = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+    shapes = {k: check_dims(tuple(v), f"{label}: input {k!r}") for k, v in (input_shapes or {}).items()}
     # The model keeps shapes inferred from its own (possibly symbolic) inputs, so transforms see
     # channel and spatial sizes while exports keep a dynamic batch; the given input shapes only
     # make the described tensors concrete.
@@ -278,8 +282,7 @@ def topological_order(graph: onnx.GraphProto, label: str = "<model>") -> list[in
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    return one_line(exc)
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

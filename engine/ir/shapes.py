@@ -78,7 +78,7 @@ def infer_shapes(model: onnx.ModelProto, label: str) -> tuple[onnx.ModelProto, d
     try:
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-        symbolic = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+        symbolic = _symbolic(SymbolicShapeInference, model)
     except Exception as exc:
         logger.info("%s: symbolic shape inference failed (%s)", label, _first_line(exc))
         symbolic = None
@@ -89,6 +89,20 @@ def infer_shapes(model: onnx.ModelProto, label: str) -> tuple[onnx.ModelProto, d
                 tensors[name] = TensorInfo(name, info.dtype or (old.dtype if old else None), info.shape)
         _write_value_infos(inferred, tensors)
     return inferred, tensors
+
+
+def _symbolic(cls: type, model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``SymbolicShapeInference.infer_shapes`` without its side effect: when inference is incomplete it
+    saves ``sym_shape_infer_temp.onnx`` into the working folder; here incomplete just means None."""
+    if not any(i.domain in ("", "ai.onnx") and i.version >= 7 for i in model.opset_import):
+        return None  # ORT's inference supports opset 7 and above
+    inference = cls(2**31 - 1, True, False, 0)  # int_max, auto_merge, guess_output_rank, verbose
+    inference._preprocess(model)
+    complete = False
+    while inference.run_:
+        complete = inference._infer_impl()
+    inference._update_output_from_vi()
+    return inference.out_mp_ if complete else None
 
 
 def _known_dims(shape: Shape | None) -> int:
