@@ -308,7 +308,7 @@ class QtMainWindow(QMainWindow):
         """One line in the status bar and a (non-blocking) message box; the window carries on."""
         self.last_error = message
         self.set_status(message)
-        logger.warning("%s", message)
+        logger.info("%s", message)  # shown in the window (and by `gui --screenshot`): not a second time in the log
         box = QMessageBox(QMessageBox.Icon.Warning, "LayerLab", message, QMessageBox.StandardButton.Ok, self)
         if detail:
             box.setDetailedText(detail)

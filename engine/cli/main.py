@@ -15,7 +15,7 @@ from importlib import metadata
 from types import ModuleType
 from typing import Sequence
 
-from engine.errors import LayerLabError
+from engine.errors import LayerLabError, one_line
 
 __all__ = ["main", "build_parser", "command_modules"]
 
@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    _quiet_libraries(args.verbose)
     if args.command is None:  # plain `layerlab` opens the window
         args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "gui"])
     try:
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LayerLabError as exc:
         if os.environ.get("LAYERLAB_DEBUG"):
             raise
-        print(f"layerlab {args.command}: error: {exc}", file=sys.stderr)
+        print(f"layerlab {args.command}: error: {one_line(exc, 1000)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
@@ -71,6 +72,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"layerlab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    """An error is one line: ONNX Runtime's own log and numpy's RuntimeWarnings (overflow in a user's
+    data, NaN in a hostile model) would print before it. ``-v`` shows them again, as log records."""
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.INFO if verbose else logging.ERROR)
+    try:
+        import onnxruntime as ort
+    except ImportError:  # the window-less commands that need it say so themselves
+        return
+    ort.set_default_logger_severity(2 if verbose else 4)  # 4: fatal only; errors reach us as exceptions
 
 
 if __name__ == "__main__":

@@ -238,6 +238,9 @@ def _read(path: Path) -> dict[str, Any]:
         raise MalformedSessionError(
             f"{path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})", path, exc.lineno
         ) from None
+    except RecursionError:
+        raise MalformedSessionError(f"{path}: JSON nested too deeply to be a LayerLab session", path) from None
+    _check_values(data, path)
     if not isinstance(data, dict) or "layerlab_session" not in data:
         raise MalformedSessionError(f"{path}: not a LayerLab session (no 'layerlab_session' version)", path)
     version = data["layerlab_session"]
@@ -252,6 +255,37 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(model, dict) or not isinstance(model.get("path"), str):
         raise MalformedSessionError(f"{path}: 'model' must be an object with a 'path'", path)
     return data
+
+
+_MAX_DEPTH = 64  # a session is a few levels deep; more is a hostile or broken file
+
+
+def _check_values(data: Any, path: Path) -> None:
+    """Every string valid Unicode (no lone surrogates from a \\ud800 escape) and nesting shallow,
+    so that later readers (typed fields, report writers) never meet either."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > _MAX_DEPTH:
+            raise MalformedSessionError(f"{path}: nested deeper than {_MAX_DEPTH} levels at {(where or 'the top')[:60]}", path)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                _check_text(k, f"{where}.{k}" if where else str(k), path)
+                stack.append((v, f"{where}.{k}" if where else str(k), depth + 1))
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, where, path)
+
+
+def _check_text(text: str, where: str, path: Path) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        field = where.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")[:80]
+        raise MalformedSessionError(
+            f"{path}: {field or 'a key'!s}: lone surrogate {text[exc.start]!a} at character {exc.start} (not valid Unicode)", path
+        ) from None
 
 
 def _measurement(data: Any, label: str, name: str) -> Measurement | None:
@@ -276,6 +310,7 @@ def load_session(
     The evaluator is trusted only with ``trust_evaluator=True`` or when it is in the trust list.
     """
     from engine.ir.graph import load_model
+    from engine.ir.validate import check_dims, one_line
 
     path = Path(path)
     label = str(path)
@@ -296,10 +331,12 @@ def load_session(
         )
     shapes_raw = data.get("input_shapes") or {}
     try:
-        shapes = {str(k): tuple(int(d) for d in v) for k, v in shapes_raw.items()}
+        shapes = {str(k): check_dims(v, f"{label}: input_shapes {str(k)!r}") for k, v in shapes_raw.items()}
         trials = [Trial.from_json(t) for t in data.get("trials") or []]
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise MalformedSessionError(f"{label}: 'input_shapes' or 'trials' malformed ({exc})", path) from None
+    except LayerLabError as exc:
+        raise MalformedSessionError(str(exc), path) from None
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise MalformedSessionError(f"{label}: 'input_shapes' or 'trials' malformed ({one_line(exc)})", path) from None
 
     session = Session()
     session.model_path = model
@@ -316,6 +353,12 @@ def load_session(
         if name == "route" and isinstance(raw, dict):
             raw = {k: v for k, v in raw.items() if k != "measured"}  # a copy of "current", for readers
         setattr(session, name, _from_data(name, raw, label))
+    plan_layers = getattr(session.plan, "layers", None)
+    if isinstance(plan_layers, dict):
+        names = {n.name for n in session.graph.nodes}
+        unknown = next((name for name in plan_layers if name not in names), None)
+        if unknown is not None:
+            raise MalformedSessionError(f"{label}: the plan names layer {one_line(repr(unknown), 80)}, which the model does not have", path)
     session.baseline = _measurement(data.get("baseline"), label, "baseline")
     session.current = _measurement(data.get("current"), label, "current")
     session.trials = trials

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from engine.errors import ModelError, SettingsError
+from engine.errors import ModelError, SettingsError, one_line
 
 __all__ = [
     "MAX_DIM",
@@ -43,16 +43,6 @@ _DRY_RUN_WEIGHT_BYTES = 64 << 20
 _DRY_RUN_MACS = 2 * 10**9
 _DRY_RUN_INPUT_BYTES = 64 << 20
 _checked: dict[tuple[str, tuple], None] = {}  # (sha256, shapes) already proven runnable in this process
-
-
-def one_line(exc: BaseException | str, limit: int = 300) -> str:
-    """The first line of an error text, with control characters shown escaped, at most ``limit`` chars."""
-    text = (exc if isinstance(exc, str) else str(exc)).strip() or (
-        type(exc).__name__ if not isinstance(exc, str) else ""
-    )
-    first = text.splitlines()[0] if text else ""
-    first = "".join(c if c.isprintable() else repr(c)[1:-1] for c in first)
-    return first if len(first) <= limit else first[: limit - 1] + "…"
 
 
 def _name(text: str) -> str:
