@@ -20,6 +20,8 @@ from PySide6.QtCore import QObject, Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QDockWidget
 
+from engine.jobs import catalogue
+
 __all__ = ["QtNetron", "serve", "stop", "web_engine_available", "HOST"]
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class QtNetron(QObject):
         kwargs = {"path": str(session.model_path), "input_shapes": dict(session.input_shapes), "plan": plan.to_dict(),
                   "routines": routines, "out_path": str(out),
                   "evaluator": str(session.evaluator_path) if session.evaluator_path and session.evaluator_trusted else None}
-        return window.run_job("engine.jobs.catalogue:export_plan_job", kwargs, "Building the variant for Netron",
+        return window.run_job(catalogue.EXPORT_PLAN, kwargs, "Building the variant for Netron",
                               lambda saved: self.show(Path(saved), f"{Path(session.model_path).name} (variant)"),
                               kind="netron")
 

@@ -90,7 +90,7 @@ class QtCharts(QWidget):
         self.refresh()
 
     def close_view(self) -> None:
-        self.session.events.disconnect_all(self._callback)
+        self.session.events.disconnect(self._callback)
 
     def refresh(self) -> None:
         self._draw_latency()

@@ -6,7 +6,7 @@ session through its setters (the views stay subscribed to that one object).
 
 Nothing slow runs on the GUI thread: reports (HTML, PDF), the CSV, the plan and session files are written,
 and session files read, on a background thread (``_Background``); the optimized model is built by an
-engine job in the worker process (``engine.jobs.catalogue:export_plan_job``). The finished work comes
+engine job in the worker process (``engine.jobs.catalogue.EXPORT_PLAN``). The finished work comes
 back to the GUI thread through a queued Qt signal.
 """
 
@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
+from engine.jobs import catalogue
 from engine.errors import LayerLabError
 from engine.model.session import Session
 from engine.io.session_file import ModelMovedError, load_session, save_session
@@ -317,7 +318,7 @@ class QtFileActions(QObject):
             return
         routines = dict(getattr(session.route, "routines", {}) or {})
         worker = self.window.run_job(
-            "engine.jobs.catalogue:export_plan_job",
+            catalogue.EXPORT_PLAN,
             {"path": str(session.model_path), "input_shapes": dict(session.input_shapes),
              "plan": session.plan.to_dict(), "routines": routines, "out_path": str(path),
              # int8 calibrates as Measure and Tune did: the bytes that were measured

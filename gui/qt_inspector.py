@@ -18,6 +18,7 @@ from PySide6.QtGui import QUndoStack
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSlider,
                                QVBoxLayout, QWidget)
 
+from engine.jobs import catalogue
 from engine.model.plan import PRUNE_MODES, Plan, PruneSettings
 from gui.colour_modes import layers_by_name, sensitivity_drop
 from gui.graph_items import shape_label
@@ -139,7 +140,7 @@ class QtInspector(QWidget):
         facts = facts_for(graph)
         if facts is not None and facts.complete:
             return
-        self._run_job("engine.jobs.layer_facts:layer_facts_job",
+        self._run_job(catalogue.LAYER_FACTS,
                       {"path": str(path), "input_shapes": dict(self.session.input_shapes)},
                       "Layer options", self._facts_arrived, kind="layer_facts")
 

@@ -3,18 +3,24 @@
 After a model opens, profiling starts (and the sensitivity sweep when an evaluator is set). Every
 plan change recomputes the prediction from the cached tables at once (``engine.jobs.catalogue.predict_plan``,
 shown as the session's route); every plan *edit* (an undo-stack step) also schedules a Measure about
-a second later, replacing any earlier Measure. Jobs run in worker processes with picklable arguments
-(model path, input shapes, options); results land in the session.
+a second later, replacing any earlier Measure. Jobs run in the window's worker process, named in
+``engine.jobs.catalogue`` with picklable arguments (model path, input shapes, options); results land
+in the session, a compound result (a tune, a measured trial) in one ``session.batch()``.
+
+The engine knows nothing of the window: the window hands it a job runner, an undo-command pusher and
+a status line, and calls ``plan_edited()`` when its undo stack moves.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QObject, QTimer
+from PySide6.QtGui import QUndoCommand
 
+from engine.jobs import catalogue
 from engine.jobs.catalogue import baseline_measurement, predict_plan
 from engine.model.plan import Plan
 from engine.model.session import Measurement, Trial
@@ -28,13 +34,27 @@ logger = logging.getLogger(__name__)
 MEASURE_DELAY_MS = 1000
 
 
-class QtLiveEngine(QObject):
-    """Runs engine jobs for ``window.session`` through ``window.run_job``; tests may change the options."""
+class RunJob(Protocol):
+    """The window's job runner (``QtMainWindow.run_job``): a catalogue name, its arguments, what to do with the result."""
 
-    def __init__(self, window: Any) -> None:
-        super().__init__(window)
-        self.window = window
-        self.session = window.session
+    def __call__(self, name: str, kwargs: dict[str, Any], label: str, on_result: Callable[[Any], None],
+                 kind: str | None = None, on_partial: Callable[[Any], None] | None = None) -> Any: ...
+
+
+class QtLiveEngine(QObject):
+    """Runs engine jobs for ``session`` through ``run_job``; tests may change the options.
+
+    ``push_undo`` makes a plan change undoable (the window's ``QUndoStack.push``); ``set_status``
+    shows one line to the user.
+    """
+
+    def __init__(self, session: Any, run_job: RunJob, push_undo: Callable[[QUndoCommand], None],
+                 set_status: Callable[[str], None], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self._run_job = run_job
+        self._push_undo = push_undo
+        self._set_status = set_status
         self.profile_options: Any = None  # engine.measure.profiler.ProfileOptions; None = its defaults
         self.sweep_settings: Any = None  # engine.evaluate.sensitivity.SweepSettings; None = its defaults
         self.measure_repeats = 20
@@ -54,20 +74,17 @@ class QtLiveEngine(QObject):
         }
         for name, callback in self._callbacks.items():
             getattr(self.session.events, name).connect(callback)
-        self._undo = window.undo_stack
-        self._undo.indexChanged.connect(self._undo_changed)
 
     def close(self) -> None:
         self._measure_timer.stop()
-        self._undo.indexChanged.disconnect(self._undo_changed)
-        for name, callback in self._callbacks.items():
-            getattr(self.session.events, name).disconnect(callback)
+        for callback in self._callbacks.values():
+            self.session.events.disconnect(callback)
 
     # --- what a job needs ---------------------------------------------------------------------
 
     def _model_args(self) -> dict[str, Any] | None:
         if self.session.graph is None or self.session.model_path is None:
-            self.window.set_status("Open a model first.")
+            self._set_status("Open a model first.")
             return None
         return {"path": str(self.session.model_path), "input_shapes": dict(self.session.input_shapes)}
 
@@ -76,7 +93,7 @@ class QtLiveEngine(QObject):
         path = self.session.evaluator_path
         if path is None or not self.session.evaluator_trusted:
             if not quiet:
-                self.window.set_status("Sensitivity needs an evaluator (File ▸ Open evaluator…)" if path is None
+                self._set_status("Sensitivity needs an evaluator (File ▸ Open evaluator…)" if path is None
                                        else f"{path.name}: evaluator from a session file; open it yourself to run it")
             return None
         return str(path)
@@ -95,16 +112,35 @@ class QtLiveEngine(QObject):
         args = self._model_args()
         if args is None:
             return None
-        return self.window.run_job("engine.jobs.catalogue:profile_model_job", {**args, "options": self.profile_options},
-                                   "Profiling", self.session.set_profile, kind="profile")
+        return self._run_job(catalogue.PROFILE, {**args, "options": self.profile_options},
+                             "Profiling", self.session.set_profile, kind="profile", on_partial=self._partial_profile)
 
     def sensitivity(self) -> Any:
         args, evaluator = self._model_args(), self._evaluator()
         if args is None or evaluator is None:
             return None
-        return self.window.run_job("engine.jobs.catalogue:sensitivity_model_job",
-                                   {**args, "evaluator": evaluator, "settings": self.sweep_settings},
-                                   "Sensitivity", self.session.set_sensitivity, kind="sensitivity")
+        return self._run_job(catalogue.SENSITIVITY, {**args, "evaluator": evaluator, "settings": self.sweep_settings},
+                             "Sensitivity", self.session.set_sensitivity, kind="sensitivity",
+                             on_partial=self._partial_sensitivity)
+
+    def _partial_profile(self, profile: Any) -> None:
+        """A cancelled profile keeps the routines it timed, once the fp32 run (the baseline) is among them."""
+        if profile.end_to_end.median <= 0 or self.session.graph is None:
+            return
+        timed = sorted({r for lp in profile.layers for r in lp.routines})
+        self.session.set_profile(profile)
+        self._set_status(f"Profiling cancelled: kept fp32 and {', '.join(r for r in timed if r != 'fp32') or 'nothing else'}")
+
+    def _partial_sensitivity(self, sensitivity: Any) -> None:
+        """A cancelled sweep keeps the layers it finished; the status names how many are missing."""
+        graph = self.session.graph
+        if not sensitivity.layers or graph is None:
+            return
+        missing = [n.name for n in graph.layers if n.name not in sensitivity.layers]
+        self.session.set_sensitivity(sensitivity)
+        self._set_status(f"Sensitivity cancelled: kept {len(sensitivity.layers)} layers, "
+                         f"{len(missing)} missing" + (f" ({', '.join(missing[:3])}{'…' * (len(missing) > 3)})"
+                                                      if missing else ""))
 
     def tune(self) -> Any:
         """Tune within ``max_drop`` in the worker; the route lands as one undoable plan change plus its trials."""
@@ -114,8 +150,8 @@ class QtLiveEngine(QObject):
         plan = self.session.plan if self.session.plan is not None else Plan()
         kwargs = {**args, "evaluator": evaluator, "max_drop": self.max_drop, "plan_dict": plan.to_dict(),
                   "options": self.tune_options}
-        return self.window.run_job("engine.jobs.catalogue:tune_model_job", kwargs, f"Tuning (max drop {self.max_drop:g})",
-                                   lambda outcome: self._tuned(plan, outcome), kind="tune")
+        return self._run_job(catalogue.TUNE, kwargs, f"Tuning (max drop {self.max_drop:g})",
+                             lambda outcome: self._tuned(plan, outcome), kind="tune")
 
     def _tuned(self, before: Plan, outcome: Any) -> None:
         from dataclasses import replace
@@ -129,7 +165,9 @@ class QtLiveEngine(QObject):
         layers = {n.name: replace(before.settings_for(n.name), precision=outcome.routines.get(n.name, "fp32"))
                   for n in session.graph.layers}
         after = Plan(default=before.default, layers={**before.layers, **layers}, ops=outcome.ops)
-        self._undo.push(SetPlanCommand(session, session.plan, after, f"tune (max drop {self.max_drop:g})"))
+        # not in one batch: the plan's and tables' own handlers (prediction, baseline) must run before
+        # the tune's measured baseline and route replace what they set
+        self._push_undo(SetPlanCommand(session, session.plan, after, f"tune (max drop {self.max_drop:g})"))
         session.set_baseline(outcome.baseline)
         for trial in outcome.trials:
             session.add_trial(trial)
@@ -141,15 +179,11 @@ class QtLiveEngine(QObject):
             session.set_current(outcome.measured)
         drop = (outcome.baseline.metric or 0.0) - (outcome.measured.metric or 0.0)
         text = f"tuned: {outcome.measured.ms:.3f} ms (fp32 {outcome.baseline.ms:.3f} ms), drop {drop:.4g}"
-        self.window.set_status(text + (f" — {outcome.note}" if outcome.note else ""))
+        self._set_status(text + (f" — {outcome.note}" if outcome.note else ""))
 
-    def _undo_changed(self, _index: int) -> None:
-        try:
-            edited = self._undo.count() > 0  # clear() (a new model) is not an edit
-        except RuntimeError:  # the stack is being destroyed with the window
-            return
-        if edited:
-            self.schedule_measure()
+    def plan_edited(self) -> None:
+        """The user changed the plan (an undo-stack step): measure it soon."""
+        self.schedule_measure()
 
     def schedule_measure(self) -> None:
         """Measure the current plan about a second from now (a newer edit restarts the wait)."""
@@ -166,8 +200,8 @@ class QtLiveEngine(QObject):
         prediction = self.prediction or predict_plan(self.session.graph, plan)
         kwargs = {**args, "plan": plan.to_dict(), "routines": dict(prediction.routines),
                   "evaluator": self._evaluator(quiet=True), "repeats": self.measure_repeats}
-        return self.window.run_job("engine.jobs.catalogue:measure_plan_job", kwargs, "Measuring",
-                                   lambda m: self._measured(plan, prediction, m), kind="measure")
+        return self._run_job(catalogue.MEASURE, kwargs, "Measuring",
+                             lambda m: self._measured(plan, prediction, m), kind="measure")
 
     def _measured(self, plan: Plan, prediction: Any, outcome: Any) -> None:
         """A Measure (``engine.jobs.catalogue.PlanMeasurement``) lands as a trial; it becomes the Results'
@@ -190,7 +224,7 @@ class QtLiveEngine(QObject):
         self.session.set_current(outcome.measured)  # last, so views showing "current" see the trial too
         warning = next((n for n in outcome.notes if "random inputs" in n), "")
         if warning:
-            self.window.set_status(f"Measured. {warning}")
+            self._set_status(f"Measured. {warning}")
 
     def _plan_changed(self) -> None:
         """Every Results column refers to the current plan: a measurement of another plan is cleared."""
@@ -225,7 +259,7 @@ class QtLiveEngine(QObject):
             self.prediction = predict_plan(graph, plan, self.session.profile, self.session.sensitivity, self.max_drop)
         except Exception as exc:  # a half-made table must not break editing
             logger.exception("prediction failed")
-            self.window.set_status(f"prediction failed: {exc}")
+            self._set_status(f"prediction failed: {exc}")
             return None
         self.session.set_route(self.prediction.route())
         return self.prediction

@@ -1,7 +1,8 @@
 """The explorer window: the graph view in the middle, inspector and legend in docks, jobs in the status bar.
 
-Opening a model loads it in a worker process (``engine.ir.graph:load_model``), so a broken file or a
-native crash ends with a message, never with the window. Dock layout and recent files live in
+Every job runs in the window's one worker process (``gui.qt_worker``), named in
+``engine.jobs.catalogue``; opening a model loads it there too, so a broken file or a native crash
+ends with a message, never with the window, and later jobs on the model find it loaded. Dock layout and recent files live in
 QSettings (tests pass their own QSettings file).
 """
 
@@ -15,6 +16,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QAction, QKeySequence, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QScrollArea
 
+from engine.jobs import catalogue
 from engine.model.plan import Plan
 from gui.colour_modes import MODES
 from gui.netron_view import QtNetron
@@ -29,7 +31,8 @@ from gui.qt_charts import QtCharts
 from gui.qt_file_actions import EXPORTS, QtFileActions
 from gui.qt_live_engine import QtLiveEngine
 from gui.qt_status import QtStatus
-from gui.qt_worker import QtWorker
+from gui.qt_jobs import QtJobRunner
+from gui.qt_worker import QtJob, QtWorker
 from gui.watchdog import install_from_env
 
 __all__ = ["QtMainWindow", "ORGANIZATION", "APPLICATION"]
@@ -50,10 +53,7 @@ class QtMainWindow(QMainWindow):
         self.settings = settings if settings is not None else QSettings(ORGANIZATION, APPLICATION)
         self.undo_stack = QUndoStack(self)
         self.watchdog = install_from_env(self)  # LAYERLAB_STALL_LOG=FILE logs event-loop stalls
-        self.job: QtWorker | None = None
         self._shown = False
-        self._queue: list[tuple[QtWorker, str | None]] = []  # jobs waiting for the running one to end
-        self._kinds: dict[int, str | None] = {}
         self.last_error = ""
         self.setObjectName("LayerLabMainWindow")
         self.setAcceptDrops(True)
@@ -75,7 +75,8 @@ class QtMainWindow(QMainWindow):
         self.resizeDocks([self.legend_dock, self.inspector_dock], [130, 700], Qt.Orientation.Vertical)
         self.resizeDocks([self.inspector_dock], [380], Qt.Orientation.Horizontal)
 
-        self.live = QtLiveEngine(self)
+        self.live = QtLiveEngine(session, self.run_job, self.undo_stack.push, self.set_status, self)
+        self.undo_stack.indexChanged.connect(self._undo_moved)
         self.files = QtFileActions(self)
         self.netron = QtNetron(self)
         self.results = QtStatus(session, lambda: self.live.prediction)
@@ -90,6 +91,8 @@ class QtMainWindow(QMainWindow):
         self.job_status = QtJobStatus()
         self.statusBar().addWidget(self.status_text, 1)
         self.statusBar().addPermanentWidget(self.job_status)
+        self.jobs = QtJobRunner(QtWorker(self), self.job_status, self.results.set_pending, self.set_status,
+                                self.status_text.text, self.show_error, self)
         self._build_menus()
         self.inspector.attach_jobs(self.run_job)
 
@@ -200,14 +203,13 @@ class QtMainWindow(QMainWindow):
         recent = self.recent_files()
         return str(Path(recent[0]).parent) if recent else str(Path.home())
 
-    def open_model(self, path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> QtWorker:
+    def open_model(self, path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> QtJob:
         """Load ``path`` in a worker process; the session gets the graph when it is ready."""
         path = Path(path)
         shapes = dict(input_shapes or {})
         self.cancel_job(everything=True)  # jobs of the old model have nothing to say about the new one
-        job = self.run_job("engine.jobs.catalogue:open_model", {"path": str(path), "input_shapes": shapes},
-                           f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded))
-        return job
+        return self.run_job(catalogue.OPEN_MODEL, {"path": str(path), "input_shapes": shapes},
+                            f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded))
 
     def _model_loaded(self, path: Path, graph: Any, shapes: dict[str, tuple[int, ...]]) -> None:
         self.undo_stack.clear()  # edits of the previous model cannot be undone into this one
@@ -235,63 +237,31 @@ class QtMainWindow(QMainWindow):
 
     # --- jobs -----------------------------------------------------------------------------------
 
-    def run_job(self, target: str, kwargs: dict[str, Any], label: str,
-                on_result: Callable[[Any], None], kind: str | None = None) -> QtWorker:
-        """Run an engine job in a worker process; ``on_result`` gets its result.
+    def run_job(self, name: str, kwargs: dict[str, Any], label: str, on_result: Callable[[Any], None],
+                kind: str | None = None, on_partial: Callable[[Any], None] | None = None) -> QtJob:
+        """Queue catalogue job ``name`` in the window's worker (see ``QtJobRunner.run``)."""
+        return self.jobs.run(name, kwargs, label, on_result, kind, on_partial)
 
-        Jobs run one at a time (they time things: two at once on two cores would spoil both). Without
-        ``kind`` the job replaces whatever runs and waits; with a ``kind`` it queues, replacing an
-        earlier job of the same kind (running: cancelled; waiting: dropped).
-        """
-        if kind is None:
-            self.cancel_job(everything=True)
-        else:
-            self._queue = [(j, k) for j, k in self._queue if k != kind]
-            if self.job is not None and self._kinds.get(id(self.job)) == kind:
-                self.job.cancel()
-        job = QtWorker(target, kwargs, label, parent=self)
-        job.finished.connect(lambda result: self._job_finished(job, on_result, result))
-        job.errored.connect(lambda message, detail: self.show_error(f"{label} failed: {message}", detail))
-        job.cancelled.connect(lambda _: self.set_status(f"{label}: cancelled"))
-        job.finished.connect(lambda _: self.set_status(f"{label}: done") if self.status_text.text() == f"{label}…" else None)
-        job.ended.connect(lambda: self._job_ended(job))
-        self._kinds[id(job)] = kind
-        self._queue.append((job, kind))
-        self._start_next()
-        return job
-
-    def _start_next(self) -> None:
-        if (self.job is not None and self.job.running) or not self._queue:
-            return
-        job, _ = self._queue.pop(0)
-        self.job = job
-        self.job_status.attach(job)
-        job.start()
-        self.set_status(f"{job.label}…")
-
-    def _job_finished(self, job: QtWorker, on_result: Callable[[Any], None], result: Any) -> None:
-        try:
-            on_result(result)
-        except Exception as exc:  # a bad result must not take the window down
-            logger.exception("handling the result of %s failed", job.label)
-            self.show_error(f"{job.label}: {exc}", "")
-
-    def _job_ended(self, job: QtWorker) -> None:
-        self._kinds.pop(id(job), None)
-        if self.job is job:
-            self.job = None
-        self._start_next()
+    @property
+    def job(self) -> QtJob | None:
+        """The job that runs now, if any."""
+        return self.jobs.worker.current
 
     def cancel_job(self, everything: bool = False) -> None:
         """Cancel the running job; with ``everything`` the waiting ones are dropped too."""
-        if everything:
-            self._queue.clear()
-        if self.job is not None and self.job.running:
-            self.job.cancel()
+        self.jobs.cancel(everything)
 
     def busy(self) -> bool:
         """True while a job runs or waits."""
-        return (self.job is not None and self.job.running) or bool(self._queue) or self.files.busy()
+        return self.jobs.worker.busy() or self.files.busy()
+
+    def _undo_moved(self, _index: int) -> None:
+        try:
+            edited = self.undo_stack.count() > 0  # clear() (a new model) is not an edit
+        except RuntimeError:  # the stack is being destroyed with the window
+            return
+        if edited:
+            self.live.plan_edited()
 
     def _restore_trial(self, trial: Any) -> None:
         """Put a trial's plan back, as an undoable edit."""
@@ -371,17 +341,14 @@ class QtMainWindow(QMainWindow):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         self.save_layout()
-        self._queue.clear()
         self.live.close()
         self.netron.close()
         self.files.close()
         if self.watchdog is not None:
             self.watchdog.stop()
-        if self.job is not None and self.job.running:
-            self.job.cancel()
-            self.job.wait(timeout=2.0)  # do not leave a worker process behind
-        for name, callback in self._callbacks.items():
-            getattr(self.session.events, name).disconnect(callback)
+        self.jobs.close()  # do not leave a worker process behind
+        for callback in self._callbacks.values():
+            self.session.events.disconnect(callback)
         self.graph_view.close_view()
         self.inspector.close_view()
         self.results.close_view()

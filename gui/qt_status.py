@@ -1,7 +1,9 @@
 """The results panel: predicted and measured latency, speedup over the fp32 baseline, metric, drop, model size.
 
 Everything is read from the session (route = prediction, current = measured, baseline = fp32);
-what is not known yet says so ("not measured yet") instead of showing a zero.
+what is not known yet says so ("not measured yet") instead of showing a zero, and a cell that a
+waiting or running job is about to fill says so ("profiling…", "running…", "measuring…"; the
+window calls ``set_pending`` with the kinds of its jobs).
 """
 
 from __future__ import annotations
@@ -72,13 +74,20 @@ class QtStatus(QWidget):
         self.note.setStyleSheet("color: #666")
         grid.addWidget(self.note, len(_ROWS) + 1, 0, 1, 4)
         grid.setRowStretch(len(_ROWS) + 2, 1)
+        self._pending: set[str] = set()
         self._callback = lambda _: self.refresh()
         for name in ("model", "route", "baseline", "current", "plan", "evaluator"):
             getattr(session.events, name).connect(self._callback)
         self.refresh()
 
     def close_view(self) -> None:
-        self.session.events.disconnect_all(self._callback)
+        self.session.events.disconnect(self._callback)
+
+    def set_pending(self, kinds: set[str]) -> None:
+        """The kinds of job ("profile", "sensitivity", "measure", "tune") that wait or run now."""
+        if kinds != self._pending:
+            self._pending = set(kinds)
+            self.refresh()
 
     def text(self, key: str, which: str) -> str:
         """What a cell shows (for tests and the screenshot check)."""
@@ -103,7 +112,8 @@ class QtStatus(QWidget):
             ("speedup", "predicted"): speedup_text(getattr(self.prediction(), "fp32_ms", None) or base_ms, pred_ms),
             ("speedup", "measured"): speedup_text(base_ms, cur_ms, getattr(current, "ms_p10", None),
                                                   getattr(current, "ms_p90", None)),
-            ("metric", "baseline"): _metric(base_metric) or none or "needs an evaluator",
+            ("metric", "baseline"): _metric(base_metric) or none or ("needs an evaluator" if s.evaluator_path is None
+                                                                     else "not measured yet"),
             ("metric", "predicted"): _metric(pred_metric),
             ("metric", "measured"): _metric(cur_metric) or ("" if current is None else "no evaluator"),
             ("drop", "baseline"): "0" if _known(base_metric) else "",
@@ -115,6 +125,8 @@ class QtStatus(QWidget):
         }
         if current is None and s.graph is not None:
             values[("metric", "measured")] = values[("size", "measured")] = "not measured yet"
+        if s.graph is not None:
+            self._show_pending(values, _known(base_ms), _known(base_metric))
         for key, text in values.items():
             self.cells[key].setText(text)
         notes = [str(getattr(route, "detail", "") or "")]
@@ -132,6 +144,18 @@ def _has_int8(plan: Any, route: Any) -> bool:
     routines = getattr(route, "routines", None) or {}
     return "int8" in routines.values() or any(getattr(s, "precision", None) == "int8"
                                               for s in getattr(plan, "layers", {}).values())
+
+    def _show_pending(self, values: dict[tuple[str, str], str], have_ms: bool, have_metric: bool) -> None:
+        """Cells a pending job will fill say so; numbers already known stay until it replaces them."""
+        pending = self._pending
+        if "profile" in pending and not have_ms:
+            values[("latency", "baseline")] = values[("latency", "predicted")] = "profiling…"
+        if pending & {"sensitivity", "tune"} and not have_metric:
+            values[("metric", "baseline")] = "running…"
+        if pending & {"measure", "tune"}:  # the measured column belongs to the plan before the edit
+            for key in ("latency", "metric", "size"):
+                values[(key, "measured")] = "measuring…"
+            values[("speedup", "measured")] = values[("drop", "measured")] = ""
 
 
 def _metric(value: float | None) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the catalogue (here and in the worker processes, which inherit this) registers the test-only jobs
+os.environ["LAYERLAB_JOB_PLUGINS"] = "tests.engine.jobs.toy_jobs"
 
 
 @pytest.fixture(scope="session")

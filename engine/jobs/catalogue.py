@@ -1,38 +1,95 @@
 """Engine jobs for the explorer window, with picklable arguments, plus the instant prediction of a plan.
 
 A worker process cannot receive a ``ModelGraph`` cheaply or a closure at all, so each job here takes
-the model path and input shapes, loads the graph in the child and runs the ordinary engine job
-(``profile_job``, ``sensitivity_job``, apply + measure + evaluate). ``predict_plan`` is the quick
-side: from cached tables (profile, sensitivity) it predicts what a plan costs, in the GUI process,
-without ONNX Runtime. No Qt here.
+the model path and input shapes, loads the graph in the worker and runs the ordinary engine job
+(``profile_job``, ``sensitivity_job``, apply + measure + evaluate). The worker process persists
+(``engine.jobs.worker``), so ``load_graph`` and ``load_job_evaluator`` keep what they loaded for the
+next job on the same model. ``predict_plan`` is the quick side: from cached tables (profile,
+sensitivity) it predicts what a plan costs, in the GUI process, without ONNX Runtime. No Qt here.
+
+The catalogue at the end (``JOBS``) names every job the window may run (``PROFILE``, ``MEASURE``
+…); the worker runs nothing else. ``LAYERLAB_JOB_PLUGINS`` (tests only) names modules that
+``register`` more jobs, such as a job that crashes the worker on purpose.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from engine.errors import LayerLabError
 from engine.progress import Job, Progress
 from engine.model.session import Measurement, Trial
 
-__all__ = ["PlanMeasurement", "Prediction", "TuneOutcome", "load_graph", "open_model", "profile_model_job", "sensitivity_model_job",
+__all__ = ["JOBS", "OPEN_MODEL", "PROFILE", "SENSITIVITY", "MEASURE", "TUNE", "EXPORT_PLAN", "LAYER_FACTS", "register",
+           "resolve", "load_job_evaluator", "PlanMeasurement", "Prediction", "TuneOutcome", "load_graph", "open_model",
+           "profile_model_job", "sensitivity_model_job",
            "measure_plan_job", "tune_model_job", "tune_outcome", "export_plan_job", "plan_routines", "predict_plan",
            "baseline_measurement", "tune_available"]
 
 logger = logging.getLogger(__name__)
 
 _MEASURE_REPEATS = 20
+_KEEP = 2  # models (and their evaluators) a worker keeps loaded: the open one and the one before
+_graphs: "OrderedDict[tuple, Any]" = OrderedDict()
+_evaluators: "OrderedDict[tuple, Any]" = OrderedDict()
+
+
+def _file_key(path: str | Path) -> tuple:
+    """A file as of now: a rewritten file is a different key."""
+    resolved = Path(path).resolve()
+    try:
+        stat = resolved.stat()
+    except OSError:
+        return (str(resolved),)  # missing: the loader says so
+    return (str(resolved), stat.st_mtime_ns, stat.st_size)
+
+
+def _remember(cache: "OrderedDict[tuple, Any]", key: tuple, value: Any) -> Any:
+    cache[key] = value
+    while len(cache) > _KEEP:
+        cache.popitem(last=False)
+    return value
+
+
+def _graph_key(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None) -> tuple:
+    return (_file_key(path), tuple(sorted((k, tuple(v)) for k, v in dict(input_shapes or {}).items())))
 
 
 def load_graph(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
-    """``engine.ir.graph.load_model`` with the window's arguments."""
+    """``engine.ir.graph.load_model`` with the window's arguments, kept for the next job on the same file and shapes.
+
+    Jobs read the graph and never change it (passes build new models), so one loaded graph serves them all.
+    """
     from engine.ir.graph import load_model
 
-    return load_model(Path(path), dict(input_shapes or {}))
+    key = _graph_key(path, input_shapes)
+    if key in _graphs:
+        _graphs.move_to_end(key)
+        return _graphs[key]
+    return _remember(_graphs, key, load_model(Path(path), dict(input_shapes or {})))
+
+
+def load_job_evaluator(evaluator: str | Path, path: str | Path,
+                       input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
+    """``load_evaluator(evaluator)``, kept for the next job on the same evaluator file *and* model.
+
+    Per model, because a fidelity evaluator takes its labels from the first model it is run against
+    (``ensure_reference``).
+    """
+    from engine.evaluate.evaluator import load_evaluator
+
+    key = (_file_key(evaluator), _graph_key(path, input_shapes))
+    if key in _evaluators:
+        _evaluators.move_to_end(key)
+        return _evaluators[key]
+    return _remember(_evaluators, key, load_evaluator(evaluator))
 
 
 def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[Any, dict]:
@@ -65,12 +122,11 @@ def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ..
 def sensitivity_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
                           evaluator: str | Path, settings: Any = None) -> Job[Any]:
     """Load the model and the evaluator and run the per-layer sweep; returns the Sensitivity."""
-    from engine.evaluate.evaluator import load_evaluator
     from engine.evaluate.sensitivity import sensitivity_job
 
     yield Progress(0, 0, "loading the model and the evaluator")
     graph = load_graph(path, input_shapes)
-    return (yield from sensitivity_job(graph, load_evaluator(evaluator), settings))
+    return (yield from sensitivity_job(graph, load_job_evaluator(evaluator, path, input_shapes), settings))
 
 
 @dataclass(frozen=True)
@@ -94,7 +150,7 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
     as everywhere else (``engine.evaluate.calibration``).
     """
     from engine.evaluate.calibration import build_variant, calibration_for
-    from engine.evaluate.evaluator import ensure_reference, evaluate_job, load_evaluator
+    from engine.evaluate.evaluator import ensure_reference, evaluate_job
     from engine.measure.interleave import interleaved_latency
     from engine.measure.timing import physical_cores
     from engine.measure.variants import random_feeds
@@ -102,7 +158,7 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
 
     yield Progress(0, 3, "building the variant")
     graph = load_graph(path, input_shapes)
-    ev = load_evaluator(evaluator) if evaluator is not None else None
+    ev = load_job_evaluator(evaluator, path, input_shapes) if evaluator is not None else None
     calibration = calibration_for(graph, ev)
     resolved = _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})
     built = build_variant(graph, resolved, calibration)
@@ -180,7 +236,6 @@ def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
     """
     from dataclasses import replace
 
-    from engine.evaluate.evaluator import load_evaluator
     from engine.model.plan import Plan
     from engine.optimize.tune import TuneOptions, tune_job
 
@@ -188,7 +243,7 @@ def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
     graph = load_graph(path, input_shapes)
     plan = Plan.from_dict(dict(plan_dict), "plan") if plan_dict is not None else None
     opts = replace(options or TuneOptions(), max_drop=float(max_drop))
-    result = yield from tune_job(graph, load_evaluator(evaluator), opts, plan)
+    result = yield from tune_job(graph, load_job_evaluator(evaluator, path, input_shapes), opts, plan)
     return tune_outcome(result, graph)
 
 
@@ -200,12 +255,12 @@ def export_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]
     import onnx
 
     from engine.evaluate.calibration import build_variant, calibration_for
-    from engine.evaluate.evaluator import load_evaluator
     from engine.model.plan import Plan
 
     yield Progress(0, 1, "building the variant")
     graph = load_graph(path, input_shapes)
-    calibration = calibration_for(graph, load_evaluator(evaluator) if evaluator is not None else None)
+    calibration = calibration_for(graph, load_job_evaluator(evaluator, path, input_shapes) if evaluator is not None
+                                  else None)
     plan_ = _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})
     model = build_variant(graph, plan_, calibration).model
     out = Path(out_path)
@@ -318,3 +373,61 @@ def baseline_measurement(graph: Any, profile: Any = None, sensitivity: Any = Non
         metric = None
     return Measurement(getattr(e2e, "median", None), getattr(e2e, "p10", None), getattr(e2e, "p90", None),
                        metric, graph.model.ByteSize())
+
+
+# --- the catalogue: every job the window can run, by name ------------------------------------------
+
+OPEN_MODEL = "open_model"
+PROFILE = "profile"
+SENSITIVITY = "sensitivity"
+MEASURE = "measure"
+TUNE = "tune"
+EXPORT_PLAN = "export_plan"
+LAYER_FACTS = "layer_facts"
+
+
+def _layer_facts_job(**kwargs: Any) -> Any:
+    from engine.jobs.layer_facts import layer_facts_job  # it loads graphs through this module: import it late
+
+    return layer_facts_job(**kwargs)
+
+
+#: Job name -> function (a generator yielding ``Progress``, or a plain function); the worker runs only these.
+JOBS: dict[str, Callable[..., Any]] = {
+    OPEN_MODEL: open_model,
+    PROFILE: profile_model_job,
+    SENSITIVITY: sensitivity_model_job,
+    MEASURE: measure_plan_job,
+    TUNE: tune_model_job,
+    EXPORT_PLAN: export_plan_job,
+    LAYER_FACTS: _layer_facts_job,
+}
+
+_PLUGINS_ENV = "LAYERLAB_JOB_PLUGINS"
+_plugins_loaded = False
+
+
+def register(name: str, function: Callable[..., Any]) -> None:
+    """Add a job under a new ``name`` (tests register jobs that hang or crash the worker on purpose)."""
+    if name in JOBS and JOBS[name] is not function:
+        raise LayerLabError(f"job catalogue: {name!r} is already taken")
+    JOBS[name] = function
+
+
+def _load_plugins() -> None:
+    """Import the modules ``$LAYERLAB_JOB_PLUGINS`` names (comma-separated; set by the test suite only)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for module in filter(None, (m.strip() for m in os.environ.get(_PLUGINS_ENV, "").split(","))):
+        importlib.import_module(module)
+
+
+def resolve(name: str) -> Callable[..., Any]:
+    """The function of the job called ``name``; LayerLabError naming the known jobs when there is none."""
+    _load_plugins()
+    try:
+        return JOBS[name]
+    except KeyError:
+        raise LayerLabError(f"no job called {name!r} in the catalogue (known: {', '.join(sorted(JOBS))})") from None

@@ -1,36 +1,52 @@
-"""Run one engine job in a separate process, so a native crash or hang never takes the caller down.
+"""One persistent worker process that runs catalogue jobs in turn, so a native crash never takes the caller down.
 
-A job is named by import path (``"engine.measure.profiler:profile_job"``) plus picklable keyword arguments,
-because a spawned child cannot receive a closure. The function may be a generator (it yields
-``Progress`` and returns its result, see ``engine.progress``) or a plain function (its return value is
-the result). The child sends what happens through a one-way pipe; the caller drains it with
-``poll()`` (non-blocking, for a GUI timer) or ``wait()`` (blocking, for scripts and tests).
+A job is a name from ``engine.jobs.catalogue.JOBS`` plus picklable keyword arguments. The process
+lives as long as its ``Worker``: it imports ONNX Runtime once, and the catalogue's loaders keep the
+model and evaluator it loaded, so the next job on the same model starts at once. Jobs wait in a
+queue here in the caller and go to the process one at a time (they time things: two at once on two
+cores would spoil both).
 
-``cancel()`` sets a stop flag that the child checks after every yield (``engine.progress.run`` then
-throws ``Cancelled`` into the generator, which may return what it measured so far); a child that has
-not stopped one second later is terminated. No Qt here: ``gui.qt_worker`` wraps this in signals.
+The process sends what happens through a one-way pipe; the caller drains it with ``poll()``
+(non-blocking, for a GUI timer) or ``wait()`` (blocking, for scripts, tests and shutdown). Each event
+is ``(job_id, event)`` with ``event`` a ``Started``, a ``Progress`` or, last and once, an ``Outcome``.
+
+``cancel(job_id)``: a waiting job is dropped; the running one is asked to stop, which it does at its
+next yield (``engine.progress.run`` throws ``Cancelled`` into it, and it may return what it measured
+so far). If it has not stopped ``CANCEL_GRACE_S`` later (stuck in native code) the process is killed
+and a fresh one started. A process that dies (a segfault in ORT) ends its job as "crashed" with one
+line, and a fresh process runs the rest of the queue. No Qt here: ``gui.qt_worker`` wraps this in signals.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import multiprocessing
+import os
 import signal
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import LayerLabError
+from engine.jobs import catalogue
 from engine.progress import Cancelled, Progress, run
 
-__all__ = ["Outcome", "Worker", "CANCEL_GRACE_S"]
+__all__ = ["Outcome", "Started", "Worker", "CANCEL_GRACE_S"]
 
 logger = logging.getLogger(__name__)
 
-#: How long a cancelled job may take to reach its next yield before the process is terminated.
+#: How long a cancelled job may take to reach its next yield before the process is killed.
 CANCEL_GRACE_S = 1.0
+_NO_JOB = -1
+
+
+@dataclass(frozen=True)
+class Started:
+    """The job left the queue and runs in process ``pid``."""
+
+    pid: int
 
 
 @dataclass(frozen=True)
@@ -38,7 +54,7 @@ class Outcome:
     """How a job ended: ``status`` is "finished", "error", "cancelled" or "crashed".
 
     ``result`` is the job's return value (finished) or its partial result (cancelled, when the job
-    returned one); ``message`` is one line for the user; ``detail`` the child's traceback, if any.
+    returned one); ``message`` is one line for the user; ``detail`` the worker's traceback, if any.
     """
 
     status: str
@@ -52,146 +68,203 @@ class Outcome:
 
 
 @dataclass
-class Worker:
-    """One job in one spawned process; create it, ``start()``, then ``poll()`` until it returns an Outcome."""
-
-    target: str
+class _Job:
+    job_id: int
+    name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        if ":" not in self.target:
-            raise LayerLabError(f"worker: job {self.target!r} must be given as 'module:function'")
+
+class Worker:
+    """The worker process and its queue: ``submit`` jobs, ``poll()`` for what happened, ``close()`` at the end."""
+
+    def __init__(self) -> None:
         self._ctx = multiprocessing.get_context("spawn")
+        self._cancel_id = self._ctx.Value("q", _NO_JOB, lock=False)  # the job the process should stop
         self._process: Any = None
-        self._conn: Any = None
-        self._stop: Any = None
+        self._requests: Any = None
+        self._replies: Any = None
+        self._queue: deque[_Job] = deque()
+        self._running: _Job | None = None
         self._cancel_deadline: float | None = None
-        self._outcome: Outcome | None = None
+        self._dropped: list[tuple[int, Outcome]] = []  # cancelled while waiting: reported at the next poll
+        self._next_id = 0
+        self.restarts = 0
 
     # --- control ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the child process (once)."""
-        if self._process is not None:
-            raise LayerLabError(f"worker: job {self.target!r} was already started")
-        receive, send = self._ctx.Pipe(duplex=False)
-        self._stop = self._ctx.Event()
-        self._process = self._ctx.Process(
-            target=_child_main, args=(self.target, self.kwargs, send, self._stop), daemon=True,
-            name=f"layerlab-{self.target}",
-        )
-        self._process.start()
-        send.close()  # the child holds the only write end: EOF then means the child is gone
-        self._conn = receive
-        logger.info("started %s in process %s", self.target, self._process.pid)
+    def submit(self, name: str, kwargs: dict[str, Any] | None = None) -> int:
+        """Queue catalogue job ``name``; returns its id. LayerLabError for a name the catalogue does not have."""
+        catalogue.resolve(name)
+        self._next_id += 1
+        self._queue.append(_Job(self._next_id, name, dict(kwargs or {})))
+        self._dispatch()
+        return self._next_id
 
-    def cancel(self) -> None:
-        """Ask the job to stop; ``poll()`` terminates the process if it has not stopped within a second."""
-        if self._process is None or self._outcome is not None or self._cancel_deadline is not None:
-            return
-        self._stop.set()
-        self._cancel_deadline = time.monotonic() + CANCEL_GRACE_S
-        logger.info("cancelling %s", self.target)
+    def cancel(self, job_id: int) -> None:
+        """Drop a waiting job, or ask the running one to stop (killed and restarted after ``CANCEL_GRACE_S``)."""
+        for job in list(self._queue):
+            if job.job_id == job_id:
+                self._queue.remove(job)
+                self._dropped.append((job_id, Outcome("cancelled", message="cancelled before it started")))
+                return
+        if self._running is not None and self._running.job_id == job_id and self._cancel_deadline is None:
+            self._cancel_id.value = job_id
+            self._cancel_deadline = time.monotonic() + CANCEL_GRACE_S
+            logger.info("cancelling %s (job %d)", self._running.name, job_id)
 
     @property
-    def running(self) -> bool:
-        return self._process is not None and self._outcome is None
+    def pid(self) -> int | None:
+        """The worker process's id while it lives."""
+        return self._process.pid if self._process is not None and self._process.is_alive() else None
 
     @property
-    def outcome(self) -> Outcome | None:
-        """The outcome once the job has ended, else None."""
-        return self._outcome
+    def running(self) -> int | None:
+        """The id of the job the process runs, if any."""
+        return self._running.job_id if self._running is not None else None
+
+    @property
+    def waiting(self) -> list[int]:
+        """Ids of the queued jobs, in the order they will run."""
+        return [job.job_id for job in self._queue]
+
+    def busy(self) -> bool:
+        return self._running is not None or bool(self._queue)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Drop the queue, stop the running job (waiting up to ``timeout``) and end the process."""
+        self._queue.clear()
+        if self._running is not None:
+            self.cancel(self._running.job_id)
+            self.wait(self._running.job_id, timeout)
+        self._stop_process(gently=True)
 
     # --- relaying ---------------------------------------------------------------------------
 
-    def poll(self) -> list[Progress | Outcome]:
-        """Everything that happened since the last call, without blocking; an Outcome comes last, once."""
-        if self._process is None or self._outcome is not None:
-            return []
-        events: list[Progress | Outcome] = []
+    def poll(self) -> list[tuple[int, Started | Progress | Outcome]]:
+        """Everything that happened since the last call, without blocking."""
+        events: list[tuple[int, Started | Progress | Outcome]] = list(self._dropped)
+        self._dropped.clear()
+        if self._process is None:
+            return events
         try:
-            while self._outcome is None and self._conn.poll():
-                self._receive(self._conn.recv(), events)
+            while self._replies.poll():
+                self._receive(self._replies.recv(), events)
         except (EOFError, OSError):
-            pass  # the child is gone; the exit code below says how
-        except Exception as exc:  # a half-written message from a child that died mid-send
-            logger.warning("unreadable message from %s: %s", self.target, exc)
-        if self._outcome is None and not self._process.is_alive():
+            pass  # the process is gone; is_alive below says so
+        except Exception as exc:  # a half-written message from a process that died mid-send
+            logger.warning("unreadable message from the worker: %s", exc)
+        if self._running is not None and not self._process.is_alive():
             self._process.join(0.1)
-            self._finish(self._crash_outcome(), events)
-        elif self._outcome is None and self._cancel_deadline is not None and time.monotonic() > self._cancel_deadline:
-            logger.warning("%s did not stop within %.1f s; terminating it", self.target, CANCEL_GRACE_S)
-            self._process.terminate()
-            self._process.join(1.0)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join(1.0)
-            self._finish(Outcome("cancelled", message="cancelled (the job was stopped)"), events)
-        if self._outcome is not None:
-            self._close()
+            self._end(self._crash_outcome(), events)
+            self._restart()
+        elif self._running is not None and self._cancel_deadline is not None and time.monotonic() > self._cancel_deadline:
+            logger.warning("%s did not stop within %.1f s; restarting the worker", self._running.name, CANCEL_GRACE_S)
+            self._end(Outcome("cancelled", message="cancelled (the worker was restarted)"), events)
+            self._restart()
+        self._dispatch()
         return events
 
-    def wait(self, timeout: float | None = None, poll_interval: float = 0.02) -> Outcome | None:
-        """Block until the job ends (draining the pipe meanwhile); None if ``timeout`` passed first."""
+    def wait(self, job_id: int, timeout: float | None = None) -> Outcome | None:
+        """Block until job ``job_id`` ends (draining everything meanwhile); None if ``timeout`` passed first."""
         end = None if timeout is None else time.monotonic() + timeout
-        while self._outcome is None:
-            self.poll()
-            if self._outcome is None:
-                if end is not None and time.monotonic() > end:
-                    return None
-                time.sleep(poll_interval)
-        return self._outcome
+        while True:
+            for event_id, event in self.poll():
+                if event_id == job_id and isinstance(event, Outcome):
+                    return event
+            if job_id != self.running and job_id not in self.waiting:
+                return None  # it ended before this call; its outcome went to an earlier poll
+            if end is not None and time.monotonic() > end:
+                return None
+            if self._replies is not None:
+                self._replies.poll(0.01)
 
-    def _receive(self, message: tuple, events: list[Progress | Outcome]) -> None:
-        kind = message[0]
-        if kind == "progress":
-            events.append(message[1])
+    def _receive(self, message: tuple, events: list) -> None:
+        kind, job_id = message[0], message[1]
+        if self._running is None or job_id != self._running.job_id:
+            logger.debug("late %s message for job %d", kind, job_id)
+            return
+        if kind == "started":
+            events.append((job_id, Started(message[2])))
+        elif kind == "progress":
+            events.append((job_id, message[2]))
         elif kind == "finished":
-            self._finish(Outcome("finished", result=message[1]), events)
+            self._end(Outcome("finished", result=message[2]), events)
         elif kind == "cancelled":
-            self._finish(Outcome("cancelled", result=message[1], message="cancelled"), events)
+            self._end(Outcome("cancelled", result=message[2], message="cancelled"), events)
         elif kind == "error":
-            self._finish(Outcome("error", message=message[1], detail=message[2]), events)
+            self._end(Outcome("error", message=message[2], detail=message[3]), events)
         else:
-            logger.warning("unknown message %r from %s", kind, self.target)
+            logger.warning("unknown message %r from the worker", kind)
 
-    def _finish(self, outcome: Outcome, events: list[Progress | Outcome]) -> None:
-        self._outcome = outcome
-        events.append(outcome)
-        logger.info("%s ended: %s %s", self.target, outcome.status, outcome.message)
+    def _end(self, outcome: Outcome, events: list) -> None:
+        job = self._running
+        assert job is not None
+        self._running, self._cancel_deadline = None, None
+        events.append((job.job_id, outcome))
+        logger.info("%s (job %d) ended: %s %s", job.name, job.job_id, outcome.status, outcome.message)
 
     def _crash_outcome(self) -> Outcome:
         code = self._process.exitcode
         if self._cancel_deadline is not None:
-            return Outcome("cancelled", message="cancelled")
+            return Outcome("cancelled", message="cancelled (the worker was restarted)")
         name = ""
         if code is not None and code < 0:
             try:
                 name = f", {signal.Signals(-code).name}"
             except ValueError:
                 pass
-        return Outcome("crashed", message=f"worker crashed (exit code {code}{name})")
+        return Outcome("crashed", message=f"worker crashed (exit code {code}{name}); it was restarted")
 
-    def _close(self) -> None:
+    # --- the process --------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self._running is not None or not self._queue:
+            return
+        if self._process is None or not self._process.is_alive():
+            self._start_process()
+        job = self._queue.popleft()
         try:
-            self._conn.close()
-        except OSError:
-            pass
-        if self._process.is_alive():  # it sent its outcome; give it a moment to exit cleanly
+            self._requests.send((job.job_id, job.name, job.kwargs))
+        except Exception as exc:  # unpicklable arguments: that job fails, the worker carries on
+            self._running = job
+            events: list = []
+            self._end(Outcome("error", message=f"the job's arguments could not be sent ({_one_line(exc)})"), events)
+            self._dropped.extend(events)
+            return
+        self._running = job
+
+    def _start_process(self) -> None:
+        requests_read, self._requests = self._ctx.Pipe(duplex=False)
+        self._replies, replies_write = self._ctx.Pipe(duplex=False)
+        self._process = self._ctx.Process(target=_serve, args=(requests_read, replies_write, self._cancel_id),
+                                          daemon=True, name="layerlab-worker")
+        self._process.start()
+        requests_read.close()  # the process holds the only other ends: EOF then means it is gone
+        replies_write.close()
+        logger.info("worker process %s started", self._process.pid)
+
+    def _restart(self) -> None:
+        self._stop_process(gently=False)
+        self.restarts += 1
+        self._start_process()  # warm (ORT imported) before the next job asks
+
+    def _stop_process(self, gently: bool) -> None:
+        if self._process is None:
+            return
+        for conn in (self._requests, self._replies):
+            try:
+                conn.close()  # the process reads EOF and exits
+            except OSError:
+                pass
+        if gently:
             self._process.join(1.0)
         if self._process.is_alive():
-            self._process.terminate()
+            self._process.kill()
+            self._process.join(2.0)
+        self._process = self._requests = self._replies = None
 
 
-# --- the child side ----------------------------------------------------------------------------
-
-
-def _resolve(target: str) -> Any:
-    module_name, _, attr = target.partition(":")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+# --- the process side ----------------------------------------------------------------------------
 
 
 def _one_line(exc: BaseException) -> str:
@@ -201,24 +274,38 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _child_main(target: str, kwargs: dict[str, Any], conn: Any, stop: Any) -> None:
-    """Run in the spawned process: call the job, relay its yields, send exactly one ending message."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is for the parent to handle
+def _run_one(job_id: int, name: str, kwargs: dict[str, Any], replies: Any, cancel_id: Any) -> tuple:
+    """Run one job; the message that ends it."""
     try:
-        function = _resolve(target)
-        job = function(**kwargs)
+        job = catalogue.resolve(name)(**kwargs)
         if hasattr(job, "send") and hasattr(job, "throw"):  # a generator job
-            result = run(job, on_progress=lambda p: conn.send(("progress", p)), should_stop=stop.is_set)
+            result = run(job, on_progress=lambda p: replies.send(("progress", job_id, p)),
+                         should_stop=lambda: cancel_id.value == job_id)
         else:
             result = job
-        message: tuple = ("finished", result)
+        return ("finished", job_id, result)
     except Cancelled as exc:
-        message = ("cancelled", exc.partial)
+        return ("cancelled", job_id, exc.partial)
     except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the user
-        message = ("error", _one_line(exc), traceback.format_exc())
+        return ("error", job_id, _one_line(exc), traceback.format_exc())
+
+
+def _serve(requests: Any, replies: Any, cancel_id: Any) -> None:
+    """The worker process: run each job it is sent, relay its yields, send exactly one ending message per job."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C in a terminal is for the parent to handle
     try:
-        conn.send(message)
-    except Exception as exc:  # the result would not pickle: say so rather than crash silently
-        conn.send(("error", f"the job's result could not be sent back ({_one_line(exc)})", traceback.format_exc()))
-    finally:
-        conn.close()
+        import onnxruntime  # noqa: F401 - once, here, so no job pays for it
+    except ImportError:
+        pass
+    while True:
+        try:
+            job_id, name, kwargs = requests.recv()
+        except (EOFError, OSError):
+            return  # the caller closed the pipe: the worker is done
+        replies.send(("started", job_id, os.getpid()))
+        message = _run_one(job_id, name, kwargs, replies, cancel_id)
+        try:
+            replies.send(message)
+        except Exception as exc:  # the result would not pickle: say so rather than crash silently
+            replies.send(("error", job_id, f"the job's result could not be sent back ({_one_line(exc)})",
+                          traceback.format_exc()))

@@ -1,67 +1,72 @@
-"""Plain-callback events: the engine announces changes without Qt (napari's pattern, without the library).
+"""The session's change signals, through psygnal (the Qt-free signal library napari uses).
 
-A model object owns one ``Event`` per field; views subscribe to what they show and disconnect on
-close. Emitting calls the callbacks in order; a failing callback is logged and does not stop the rest,
-so one broken view cannot block the session.
+``SessionEvents`` is a ``psygnal.SignalGroup`` with one signal per session field; each carries the
+field's new value. Views connect to the fields they show (``session.events.plan.connect(cb)``) and
+disconnect on close (``session.events.disconnect(cb)`` removes ``cb`` from every signal).
+
+``batched(events)`` pauses every signal around a compound edit (a new model clears six fields; a
+tune lands a plan, a baseline, trials and a route) and, on leaving, emits each signal that fired
+once, with its last value, in field order: a view that listens to several fields repaints
+once per field instead of once per intermediate state, and never sees a half-made session.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
-__all__ = ["Event", "EventGroup"]
+from psygnal import Signal, SignalGroup
+
+__all__ = ["SessionEvents", "batched"]
 
 logger = logging.getLogger(__name__)
 
-Callback = Callable[[Any], None]
+
+class SessionEvents(SignalGroup):
+    """One signal per ``engine.model.session.Session`` field, in ``Session.FIELDS`` order."""
+
+    model = Signal(object)
+    evaluator = Signal(object)
+    plan = Signal(object)
+    profile = Signal(object)
+    sensitivity = Signal(object)
+    route = Signal(object)
+    baseline = Signal(object)
+    current = Signal(object)
+    trials = Signal(object)
+    selection = Signal(object)
+    notes = Signal(object)
+    dirty = Signal(object)
 
 
-class Event:
-    """One announcement; callbacks receive the new value."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._callbacks: list[Callback] = []
-
-    def connect(self, callback: Callback) -> Callback:
-        """Call ``callback(value)`` on every emit; returns it so it can be used as a decorator."""
-        if callback not in self._callbacks:
-            self._callbacks.append(callback)
-        return callback
-
-    def disconnect(self, callback: Callback | None = None) -> None:
-        """Stop calling ``callback`` (every callback when None); unknown callbacks are ignored."""
-        if callback is None:
-            self._callbacks.clear()
-        elif callback in self._callbacks:
-            self._callbacks.remove(callback)
-
-    def emit(self, value: Any = None) -> None:
-        """Call every connected callback with ``value``."""
-        for callback in list(self._callbacks):
-            try:
-                callback(value)
-            except Exception:  # one broken subscriber must not break the others
-                logger.exception("callback for event %r failed", self.name)
-
-    def __len__(self) -> int:
-        return len(self._callbacks)
+_depth: "weakref.WeakKeyDictionary[SignalGroup, int]" = weakref.WeakKeyDictionary()
 
 
-class EventGroup:
-    """A named set of events, one per field: ``group.plan.connect(...)``."""
+def _last(_earlier: tuple, later: tuple) -> tuple:
+    return later
 
-    def __init__(self, *names: str) -> None:
-        self._names = names
-        for name in names:
-            setattr(self, name, Event(name))
 
-    def disconnect_all(self, callback: Callback) -> None:
-        """Remove ``callback`` from every event of the group (a closing view calls this)."""
-        for name in self._names:
-            getattr(self, name).disconnect(callback)
+@contextmanager
+def batched(events: SignalGroup, order: Sequence[str] = ()) -> Iterator[None]:
+    """Hold every signal of ``events`` until the block ends; then each emits once, with its last value.
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._names
+    The held signals emit in ``order`` (psygnal lists a group's signals alphabetically), then the rest.
+
+    Batches nest: only the outermost one emits (psygnal's pause is not counted, so the depth is kept here).
+    """
+    depth = _depth.get(events, 0)
+    _depth[events] = depth + 1
+    names = [*order, *sorted(set(events) - set(order))]
+    signals: list[Any] = [events[name] for name in names]
+    if depth == 0:
+        for signal in signals:
+            signal.pause()
+    try:
+        yield
+    finally:
+        _depth[events] = depth
+        if depth == 0:
+            for signal in signals:
+                signal.resume(reducer=_last)

@@ -1,7 +1,7 @@
 """The session: everything LayerLab knows about one model, with one change event per field.
 
 The GUI edits the plan through undoable commands that call ``Session.set_plan``; the session emits
-``events.plan``; the worker runs engine jobs; their results land through ``set_profile``,
+``events.plan`` (a psygnal signal, see ``engine.model.events``); the worker runs engine jobs; their results land through ``set_profile``,
 ``set_sensitivity``, ``set_route`` and ``add_trial``; views repaint from the session. Nothing here
 imports Qt or runs ONNX Runtime.
 
@@ -17,12 +17,13 @@ in the local trust list. Code that runs an evaluator calls ``require_trusted_eva
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.errors import UntrustedEvaluatorError
-from engine.model.events import EventGroup
+from engine.model.events import SessionEvents, batched
 
 __all__ = ["Session", "Trial", "Measurement"]
 
@@ -78,7 +79,11 @@ class Trial:
 
 
 class Session:
-    """All state for one model. Setters replace a field and emit its event; views never mutate fields."""
+    """All state for one model. Setters replace a field and emit its signal; views never mutate fields.
+
+    ``events`` is a ``SessionEvents`` (psygnal): ``session.events.plan.connect(callback)``.
+    ``batch()`` holds the signals during a compound edit and emits each changed field once at the end.
+    """
 
     FIELDS = (
         "model",
@@ -96,7 +101,7 @@ class Session:
     )
 
     def __init__(self) -> None:
-        self.events = EventGroup(*self.FIELDS)
+        self.events = SessionEvents()
         self.model_path: Path | None = None
         self.input_shapes: dict[str, tuple[int, ...]] = {}
         self.graph: Any = None  # engine.ir.graph.ModelGraph, rebuilt from model_path, never saved
@@ -115,6 +120,10 @@ class Session:
         self.path: Path | None = None  # where the session file lives
         self.dirty = False
 
+    def batch(self) -> AbstractContextManager[None]:
+        """``with session.batch(): ...``: every field set inside is announced once, when the block ends."""
+        return batched(self.events, self.FIELDS)
+
     # --- setters: one per field, each emits ------------------------------------------------
 
     def _set(self, name: str, value: Any, *, attr: str | None = None, dirty: bool = True) -> None:
@@ -128,11 +137,12 @@ class Session:
         """A new model: results that belonged to the old one are cleared first."""
         self.model_path = Path(path)
         self.input_shapes = dict(input_shapes or {})
-        for name in ("profile", "sensitivity", "route", "baseline", "current"):
-            self._set(name, None)
-        self._set("trials", [])
-        self._set("selection", ())
-        self._set("model", graph, attr="graph")
+        with self.batch():  # views see the new model with the old results already gone
+            for name in ("profile", "sensitivity", "route", "baseline", "current"):
+                self._set(name, None)
+            self._set("trials", [])
+            self._set("selection", ())
+            self._set("model", graph, attr="graph")
 
     def set_evaluator(self, path: Path | None, *, trusted: bool = True) -> None:
         """The user picked ``path`` (trusted); ``trusted=False`` when it came from someone else's file."""

@@ -11,8 +11,8 @@ from engine.model.session import Session
 from gui.qt_job_status import eta_text
 from gui.qt_main_window import QtMainWindow
 from engine.progress import Progress
+from tests.engine.jobs import toy_jobs as toy
 
-TOY = "tests.engine.jobs.test_worker"
 
 
 def _new_window(qtbot, settings) -> QtMainWindow:
@@ -48,7 +48,7 @@ def test_a_bad_file_is_a_message_and_the_window_survives(qtbot, settings, tmp_pa
 
 
 def test_a_crashing_job_is_reported_and_the_window_survives(window, qtbot) -> None:
-    job = window.run_job(f"{TOY}:segfault_job", {}, "Crashing", lambda result: None)
+    job = window.run_job(toy.SEGFAULT, {}, "Crashing", lambda result: None)
     with qtbot.waitSignal(job.ended, timeout=60_000):
         pass
     assert window.last_error.startswith("Crashing failed: worker crashed (exit code -11")
@@ -57,7 +57,7 @@ def test_a_crashing_job_is_reported_and_the_window_survives(window, qtbot) -> No
 
 def test_cancel_stops_a_long_job_and_hides_the_progress(window, qtbot) -> None:
     results = []
-    job = window.run_job(f"{TOY}:slow_job", {}, "Slow", results.append)
+    job = window.run_job(toy.SLOW, {}, "Slow", results.append)
     qtbot.waitUntil(lambda: job.last_progress is not None, timeout=60_000)
     assert window.job_status.isVisible() and window.job_status.bar.maximum() == 1000
     with qtbot.waitSignal(job.cancelled, timeout=5_000):
