@@ -3,8 +3,8 @@
 A worker process cannot receive a ``ModelGraph`` cheaply or a closure at all, so each job here takes
 the model path and input shapes, loads the graph in the worker and runs the ordinary engine job
 (``profile_job``, ``sensitivity_job``, apply + measure + evaluate). The worker process persists
-(``engine.jobs.worker``), so ``load_graph`` and ``load_job_evaluator`` keep what they loaded for the
-next job on the same model. ``predict_plan`` is the quick side: from cached tables (profile,
+(``engine.jobs.worker``), so ``load_graph`` and ``load_job_evaluator`` (``engine.jobs.loaded``) keep
+what they loaded for the next job on the same model. ``predict_plan`` is the quick side: from cached tables (profile,
 sensitivity) it predicts what a plan costs, in the GUI process, without ONNX Runtime. No Qt here.
 
 The catalogue at the end (``JOBS``) names every job the window may run (``PROFILE``, ``MEASURE``
@@ -18,12 +18,13 @@ import importlib
 import logging
 import math
 import os
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from engine.errors import LayerLabError
+from engine.jobs.layer_facts import layer_facts_job
+from engine.jobs.loaded import load_graph, load_job_evaluator
 from engine.progress import Job, Progress
 from engine.model.session import Measurement, Trial
 
@@ -36,62 +37,6 @@ __all__ = ["JOBS", "OPEN_MODEL", "PROFILE", "SENSITIVITY", "MEASURE", "TUNE", "E
 logger = logging.getLogger(__name__)
 
 _MEASURE_REPEATS = 20
-_KEEP = 2  # models (and their evaluators) a worker keeps loaded: the open one and the one before
-_graphs: "OrderedDict[tuple, Any]" = OrderedDict()
-_evaluators: "OrderedDict[tuple, Any]" = OrderedDict()
-
-
-def _file_key(path: str | Path) -> tuple:
-    """A file as of now: a rewritten file is a different key."""
-    resolved = Path(path).resolve()
-    try:
-        stat = resolved.stat()
-    except OSError:
-        return (str(resolved),)  # missing: the loader says so
-    return (str(resolved), stat.st_mtime_ns, stat.st_size)
-
-
-def _remember(cache: "OrderedDict[tuple, Any]", key: tuple, value: Any) -> Any:
-    cache[key] = value
-    while len(cache) > _KEEP:
-        cache.popitem(last=False)
-    return value
-
-
-def _graph_key(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None) -> tuple:
-    return (_file_key(path), tuple(sorted((k, tuple(v)) for k, v in dict(input_shapes or {}).items())))
-
-
-def load_graph(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
-    """``engine.ir.graph.load_model`` with the window's arguments, kept for the next job on the same file and shapes.
-
-    Jobs read the graph and never change it (passes build new models), so one loaded graph serves them all.
-    """
-    from engine.ir.graph import load_model
-
-    key = _graph_key(path, input_shapes)
-    if key in _graphs:
-        _graphs.move_to_end(key)
-        return _graphs[key]
-    return _remember(_graphs, key, load_model(Path(path), dict(input_shapes or {})))
-
-
-def load_job_evaluator(evaluator: str | Path, path: str | Path,
-                       input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Any:
-    """``load_evaluator(evaluator)``, kept for the next job on the same evaluator file *and* model.
-
-    Per model, because a fidelity evaluator takes its labels from the first model it is run against
-    (``ensure_reference``).
-    """
-    from engine.evaluate.evaluator import load_evaluator
-
-    key = (_file_key(evaluator), _graph_key(path, input_shapes))
-    if key in _evaluators:
-        _evaluators.move_to_end(key)
-        return _evaluators[key]
-    return _remember(_evaluators, key, load_evaluator(evaluator))
-
-
 def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[Any, dict]:
     """Load the model for the window: unknown input dims the user did not give become 1 (a batch of one).
 
@@ -386,12 +331,6 @@ EXPORT_PLAN = "export_plan"
 LAYER_FACTS = "layer_facts"
 
 
-def _layer_facts_job(**kwargs: Any) -> Any:
-    from engine.jobs.layer_facts import layer_facts_job  # it loads graphs through this module: import it late
-
-    return layer_facts_job(**kwargs)
-
-
 #: Job name -> function (a generator yielding ``Progress``, or a plain function); the worker runs only these.
 JOBS: dict[str, Callable[..., Any]] = {
     OPEN_MODEL: open_model,
@@ -400,7 +339,7 @@ JOBS: dict[str, Callable[..., Any]] = {
     MEASURE: measure_plan_job,
     TUNE: tune_model_job,
     EXPORT_PLAN: export_plan_job,
-    LAYER_FACTS: _layer_facts_job,
+    LAYER_FACTS: layer_facts_job,
 }
 
 _PLUGINS_ENV = "LAYERLAB_JOB_PLUGINS"

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from engine.errors import LayerLabError
 from engine.ir.ops import op_facts
-from engine.jobs.catalogue import load_graph
+from engine.jobs.loaded import load_graph
 from engine.progress import Cancelled, Job, Progress
 from engine.passes import lowrank, prune
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from engine.errors import LayerLabError
-from engine.jobs import catalogue
+from engine.jobs import catalogue, loaded
 from engine.jobs.worker import CANCEL_GRACE_S, Outcome, Started, Worker
 from engine.progress import Progress
 from tests.engine.jobs import toy_jobs as toy
@@ -163,12 +163,12 @@ def test_a_worker_keeps_the_model_it_loaded(tmp_path, digits_model, digits_eval)
     model = tmp_path / "m.onnx"
     shutil.copy(digits_model, model)
     shapes = {"input": (1, 1, 8, 8)}
-    graph = catalogue.load_graph(model, shapes)
-    assert catalogue.load_graph(model, dict(shapes)) is graph  # the next job on the same model finds it loaded
-    assert catalogue.load_graph(model, {"input": (2, 1, 8, 8)}) is not graph  # other shapes: another graph
-    evaluator = catalogue.load_job_evaluator(digits_eval, model, shapes)
-    assert catalogue.load_job_evaluator(digits_eval, model, shapes) is evaluator
+    graph = loaded.load_graph(model, shapes)
+    assert loaded.load_graph(model, dict(shapes)) is graph  # the next job on the same model finds it loaded
+    assert loaded.load_graph(model, {"input": (2, 1, 8, 8)}) is not graph  # other shapes: another graph
+    evaluator = loaded.load_job_evaluator(digits_eval, model, shapes)
+    assert loaded.load_job_evaluator(digits_eval, model, shapes) is evaluator
     stat = model.stat()  # rewritten in place: a new mtime
     os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert catalogue.load_graph(model, shapes) is not graph
-    assert catalogue.load_job_evaluator(digits_eval, model, shapes) is not evaluator  # labels may follow the model
+    assert loaded.load_graph(model, shapes) is not graph
+    assert loaded.load_job_evaluator(digits_eval, model, shapes) is not evaluator  # labels may follow the model
