@@ -136,15 +136,6 @@ class QtStatus(QWidget):
             notes.append(f"No evaluator: {RANDOM_WARNING}")
         self.note.setText("\n".join(n for n in notes if n))
 
-
-def _has_int8(plan: Any, route: Any) -> bool:
-    """Whether the plan (or the route DPRS chose for its auto layers) builds int8, which needs calibration."""
-    if getattr(plan, "ops", "fp32") == "int8":
-        return True
-    routines = getattr(route, "routines", None) or {}
-    return "int8" in routines.values() or any(getattr(s, "precision", None) == "int8"
-                                              for s in getattr(plan, "layers", {}).values())
-
     def _show_pending(self, values: dict[tuple[str, str], str], have_ms: bool, have_metric: bool) -> None:
         """Cells a pending job will fill say so; numbers already known stay until it replaces them."""
         pending = self._pending
@@ -156,6 +147,15 @@ def _has_int8(plan: Any, route: Any) -> bool:
             for key in ("latency", "metric", "size"):
                 values[(key, "measured")] = "measuring…"
             values[("speedup", "measured")] = values[("drop", "measured")] = ""
+
+
+def _has_int8(plan: Any, route: Any) -> bool:
+    """Whether the plan (or the route DPRS chose for its auto layers) builds int8, which needs calibration."""
+    if getattr(plan, "ops", "fp32") == "int8":
+        return True
+    routines = getattr(route, "routines", None) or {}
+    return "int8" in routines.values() or any(getattr(s, "precision", None) == "int8"
+                                              for s in getattr(plan, "layers", {}).values())
 
 
 def _metric(value: float | None) -> str:
