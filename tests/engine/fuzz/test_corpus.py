@@ -168,16 +168,15 @@ def test_real_processes_print_one_line(case: str, tmp_path: Path) -> None:
 
 
 def test_window_open_job_reports_one_line(tmp_path: Path) -> None:
+    from engine.jobs import catalogue
     from engine.jobs.worker import Worker
 
     index = [n for n, _ in MODEL_CASES].index("weight float64")
     path = write_model_case(index, tmp_path)
-    worker = Worker("engine.jobs.catalogue:open_model", {"path": str(path)})
-    worker.start()
-    deadline = time.monotonic() + _LIMIT_S
-    while worker.outcome is None and time.monotonic() < deadline:
-        worker.poll()
-        time.sleep(0.05)
-    outcome = worker.outcome
+    worker = Worker()
+    try:
+        outcome = worker.wait(worker.submit(catalogue.OPEN_MODEL, {"path": str(path)}), timeout=_LIMIT_S)
+    finally:
+        worker.close()
     assert outcome is not None and outcome.status == "error", outcome
     assert str(path) in outcome.message and "\n" not in outcome.message and "tensor(double)" in outcome.message
