@@ -1,82 +1,175 @@
-"""The report as PDF, written by a small PDF generator of our own (standard library only).
+"""The report as PDF, drawn with fpdf2 in fonts that cover the scripts layer names come in.
 
-Why not a library: Qt may not be used below ``engine/``; weasyprint and matplotlib are heavy
-dependencies (Cairo/Pango, or a whole plotting stack) for one export; Pillow can only embed raster
-pages. The report needs text, tables, rectangles, lines and circles, which PDF draws natively with
-its 14 standard fonts (no font embedding), so ~300 lines give a vector PDF with selectable text,
-drawing the same ``Drawing`` charts as the HTML. Limits: text is WinAnsi (Latin-1 plus a few
-signs; anything else prints as "?"), and column widths use the Helvetica metrics below.
+fpdf2 embeds subsets of TrueType/OpenType fonts and shapes text with HarfBuzz (``uharfbuzz``), so
+Arabic joins and right-to-left runs are ordered as the Unicode bidi algorithm says. Fonts, all
+installed from PyPI as dependencies: FiraGO (``pymupdf-fonts``: Latin, Greek, Cyrillic, Arabic,
+Hebrew, Thai, Devanagari) for text, Cascadia Mono for code, and Noto Sans CJK (``cvttf-notosanscjk-regular``)
+as the fallback for Chinese, Japanese and Korean. The page layout (tables, charts drawn from the
+same ``Drawing`` as the HTML, pages continued for tall figures) is LayerLab's own.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import zlib
+from pathlib import Path
 
-from engine.report.document import Code, Facts, Figure, Heading, Paragraph, Report, Table
+from fpdf import FPDF
+
 from engine.report.charts import Circle, Drawing, Line, Rect, Text
+from engine.report.document import Code, Facts, Figure, Heading, Paragraph, Report, Table
 
-__all__ = ["render_pdf"]
+__all__ = ["render_pdf", "font_files"]
 
 logger = logging.getLogger(__name__)
 
 _W, _H, _M = 595.0, 842.0, 40.0  # A4 in points, margin
 _AVAIL = _W - 2 * _M
 _MIN_START = 200.0  # room a page-spanning figure wants before it starts on the current page
-# Helvetica advance widths (1/1000 em) for ASCII 32..126, from the standard AFM.
-_HELV = [
-    278, 278, 355, 556, 556, 889, 667, 191, 333, 333, 389, 584, 278, 333, 278, 278,
-    556, 556, 556, 556, 556, 556, 556, 556, 556, 556, 278, 278, 584, 584, 584, 556,
-    1015, 667, 667, 722, 722, 667, 611, 778, 722, 278, 500, 667, 556, 833, 722, 778,
-    667, 778, 722, 667, 611, 722, 667, 944, 667, 667, 611, 278, 278, 278, 469, 556,
-    333, 556, 556, 500, 556, 556, 278, 556, 556, 222, 222, 500, 222, 833, 556, 556,
-    556, 556, 333, 500, 278, 556, 500, 722, 500, 500, 500, 334, 260, 334, 584,
-]  # fmt: skip
-_FONTS = {"F1": "Helvetica", "F2": "Helvetica-Bold", "F3": "Courier"}
+_SANS, _MONO, _CJK = "sans", "mono", "cjk"
 
 
-def _width(text: str, size: float, font: str = "F1") -> float:
-    if font == "F3":
-        return 0.6 * size * len(text)
-    em = sum(_HELV[ord(c) - 32] if 32 <= ord(c) <= 126 else 556 for c in text) / 1000
-    return em * size * (1.06 if font == "F2" else 1.0)
+@functools.lru_cache(maxsize=1)
+def font_files() -> dict[tuple[str, str], Path]:
+    """(family, style) -> font file. pymupdf-fonts ships its fonts as bytes: written once into the cache."""
+    import pymupdf_fonts
+
+    from engine.io.examples import cache_dir
+
+    folder = cache_dir() / "fonts"
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[tuple[str, str], Path] = {}
+    for key, code in ((( _SANS, ""), "figo"), ((_SANS, "B"), "figbo"), ((_MONO, ""), "cascadia")):
+        path = folder / f"{code}.ttf"
+        if not path.is_file():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(pymupdf_fonts.myfont(code))
+            tmp.replace(path)
+        files[key] = path
+    files[(_CJK, "")] = _cjk_font()
+    return files
 
 
-def _pdf_string(text: str) -> str:
-    raw = text.encode("cp1252", errors="replace").decode("latin-1")
-    raw = "".join(c if ord(c) >= 32 else " " for c in raw)
-    return "(" + raw.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
+def _cjk_font() -> Path:
+    import cvttf_NotoSansCJK_Regular as cjk
+
+    return next(Path(cjk.__file__).parent.glob("*.otf"))
 
 
-def _rgb(color: str) -> tuple[float, float, float]:
+def _rgb(color: str) -> tuple[int, int, int]:
     color = color.lstrip("#")
     if len(color) != 6:
-        return (0.5, 0.5, 0.5)
-    return tuple(int(color[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+        return (128, 128, 128)
+    return tuple(int(color[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
 
 
-def _fit(text: str, width: float, size: float, font: str = "F1") -> str:
+class _Doc:
+    """An fpdf2 document with a cursor ``y`` measured from the top of the page."""
+
+    def __init__(self, title: str) -> None:
+        pdf = FPDF(unit="pt", format="A4")
+        pdf.set_auto_page_break(False)
+        pdf.set_margins(_M, _M, _M)
+        for (family, style), path in font_files().items():
+            pdf.add_font(family, style, str(path))
+        pdf.set_fallback_fonts([_CJK], exact_match=False)
+        pdf.set_text_shaping(True)  # HarfBuzz: Arabic forms, right-to-left order
+        pdf.set_title(title)
+        pdf.set_creator("LayerLab")
+        pdf.set_producer("LayerLab (fpdf2)")
+        pdf.alias_nb_pages()
+        self.pdf = pdf
+        self.pages = 0
+        self.y = 0.0
+        self.new_page()
+
+    def new_page(self) -> None:
+        self.pdf.add_page()
+        self.pages += 1
+        self.y = _M
+
+    def ensure(self, height: float) -> None:
+        if self.y + height > _H - _M and self.y > _M:
+            self.new_page()
+
+    def font(self, size: float, font: str = "F1") -> None:
+        family, style = {"F1": (_SANS, ""), "F2": (_SANS, "B"), "F3": (_MONO, "")}[font]
+        self.pdf.set_font(family, style, size)
+
+    def width(self, text: str, size: float, font: str = "F1") -> float:
+        self.font(size, font)
+        return self.pdf.get_string_width(text)
+
+    def text(self, x: float, y: float, text: str, size: float, font: str = "F1", anchor: str = "start",
+             color: str = "#222222") -> None:
+        """``text`` with its baseline at ``y``."""
+        text = _printable(text)
+        if anchor != "start":
+            x -= self.width(text, size, font) / (2 if anchor == "middle" else 1)
+        self.font(size, font)
+        # After a run in the CJK fallback font fpdf2 may believe the page font is still the main
+        # one and skip selecting it again (following cells then print with the wrong glyphs).
+        self.pdf.current_font_is_set_on_page = False
+        self.pdf.set_text_color(*_rgb(color))
+        # cell(), not text(): only cells use the fallback fonts and text shaping. A cell of height
+        # ``size`` puts the baseline 0.8 * size below its top.
+        self.pdf.set_xy(x, y - 0.8 * size)
+        self.pdf.cell(w=self.pdf.get_string_width(text) + 1, h=size, text=text)
+
+    def rect(self, x: float, y: float, w: float, h: float, fill: str | None, stroke: str | None = None) -> None:
+        if fill:
+            self.pdf.set_fill_color(*_rgb(fill))
+        if stroke:
+            self.pdf.set_draw_color(*_rgb(stroke))
+            self.pdf.set_line_width(0.5)
+        self.pdf.rect(x, y, w, h, style="DF" if fill and stroke else "F" if fill else "D")
+
+    def polyline(self, points: list[tuple[float, float]], stroke: str, width: float) -> None:
+        self.pdf.set_draw_color(*_rgb(stroke))
+        self.pdf.set_line_width(width)
+        self.pdf.polyline(points)
+
+    def circle(self, x: float, y: float, r: float, fill: str, stroke: str | None) -> None:
+        self.pdf.set_fill_color(*_rgb(fill))
+        if stroke:
+            self.pdf.set_draw_color(*_rgb(stroke))
+            self.pdf.set_line_width(1)
+        self.pdf.circle(x, y, r, style="DF" if stroke else "F")
+
+
+def _printable(text: str) -> str:
+    """Control characters (a newline inside a node name) as spaces: one text run stays one line."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _fit(doc: _Doc, text: str, width: float, size: float, font: str = "F1") -> str:
     """``text`` cut with an ellipsis to fit ``width``."""
-    if _width(text, size, font) <= width:
+    text = _printable(text)
+    if doc.width(text, size, font) <= width:
         return text
-    while text and _width(text + "\u2026", size, font) > width:
-        text = text[:-1]
-    return text + "\u2026"
+    low, high = 0, len(text)  # the longest prefix that fits, by bisection (names may be very long)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if doc.width(text[:mid] + "\u2026", size, font) <= width:
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low] + "\u2026"
 
 
-def _wrap(text: str, width: float, size: float, font: str = "F1") -> list[str]:
+def _wrap(doc: _Doc, text: str, width: float, size: float, font: str = "F1") -> list[str]:
     lines: list[str] = []
     for para in text.split("\n"):
         line = ""
-        for word in para.split(" "):
+        for word in _printable(para).split(" "):
             candidate = f"{line} {word}" if line else word
-            if _width(candidate, size, font) <= width:
+            if doc.width(candidate, size, font) <= width:
                 line = candidate
                 continue
             if line:
                 lines.append(line)
-            while _width(word, size, font) > width:  # a word longer than the line: break it
-                cut = max(1, int(len(word) * width / _width(word, size, font)))
+            while word and doc.width(word, size, font) > width:  # a word longer than the line: break it
+                cut = max(1, int(len(word) * width / doc.width(word, size, font)))
                 lines.append(word[:cut])
                 word = word[cut:]
             line = word
@@ -84,80 +177,26 @@ def _wrap(text: str, width: float, size: float, font: str = "F1") -> list[str]:
     return lines
 
 
-class _Doc:
-    """Pages of content operators and a cursor ``y`` measured from the top of the page."""
-
-    def __init__(self) -> None:
-        self.pages: list[list[str]] = []
-        self.y = 0.0
-        self.new_page()
-
-    def new_page(self) -> None:
-        self.pages.append([])
-        self.y = _M
-
-    def ensure(self, height: float) -> None:
-        if self.y + height > _H - _M and self.y > _M:
-            self.new_page()
-
-    @property
-    def ops(self) -> list[str]:
-        return self.pages[-1]
-
-    def text(self, x: float, y: float, text: str, size: float, font: str = "F1", anchor: str = "start", color: str = "#222222") -> None:
-        if anchor != "start":
-            x -= _width(text, size, font) / (2 if anchor == "middle" else 1)
-        r, g, b = _rgb(color)
-        self.ops.append(f"{r:.3f} {g:.3f} {b:.3f} rg BT /{font} {size:.2f} Tf {x:.2f} {_H - y:.2f} Td {_pdf_string(text)} Tj ET")
-
-    def rect(self, x: float, y: float, w: float, h: float, fill: str | None, stroke: str | None = None) -> None:
-        paint = []
-        if fill:
-            paint.append("{:.3f} {:.3f} {:.3f} rg".format(*_rgb(fill)))
-        if stroke:
-            paint.append("{:.3f} {:.3f} {:.3f} RG 0.5 w".format(*_rgb(stroke)))
-        op = "B" if fill and stroke else "f" if fill else "S"
-        self.ops.append(f"{' '.join(paint)} {x:.2f} {_H - y - h:.2f} {w:.2f} {h:.2f} re {op}")
-
-    def polyline(self, points: list[tuple[float, float]], stroke: str, width: float) -> None:
-        path = " ".join(f"{x:.2f} {_H - y:.2f} {'m' if i == 0 else 'l'}" for i, (x, y) in enumerate(points))
-        self.ops.append("{:.3f} {:.3f} {:.3f} RG {:.2f} w ".format(*_rgb(stroke), width) + path + " S")
-
-    def circle(self, x: float, y: float, r: float, fill: str, stroke: str | None) -> None:
-        k, cy = 0.5523 * r, _H - y
-        path = (
-            f"{x + r:.2f} {cy:.2f} m {x + r:.2f} {cy + k:.2f} {x + k:.2f} {cy + r:.2f} {x:.2f} {cy + r:.2f} c "
-            f"{x - k:.2f} {cy + r:.2f} {x - r:.2f} {cy + k:.2f} {x - r:.2f} {cy:.2f} c "
-            f"{x - r:.2f} {cy - k:.2f} {x - k:.2f} {cy - r:.2f} {x:.2f} {cy - r:.2f} c "
-            f"{x + k:.2f} {cy - r:.2f} {x + r:.2f} {cy - k:.2f} {x + r:.2f} {cy:.2f} c"
-        )
-        paint = "{:.3f} {:.3f} {:.3f} rg".format(*_rgb(fill))
-        if stroke:
-            paint += " {:.3f} {:.3f} {:.3f} RG 1 w".format(*_rgb(stroke))
-        self.ops.append(f"{paint} {path} {'b' if stroke else 'f'}")
-
-
 def _draw(doc: _Doc, drawing: Drawing, top: float, scale: float, shift: float, visible: float) -> None:
     """Items of ``drawing`` whose drawing-y lies in [shift, shift + visible/scale], placed at ``top``."""
-    doc.ops.append(f"q {_M:.2f} {_H - top - visible:.2f} {_AVAIL:.2f} {visible:.2f} re W n")  # clip to the slice
     ox = _M + max(0.0, (_AVAIL - drawing.width * scale) / 2)
 
     def at(x: float, y: float) -> tuple[float, float]:
         return ox + x * scale, top + (y - shift) * scale
 
-    for item in drawing.items:
-        if isinstance(item, Rect):
-            x, y = at(item.x, item.y)
-            doc.rect(x, y, item.w * scale, item.h * scale, item.fill, item.stroke)
-        elif isinstance(item, Line):
-            doc.polyline([at(x, y) for x, y in item.points], item.stroke, item.width * scale)
-        elif isinstance(item, Circle):
-            x, y = at(item.x, item.y)
-            doc.circle(x, y, item.r * scale, item.fill, item.stroke)
-        elif isinstance(item, Text):
-            x, y = at(item.x, item.y)
-            doc.text(x, y, item.text, item.size * scale, "F2" if item.bold else "F1", item.anchor, item.fill)
-    doc.ops.append("Q")
+    with doc.pdf.rect_clip(_M, top, _AVAIL, visible):  # only this page's slice of a tall drawing
+        for item in drawing.items:
+            if isinstance(item, Rect):
+                x, y = at(item.x, item.y)
+                doc.rect(x, y, item.w * scale, item.h * scale, item.fill, item.stroke)
+            elif isinstance(item, Line):
+                doc.polyline([at(x, y) for x, y in item.points], item.stroke, item.width * scale)
+            elif isinstance(item, Circle):
+                x, y = at(item.x, item.y)
+                doc.circle(x, y, item.r * scale, item.fill, item.stroke)
+            elif isinstance(item, Text):
+                x, y = at(item.x, item.y)
+                doc.text(x, y, item.text, item.size * scale, "F2" if item.bold else "F1", item.anchor, item.fill)
 
 
 def _figure(doc: _Doc, fig: Figure) -> None:
@@ -187,7 +226,8 @@ def _table(doc: _Doc, table: Table) -> None:
     size, row_h, pad = 7.0, 11.0, 4.0
     cols = len(table.header)
     natural = [
-        min(max([_width(r[i], size) for r in table.rows] + [_width(table.header[i], size, "F2")]), 220) + 2 * pad
+        min(max([doc.width(r[i][:200], size) for r in table.rows] + [doc.width(table.header[i], size, "F2")]), 220)
+        + 2 * pad
         for i in range(cols)
     ]
     excess = sum(natural) - _AVAIL
@@ -204,7 +244,7 @@ def _table(doc: _Doc, table: Table) -> None:
             doc.rect(_M, doc.y, sum(widths), row_h, shade)
         x = _M
         for i, cell in enumerate(cells):
-            text = _fit(cell, widths[i] - 2 * pad, size, font)
+            text = _fit(doc, cell, widths[i] - 2 * pad, size, font)
             if table.numeric[i]:
                 doc.text(x + widths[i] - pad, doc.y + 8, text, size, font, "end")
             else:
@@ -237,8 +277,8 @@ def _lines(doc: _Doc, lines: list[str], size: float, font: str, x: float = _M) -
 
 def render_pdf(report: Report) -> bytes:
     """The report as the bytes of a PDF file."""
-    doc = _Doc()
-    _lines(doc, _wrap(report.title, _AVAIL, 16, "F2"), 16, "F2")
+    doc = _Doc(report.title)
+    _lines(doc, _wrap(doc, report.title, _AVAIL, 16, "F2"), 16, "F2")
     doc.y += 6
     blocks = report.blocks
     for index, block in enumerate(blocks):
@@ -250,12 +290,12 @@ def render_pdf(report: Report) -> bytes:
                 first = height if height <= _H - 2 * _M - 40 else _MIN_START
             doc.ensure(first + 40)
             doc.y += 10
-            _lines(doc, _wrap(block.text, _AVAIL, 12, "F2"), 12, "F2")
+            _lines(doc, _wrap(doc, block.text, _AVAIL, 12, "F2"), 12, "F2")
             doc.polyline([(_M, doc.y), (_W - _M, doc.y)], "#cccccc", 0.5)
             doc.y += 6
         elif isinstance(block, Facts):
             for key, value in block.rows:
-                lines = _wrap(value, _AVAIL - 100, 8)
+                lines = _wrap(doc, value, _AVAIL - 100, 8)
                 doc.ensure(10 * len(lines))
                 doc.text(_M, doc.y + 8, key, 8, "F2", color="#555555")
                 _lines(doc, lines, 8, "F1", _M + 100)
@@ -264,44 +304,11 @@ def render_pdf(report: Report) -> bytes:
         elif isinstance(block, Figure):
             _figure(doc, block)
         elif isinstance(block, Paragraph):
-            _lines(doc, _wrap(block.text, _AVAIL, 9), 9, "F1")
+            _lines(doc, _wrap(doc, block.text, _AVAIL, 9), 9, "F1")
             doc.y += 4
         elif isinstance(block, Code):
             _lines(doc, _code_lines(block.text, 7), 7, "F3")
-    return _assemble(doc.pages, report.title)
-
-
-def _assemble(pages: list[list[str]], title: str) -> bytes:
-    objects: list[bytes] = []
-
-    def add(body: bytes) -> int:
-        objects.append(body)
-        return len(objects)
-
-    add(b"<< /Type /Catalog /Pages 2 0 R >>")
-    add(b"")  # the page tree, filled in once the pages are numbered
-    font_refs = " ".join(
-        f"/{key} {add(f'<< /Type /Font /Subtype /Type1 /BaseFont /{name} /Encoding /WinAnsiEncoding >>'.encode())} 0 R"
-        for key, name in _FONTS.items()
-    )
-    kids = []
-    for number, ops in enumerate(pages, 1):
-        footer = f"0.5 0.5 0.5 rg BT /F1 7 Tf {_W / 2 - 20:.2f} 20 Td {_pdf_string(f'page {number} of {len(pages)}')} Tj ET"
-        stream = zlib.compress("\n".join([*ops, footer]).encode("latin-1"))
-        content = add(b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream")
-        kids.append(add(
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {_W:.0f} {_H:.0f}] "
-            f"/Resources << /Font << {font_refs} >> >> /Contents {content} 0 R >>".encode()
-        ))  # fmt: skip
-    objects[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>".encode()
-    info = add(f"<< /Title {_pdf_string(title)} /Producer (LayerLab) >>".encode("latin-1"))
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {info} 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    return bytes(out)
+    for page in range(1, doc.pages + 1):  # the footer, once the page count is known
+        doc.pdf.page = page
+        doc.text(_W / 2, _H - 20, f"page {page} of {doc.pages}", 7, anchor="middle", color="#808080")
+    return bytes(doc.pdf.output())

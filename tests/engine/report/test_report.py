@@ -85,7 +85,12 @@ def test_pdf_renders(tmp_path: Path) -> None:
     s = make_session(tmp_path, hostile=True)
     write_report(s, tmp_path / "report.pdf")
     data = (tmp_path / "report.pdf").read_bytes()
-    assert data.startswith(b"%PDF-1.4") and data.rstrip().endswith(b"%%EOF")
+    assert data.startswith(b"%PDF-1.") and data.rstrip().endswith(b"%%EOF")
+    from pypdf import PdfReader
+
+    extracted = "".join(page.extract_text() for page in PdfReader(tmp_path / "report.pdf").pages)
+    for needle in ("Baseline vs optimized", "block1_b", HOSTILE[0], HOSTILE[1], "1.85x faster", '"precision": "int8"'):
+        assert needle in extracted, needle
     if not shutil.which("pdftotext") or not shutil.which("pdftoppm"):
         pytest.skip("poppler-utils not installed: cannot render the PDF here")
     text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "report.pdf"), "-"], capture_output=True, text=True, check=True).stdout
@@ -108,3 +113,40 @@ def test_cli_writes_html_and_rejects_other_suffixes(tmp_path: Path, monkeypatch:
     assert main(["report", str(session), "-o", str(tmp_path / "r.html")]) == 2
     assert "--model" in capsys.readouterr().err
     assert main(["report", str(session), "-o", str(tmp_path / "r.pdf"), "--model", str(tmp_path / "moved.onnx")]) == 0
+
+
+_SCRIPTS = {
+    "stem": "畳み込み層",  # Japanese
+    "block0_a": "卷积层一",  # Chinese
+    "block0_b": "Свёртка_один",  # Cyrillic
+    "block1_a": "طبقة_الالتفاف",  # Arabic (right to left, joined forms)
+    "block1_b": "שכבת_קונבולוציה",  # Hebrew (right to left)
+}
+
+
+def test_pdf_keeps_names_in_every_script(tmp_path: Path) -> None:
+    """CJK, Cyrillic, Arabic and Hebrew layer names survive into the PDF's text (the old writer printed '?')."""
+    import onnx
+    from pypdf import PdfReader
+
+    session = make_session(tmp_path)
+    model = onnx.load(str(session.model_path))
+    for node in model.graph.node:
+        node.name = _SCRIPTS.get(node.name, node.name)
+    (tmp_path / "u").mkdir()
+    renamed = tmp_path / "u" / "model.onnx"
+    onnx.save(model, renamed)
+    from engine.ir.graph import load_model
+
+    bare = Session()
+    bare.set_model(renamed, load_model(renamed))
+    write_report(bare, tmp_path / "u.pdf")
+    # pypdf reads the CJK run (fpdf2 writes it as a CFF font with an embedded UCS-2 encoding CMap)
+    # with a NUL before each character; poppler's pdftotext reads the same bytes cleanly.
+    text = "".join(page.extract_text() for page in PdfReader(tmp_path / "u.pdf").pages).replace("\x00", "")
+    for name in _SCRIPTS.values():
+        # a right-to-left name is laid out in visual order: its words come out right to left, each
+        # word's letters in logical order; so look for every word
+        assert all(word in text for word in name.split("_")), (name, text[:400])
+    assert "Свёртка_один" in text and "畳み込み層" in text
+    assert "?" * 3 not in text
