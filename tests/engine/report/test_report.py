@@ -150,3 +150,29 @@ def test_pdf_keeps_names_in_every_script(tmp_path: Path) -> None:
         assert all(word in text for word in name.split("_")), (name, text[:400])
     assert "Свёртка_один" in text and "畳み込み層" in text
     assert "?" * 3 not in text
+
+
+def _marker(field: str) -> str:
+    return f"<img src=x onerror=alert('{field}')>"
+
+
+def test_every_report_field_is_escaped(tmp_path: Path) -> None:
+    """Each header value and session string carries its own markup; each must come out as text, never as a tag."""
+    folder = tmp_path / _marker("folder")
+    folder.mkdir()
+    s = make_session(folder, hostile=True)
+    s.input_shapes = {_marker("input"): (1, 3, 16, 16)}
+    s.machine = {"cpu": _marker("cpu"), "cores": _marker("cores"), "system": _marker("system"),
+                 "python": "3", "onnxruntime": _marker("ort")}
+    s.evaluator_path = folder / f"{_marker('evaluator')}.py"
+    s.path = folder / f"{_marker('session')}.layerlab.json"
+    s.set_notes(_marker("notes"))
+    text = _html(tmp_path, s)
+    parsed = _Tags()
+    parsed.feed(text)
+    assert "img" not in parsed.tags and "script" not in parsed.tags
+    assert not [a for a in parsed.attrs if a[0].startswith("on")]
+    shown = "".join(parsed.text)
+    for field in ("folder", "input", "cpu", "cores", "system", "ort", "evaluator", "session", "notes"):
+        assert _marker(field) in shown, field
+        assert _marker(field) not in text, field  # only its escaped form is in the file
