@@ -86,3 +86,37 @@ def test_read_trace_skips_warmup_runs(tmp_path) -> None:
     kernels = read_trace(path, skip_runs=1)
     assert kernels.samples == {"a": [(2.0, True)]} and kernels.ops == {"a": "Conv"}
     assert kernels.time("a") == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("name", ["residual_net", "transformer_block"])
+def test_known_kernel_times_all_land_in_the_profile(name: str, tmp_path) -> None:
+    """A real ORT trace whose durations are rewritten to known values: every microsecond written
+    must come out as node or adapt time, so a kernel lost anywhere (trace reading, name rules,
+    attribution) shows; the end-to-end fit in the profiler would hide it."""
+    graph = build_graph(getattr(builders, name)())
+    x = graph.inputs[0]
+    feeds = {x.name: np.random.default_rng(0).random(x.shape).astype(np.float32)}
+    session = make_session(graph.model, 1, name, str(tmp_path / "p"), str(tmp_path / "opt.onnx"))
+    for _ in range(3):
+        session.run(None, feeds)
+    trace = session.end_profiling()
+    events = json.loads(open(trace).read())
+    known: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            kernel = e["name"][: -len("_kernel_time")]
+            known.setdefault(kernel, 7.0 + 3.0 * len(known))  # µs, distinct per kernel, the same every run
+            e["dur"] = known[kernel]
+    with open(trace, "w") as f:
+        json.dump(events, f)
+    assert len(known) >= 8
+    kernels = read_trace(trace, skip_runs=1)
+    times = {k: kernels.time(k) for k in kernels.samples}
+    for kernel, us in known.items():
+        assert times.get(kernel) == pytest.approx(us / 1000.0), kernel
+    att = attribute(graph.model, onnx.load(tmp_path / "opt.onnx"), times, kernels.ops)
+    total = sum(att.node_ms.values()) + sum(att.adapts.values())
+    assert total == pytest.approx(sum(known.values()) / 1000.0, rel=1e-9)
+    assert set(att.targets) == set(known)
+    for layer in graph.layers:
+        assert att.node_ms[layer.name] >= min(known.values()) / 1000.0, (layer.name, att.targets)
