@@ -51,6 +51,8 @@ def test_default_dir_follows_environment(monkeypatch, tmp_path: Path) -> None:
 
 def _writer(directory: str, worker: int) -> None:
     cache = ProfileCache(Path(directory))
+    if cache._conn is None:  # the cache logs and carries on without a file: here that is the failure
+        raise SystemExit(3)
     for i in range(200):
         cache.put(f"w:{worker}-{i}", {"i": i})
     cache.close()
@@ -62,7 +64,7 @@ def test_two_processes_write_at_once(tmp_path: Path) -> None:
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
-    assert all(p.exitcode == 0 for p in procs)
+        p.join(300)  # spawning two interpreters on a loaded 2-core machine once took over a minute
+    assert [p.exitcode for p in procs] == [0, 0]
     cache = ProfileCache(tmp_path)
     assert cache.count("w") == 400 and cache.get("w:1-199") == {"i": 199}
