@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from pathlib import Path
 
 from fpdf import FPDF
@@ -46,7 +47,6 @@ def font_files() -> dict[tuple[str, str], Path]:
             tmp.write_bytes(pymupdf_fonts.myfont(code))
             tmp.replace(path)
         files[key] = path
-    files[(_CJK, "")] = _cjk_font()
     return files
 
 
@@ -66,13 +66,15 @@ def _rgb(color: str) -> tuple[int, int, int]:
 class _Doc:
     """An fpdf2 document with a cursor ``y`` measured from the top of the page."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, cjk: bool) -> None:
         pdf = FPDF(unit="pt", format="A4")
         pdf.set_auto_page_break(False)
         pdf.set_margins(_M, _M, _M)
         for (family, style), path in font_files().items():
             pdf.add_font(family, style, str(path))
-        pdf.set_fallback_fonts([_CJK], exact_match=False)
+        if cjk:  # parsing the 16 MB CJK font is most of the PDF's time: only when a name needs it
+            pdf.add_font(_CJK, "", str(_cjk_font()))
+            pdf.set_fallback_fonts([_CJK], exact_match=False)
         pdf.set_text_shaping(True)  # HarfBuzz: Arabic forms, right-to-left order
         pdf.set_title(title)
         pdf.set_creator("LayerLab")
@@ -135,6 +137,25 @@ class _Doc:
             self.pdf.set_draw_color(*_rgb(stroke))
             self.pdf.set_line_width(1)
         self.pdf.circle(x, y, r, style="DF" if stroke else "F")
+
+
+def _has_cjk(report: Report) -> bool:
+    """Whether any text of the report is Chinese, Japanese or Korean (which FiraGO does not cover)."""
+    texts = [report.title]
+    for block in report.blocks:
+        if isinstance(block, Facts):
+            texts += [v for row in block.rows for v in row]
+        elif isinstance(block, Table):
+            texts += [*block.header, *(c for row in block.rows for c in row)]
+        elif isinstance(block, Figure):
+            texts += [block.caption, *(i.text for i in block.drawing.items if isinstance(i, Text))]
+        else:
+            texts.append(block.text)
+    return any(_CJK_RANGES.search(t) for t in texts)
+
+
+# Hangul Jamo, CJK radicals to Yi, Hangul syllables, CJK compatibility, halfwidth forms, the SIP planes
+_CJK_RANGES = re.compile("[\u1100-\u11ff\u2e80-\ua4cf\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff]")
 
 
 def _printable(text: str) -> str:
@@ -277,7 +298,7 @@ def _lines(doc: _Doc, lines: list[str], size: float, font: str, x: float = _M) -
 
 def render_pdf(report: Report) -> bytes:
     """The report as the bytes of a PDF file."""
-    doc = _Doc(report.title)
+    doc = _Doc(report.title, _has_cjk(report))
     _lines(doc, _wrap(doc, report.title, _AVAIL, 16, "F2"), 16, "F2")
     doc.y += 6
     blocks = report.blocks
