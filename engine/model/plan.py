@@ -17,9 +17,12 @@ Fields of one entry (all optional):
   (MatMul/Gemm only) or ``auto`` (DPRS decides; ``layerlab apply`` refuses ``auto`` with
   "resolve auto with layerlab tune first", because guessing fp32 would silently change the result).
   A layer entry without ``precision`` inherits the default's.
-- ``prune``: ``{"ratio": r, "mode": "unstructured"|"structured", "criterion": "l1"|"l2"}`` with
-  0 <= r < 1; ``null`` means no pruning. Unstructured zeroes the smallest weights; structured
-  removes output channels (see ``engine.passes.prune``).
+- ``prune``: ``{"ratio": r, "mode": "unstructured"|"structured", "criterion": "l1"|"l2"|"data",
+  "reconstruct": true|false}`` with 0 <= r < 1; ``null`` means no pruning. Unstructured zeroes the
+  smallest weights; structured removes channels of the layer's whole prune group (see
+  ``engine.passes.prune``); "data" ranks channels on calibration data; ``reconstruct`` (default
+  true) refits the consumers by least squares when calibration data exists. A default ``prune``
+  applies to every layer that can be pruned; the ones that cannot are listed, not failed.
 - ``rank``: an int k >= 1 for a truncated-SVD factorisation (Gemm/MatMul/Conv), ``null`` for none.
 
 A top-level ``"ops": "int8"`` (default ``"fp32"``) also quantizes the ops that are not layers
@@ -51,7 +54,7 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic", "auto")
 PRUNE_MODES = ("unstructured", "structured")
 OPS_PRECISIONS = ("fp32", "int8")  # the plan's "ops": what the non-layer ops run in
-_CRITERIA = ("l1", "l2")
+_CRITERIA = ("l1", "l2", "data")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class PruneSettings:
     ratio: float
     mode: str = "unstructured"
     criterion: str = "l1"
+    reconstruct: bool = True  # refit the consumers on calibration data (structured, when data exists)
 
     def __post_init__(self) -> None:
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
@@ -69,9 +73,14 @@ class PruneSettings:
             raise SettingsError(f"prune mode {self.mode!r}: must be one of {', '.join(PRUNE_MODES)}")
         if self.criterion not in _CRITERIA:
             raise SettingsError(f"prune criterion {self.criterion!r}: must be one of {', '.join(_CRITERIA)}")
+        if not isinstance(self.reconstruct, bool):
+            raise SettingsError(f"prune reconstruct {self.reconstruct!r}: must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "mode": self.mode, "criterion": self.criterion}
+        out: dict[str, Any] = {"ratio": self.ratio, "mode": self.mode, "criterion": self.criterion}
+        if not self.reconstruct:
+            out["reconstruct"] = False
+        return out
 
 
 @dataclass(frozen=True)
@@ -112,8 +121,8 @@ class LayerSettings:
         prune = data.get("prune")
         try:
             if prune is not None:
-                if not isinstance(prune, dict) or set(prune) - {"ratio", "mode", "criterion"} or "ratio" not in prune:
-                    raise SettingsError(f"prune {prune!r}: expected {{'ratio': r, 'mode': ..., 'criterion': ...}}")
+                if not isinstance(prune, dict) or set(prune) - {"ratio", "mode", "criterion", "reconstruct"} or "ratio" not in prune:
+                    raise SettingsError(f"prune {prune!r}: expected {{'ratio': r, 'mode': ..., 'criterion': ..., 'reconstruct': ...}}")
                 prune = PruneSettings(**prune)
             precision = data.get("precision", None if inherit_precision else "fp32")
             return cls(precision=precision, prune=prune, rank=data.get("rank"))

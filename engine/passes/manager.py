@@ -4,6 +4,8 @@
 fp32 weights), then precision (int8 static, int8_dynamic, fp16); when a step fails the error names
 the steps that already ran. ``check_plan`` lists every problem of a plan on a model up front, asking
 each pass's own check (``can_prune``, ``lowrank_problem``, the op facts) why a setting cannot apply.
+A ``prune`` in the plan's default applies to every layer that can be pruned; the pass lists the
+layers it skipped and why. Structured pruning refits the consumers on ``calibration`` when given.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from engine.model.plan import Plan
 from engine.passes.base import PassResult
 from engine.passes.lowrank import LowRankPass, lowrank_names, lowrank_problem
 from engine.passes.precision import PrecisionPass
-from engine.passes.prune import PrunePass, can_prune
+from engine.passes.prune import PrunePass, can_prune, graph_shapes
 
 __all__ = ["ApplyResult", "apply_plan", "check_plan"]
 
@@ -60,6 +62,9 @@ def apply_plan(
         return ApplyResult(graph.model, [], False)
 
     prune = {k: s.prune for k, s in settings.items() if s.prune is not None and s.prune.ratio > 0}
+    # a default prune reaches every layer: the ones it cannot prune are listed in the notes, not failed
+    from_default = [k for k in prune if k not in plan.layers]
+    prune = {k: v for k, v in prune.items() if k in plan.layers or op_facts(graph.node(k).op_type).prunable}
     ranks = {k: s.rank for k, s in settings.items() if s.rank is not None}
     by_precision: dict[str, list[str]] = {"int8": [], "int8_dynamic": [], "fp16": []}
     for name, s in settings.items():
@@ -75,7 +80,7 @@ def apply_plan(
         if unknown:
             raise SettingsError(f"{graph.label}: shapes unknown at {unknown[0]!r}; give concrete input shapes (--input NAME=SHAPE)")
     steps: list[tuple[str, Callable[[onnx.ModelProto], PassResult]]] = [
-        ("prune", PrunePass(prune)),
+        ("prune", PrunePass(prune, calibration=calibration, skip_refused=from_default, shapes=graph_shapes(graph))),
         ("low-rank", LowRankPass(ranks)),
         ("precision", PrecisionPass(calibration=calibration, **by_precision,
                                     int8_ops_except=_layer_nodes(settings, ranks) if plan.ops == "int8" else None)),
@@ -129,7 +134,7 @@ def check_plan(plan: Plan, graph: ModelGraph) -> list[str]:
             problems.append(f"{where}: int8_dynamic is for MatMul/Gemm only (dynamic Conv is slower than fp32)")
         if s.prune is not None and s.rank is not None:
             problems.append(f"{where}: choose pruning or a rank, not both")
-        if s.prune is not None and s.prune.ratio > 0:
+        if s.prune is not None and s.prune.ratio > 0 and node.name in plan.layers:  # a default skips what it cannot prune
             if not facts.prunable:
                 problems.append(f"{where}: cannot be pruned")
             elif s.prune.mode == "structured":

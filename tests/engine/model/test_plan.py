@@ -67,6 +67,7 @@ def test_check_plan_reports_every_problem_with_a_reason() -> None:
                 "stemm": {"precision": "int8"},
                 "block0_relu": {"precision": "fp16"},
                 "block0_b": {"prune": {"ratio": 0.5, "mode": "structured"}},
+                "fc": {"prune": {"ratio": 0.5, "mode": "structured"}},
                 "block0_a": {"precision": "int8_dynamic", "rank": 200},
                 "block1_a": {"prune": {"ratio": 0.5}, "rank": 2},
             },
@@ -76,7 +77,8 @@ def test_check_plan_reports_every_problem_with_a_reason() -> None:
     assert "default: rank" in problems
     assert "'stemm': no such node" in problems and "did you mean 'stem'" in problems
     assert "'block0_relu': is a Relu op" in problems
-    assert "'block0_b' (Conv): structured pruning refused: channels are tied by Add 'block0_add'" in problems
+    assert "block0_b" not in problems  # tied by a residual Add: pruned with its group
+    assert "'fc' (Gemm): structured pruning refused: tensor 'fc_out' is a graph output" in problems
     assert "'block0_a' (Conv): int8_dynamic is for MatMul/Gemm only" in problems
     assert "'block0_a' (Conv): rank 200 refused: rank must be below the break-even rank" in problems
     assert "'block1_a' (Conv): choose pruning or a rank, not both" in problems

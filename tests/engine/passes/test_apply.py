@@ -75,10 +75,10 @@ def test_structured_and_lowrank_lower_macs_and_params() -> None:
 
 def test_auto_and_other_problems_are_refused_together() -> None:
     graph = build_graph(builders.concat_net())
-    plan = Plan(layers={"stem": LayerSettings("auto"), "left": LayerSettings(prune=PruneSettings(0.5, "structured"))})
+    plan = Plan(layers={"stem": LayerSettings("auto"), "project": LayerSettings(prune=PruneSettings(0.5, "structured"))})
     with pytest.raises(SettingsError) as info:
         apply_plan(graph, plan)
-    assert "resolve auto with layerlab tune first" in str(info.value) and "Concat 'cat'" in str(info.value)
+    assert "resolve auto with layerlab tune first" in str(info.value) and "graph output" in str(info.value)
 
 
 def test_cli_apply_prints_before_and_after(tmp_path, digits_model, digits_eval, capsys) -> None:

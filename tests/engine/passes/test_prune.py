@@ -71,21 +71,29 @@ def test_structured_removes_zero_channels_exactly() -> None:
 
 
 @pytest.mark.parametrize(
-    "model, layer, reason",
+    "model, layer, shrinks",
     [
-        (builders.residual_net(), "stem", "tied by Add 'block0_add'"),
-        (builders.residual_net(), "block0_b", "tied by Add"),
-        (builders.concat_net(), "left", "Concat 'cat'"),
-        (builders.concat_net(), "depthwise", "grouped/depthwise"),
-        (builders.conv_stack(), "conv_3", "graph output"),
-        (builders.transformer_block(), "q", "not MatMul"),
+        (builders.residual_net(), "stem", {"stem.w": 8, "block0_b.w": 8, "block1_b.w": 8}),
+        (builders.concat_net(), "left", {"left.w": 4, "depthwise.w": 12}),
+        (builders.transformer_block(), "mlp_up", {"mlp_up.w": 64, "mlp_up.b": 64}),
     ],
 )
-def test_tied_channels_are_refused_with_a_reason(model: onnx.ModelProto, layer: str, reason: str) -> None:
+def test_tied_channels_are_pruned_as_a_group(model: onnx.ModelProto, layer: str, shrinks: dict[str, int]) -> None:
     graph = build_graph(model)
-    assert reason in (can_prune(graph, layer) or "")
+    assert can_prune(graph, layer) is None
+    result = PrunePass({layer: STRUCTURED})(graph.model)
+    onnx.checker.check_model(result.model, full_check=True)
+    for name, size in shrinks.items():
+        w = _weight(result.model, name)
+        assert w.shape[-1 if name.startswith("mlp") else 0] == size
+    assert build_graph(result.model).total_macs < graph.total_macs
+
+
+def test_graph_output_is_refused() -> None:
+    graph = build_graph(builders.conv_stack())
+    assert "graph output" in (can_prune(graph, "conv_3") or "")
     with pytest.raises(SettingsError, match="refused"):
-        PrunePass({layer: STRUCTURED})(graph.model)
+        PrunePass({"conv_3": STRUCTURED})(graph.model)
 
 
 def test_prunes_through_depthwise_conv() -> None:

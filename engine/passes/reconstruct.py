@@ -1,0 +1,197 @@
+"""Data-aware pruning and factorisation: least-squares reconstruction and activation statistics.
+
+After structured pruning, each layer that lost input channels (a *consumer*) is refitted so its
+output on calibration data stays as close as possible to the unpruned model's output: with X' the
+consumer's input in the pruned model (kept channels, upstream changes included) and Y its output in
+the unpruned model, solve ``min ||X' W + b - Y||^2`` (a small ridge term keeps it well posed). This is
+the reconstruction step of He et al. 2017 (*Channel Pruning for Accelerating Very Deep Neural
+Networks*) and ThiNet. Convs are unfolded into patches (im2col) for the fit.
+
+``activation_importance`` ranks a group's channels by the energy they carry into the consumers
+(E[x_c^2] * ||W[:, c]||^2), and ``input_gram`` gives a layer's input second moments for the
+whitened SVD in ``engine.passes.lowrank``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+from numpy.lib.stride_tricks import sliding_window_view
+from onnx import helper, numpy_helper
+
+from engine.passes.base import clone, set_initializer
+from engine.passes.prune_dims import attr
+from engine.passes.prune_groups import Group
+
+__all__ = ["activation_importance", "capture", "input_gram", "reconstruct"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_ROWS = 8192  # rows (positions x samples) kept for one fit
+_RIDGE = 1e-4
+
+
+def capture(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The values of ``tensors`` for each feed, concatenated along axis 0."""
+    import onnxruntime as ort
+
+    probe = clone(model)
+    known = {o.name for o in probe.graph.output}
+    for t in tensors:
+        if t not in known:
+            probe.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    runs = [session.run(list(tensors), feed) for feed in feeds]
+    return {t: np.concatenate([r[i] for r in runs], axis=0) for i, t in enumerate(tensors)}
+
+
+def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def _weight(model: onnx.ModelProto, name: str) -> np.ndarray:
+    return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
+
+
+def _patches(x: np.ndarray, node: onnx.NodeProto, kernel: Sequence[int]) -> np.ndarray | None:
+    """im2col of a Conv's input: [positions, C*kh*kw], or None for settings it does not cover."""
+    if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(kernel) not in (1, 2):
+        return None
+    nd = len(kernel)
+    pads = list(attr(node, "pads", [0] * 2 * nd))
+    strides = list(attr(node, "strides", [1] * nd))
+    dil = list(attr(node, "dilations", [1] * nd))
+    if nd == 1:
+        x, kernel = x[:, :, None, :], (1, kernel[0])
+        pads, strides, dil = [0, pads[0], 0, pads[1]], [1, strides[0]], [1, dil[0]]
+    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    win = sliding_window_view(x, span, axis=(2, 3))[:, :, :: strides[0], :: strides[1], :: dil[0], :: dil[1]]
+    n, c, oh, ow, kh, kw = win.shape
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+
+
+def _rows(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) > _MAX_ROWS:
+        pick = np.random.default_rng(seed).choice(len(x), _MAX_ROWS, replace=False)
+        x, y = x[pick], y[pick]
+    return x.astype(np.float64), y.astype(np.float64)
+
+
+def _lstsq(x: np.ndarray, y: np.ndarray, intercept: bool) -> tuple[np.ndarray, np.ndarray]:
+    """W [in, out] and b [out] minimising ||x W + b - y||^2 plus a small ridge term."""
+    if intercept:
+        x = np.hstack([x, np.ones((len(x), 1))])
+    gram = x.T @ x
+    ridge = _RIDGE * max(float(np.mean(np.diag(gram))), 1e-12)
+    w = np.linalg.solve(gram + ridge * np.eye(len(gram)), x.T @ y)
+    return (w[:-1], w[-1]) if intercept else (w, np.zeros(y.shape[1]))
+
+
+def _fit(pruned: onnx.ModelProto, layer: str, xin: np.ndarray, yout: np.ndarray) -> str | None:
+    """Refit ``layer`` of ``pruned`` in place; returns None when its kind is not covered."""
+    node = _node(pruned, layer)
+    op = node.op_type
+    w = _weight(pruned, node.input[1])
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    bias = _weight(pruned, node.input[2]) if has_bias else None
+    if op == "Conv" and int(attr(node, "group", 1)) == 1:
+        x = _patches(xin, node, w.shape[2:])
+        if x is None:
+            return None
+        y = np.moveaxis(yout, 1, -1).reshape(-1, yout.shape[1])
+        x, y = _rows(x, y)
+        fw, fb = _lstsq(x, y, has_bias)
+        set_initializer(pruned.graph, node.input[1], fw.T.reshape(w.shape).astype(w.dtype))
+        if has_bias:
+            set_initializer(pruned.graph, node.input[2], fb.astype(bias.dtype))
+    elif op == "Gemm":
+        trans_b, alpha, beta = int(attr(node, "transB", 0)), float(attr(node, "alpha", 1.0)), float(attr(node, "beta", 1.0))
+        per_channel = bias is not None and bias.size == yout.shape[1] and bias.size > 1
+        target = yout - beta * bias if bias is not None and not per_channel else yout
+        x, y = _rows(xin.reshape(len(xin), -1), target)
+        fw, fb = _lstsq(x, y, per_channel)
+        set_initializer(pruned.graph, node.input[1], ((fw.T if trans_b else fw) / alpha).astype(w.dtype))
+        if per_channel:
+            set_initializer(pruned.graph, node.input[2], (fb / beta).reshape(bias.shape).astype(bias.dtype))
+    elif op == "MatMul" and w.ndim == 2:
+        x, y = _rows(xin.reshape(-1, xin.shape[-1]), yout.reshape(-1, yout.shape[-1]))
+        fw, _ = _lstsq(x, y, False)
+        set_initializer(pruned.graph, node.input[1], fw.astype(w.dtype))
+    else:
+        return None
+    return layer
+
+
+def reconstruct(
+    original: onnx.ModelProto,
+    pruned: onnx.ModelProto,
+    layers: Sequence[str],
+    calibration: Sequence[dict[str, np.ndarray]],
+    kept: Mapping[str, np.ndarray] | None = None,
+) -> list[str]:
+    """Refit ``layers`` (consumers of pruned channels) of ``pruned`` in place, in graph order.
+
+    ``kept`` gives, for layers that also lost output channels, which of the unpruned ones remain.
+    """
+    kept = kept or {}
+    order = {n.name: i for i, n in enumerate(pruned.graph.node)}
+    layers = sorted(layers, key=lambda n: order[n])
+    done, skipped = [], []
+    for i in range(len(layers)):  # one at a time: each fit sees the layers before it already refitted
+        chunk = layers[i : i + 1]
+        nodes = [_node(pruned, n) for n in chunk]
+        outs = capture(original, [n.output[0] for n in nodes], calibration)
+        ins = capture(pruned, [n.input[0] for n in nodes], calibration)
+        for layer, node in zip(chunk, nodes):
+            y = outs[node.output[0]]
+            axis = -1 if node.op_type == "MatMul" else 1
+            target = np.take(y, kept[layer], axis=axis) if layer in kept else y
+            fitted = _fit(pruned, layer, ins[node.input[0]], target)
+            (done if fitted else skipped).append(layer)
+    notes = [f"reconstruction refitted {len(done)} layer(s) on {len(calibration)} calibration sample(s)"]
+    if skipped:
+        notes.append(f"reconstruction skipped {', '.join(skipped)} (kind not covered)")
+    return notes
+
+
+def activation_importance(model: onnx.ModelProto, group: Group, calibration: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """Per group channel: the energy its inputs carry into the group's consumers, E[x^2] * ||W col||^2."""
+    total = np.zeros(group.channels)
+    consumers = [_node(model, c) for c in group.consumers]
+    values = capture(model, [n.input[0] for n in consumers], calibration) if consumers else {}
+    for node in consumers:
+        x = values[node.input[0]]
+        dim = group.dims[node.input[0]]
+        w = _weight(model, node.input[1])
+        if node.op_type == "Conv":
+            col = (w**2).sum(axis=(0, *range(2, w.ndim)))
+        elif node.op_type == "Gemm" and int(attr(node, "transB", 0)):
+            col = (w**2).sum(0)
+        else:
+            col = (w**2).sum(1)
+        energy = np.mean(np.moveaxis(x, dim.axis, 0).reshape(x.shape[dim.axis], -1).astype(np.float64) ** 2, axis=1)
+        score = energy * col
+        total += np.array([score[r].sum() for r in dim.rows]) / max(float(score.mean()), 1e-12)
+    if not consumers:
+        return group.scores(model)
+    return total
+
+
+def input_gram(model: onnx.ModelProto, layer: str, calibration: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """E[x x^T] of ``layer``'s input rows (patches for a Conv), as the low-rank pass's W is [out, in]."""
+    node = _node(model, layer)
+    slot = 0 if node.op_type != "MatMul" or node.input[1] in {t.name for t in model.graph.initializer} else 1
+    x = capture(model, [node.input[slot]], calibration)[node.input[slot]]
+    if node.op_type == "Conv":
+        x = _patches(x, node, _weight(model, node.input[1]).shape[2:])
+        if x is None:
+            raise ValueError(f"{layer}: conv settings not covered by the unfold")
+    elif slot == 1:  # left weight: the input's columns are the rows
+        x = np.swapaxes(x, -1, -2)
+    x = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    x, _ = _rows(x, x[:, :1])
+    return x.T @ x / len(x)
