@@ -154,7 +154,7 @@ class _Tracer:
         self.queue: deque[tuple[onnx.NodeProto, str]] = deque()
         self.seen: set[tuple[int, str]] = set()
 
-    # --- queries the handlers use ---
+    # --- queries the handlers use (``producer`` too) ---
     def shape(self, t: str) -> list[int | None] | None:
         return self.shapes.get(t)
 
@@ -198,20 +198,26 @@ class _Tracer:
     def add(self, t: str, dim: Dim, via: onnx.NodeProto | None) -> None:
         if via is not None:
             self.seen.add((self.index(via), t))
+        again = False
         if t in self.dims:
-            if not self.dims[t].same(dim):
-                raise Refused(f"tensor {t!r} is reached on two paths with different channels")
-            return
+            old = self.dims[t]
+            if old.same(dim):
+                return
+            dim = _union(t, old, dim)  # e.g. a Concat reached from two of its inputs
+            again = True
         if t in self.outputs:
             raise Refused(f"tensor {t!r} is a graph output: its channel count is fixed")
         if t in self.inputs:
             raise Refused(f"tensor {t!r} is a graph input: its channel count is fixed")
-        if t in self.inits:
-            raise Refused(f"constant {t!r} would have to shrink with the channels")
         self.dims[t] = dim
+        if t in self.inits:  # a constant reaching the group through a Reshape, Unsqueeze, ...: slice it
+            if via is None:
+                raise Refused(f"constant {t!r} would have to shrink with the channels")
+            self.edit(SliceParam(self.index(via), list(via.input).index(t), dim.axis, t))
+            return
         nodes = ([self.producer[t]] if t in self.producer else []) + self.readers.get(t, [])
         for n in nodes:
-            if (self.index(n), t) not in self.seen:
+            if again and n is not via or (self.index(n), t) not in self.seen:
                 self.seen.add((self.index(n), t))
                 self.queue.append((n, t))
 
@@ -222,6 +228,17 @@ class _Tracer:
             if handler is None:
                 raise Refused(f"channels reach {node.op_type} {node.name!r}, which pruning cannot follow")
             handler(self, node, t, self.dims[t])
+
+
+def _union(t: str, a: Dim, b: Dim) -> Dim:
+    """Both index sets per group channel; refused when they disagree on axis or share an index."""
+    if a.axis != b.axis or len(a.rows) != len(b.rows):
+        raise Refused(f"tensor {t!r} is reached on two paths with different channel axes")
+    rows = tuple(np.union1d(x, y) for x, y in zip(a.rows, b.rows))
+    flat = np.concatenate(rows)
+    if len(np.unique(flat)) != len(flat):
+        raise Refused(f"tensor {t!r} is reached on two paths with different channels")
+    return Dim(a.axis, rows)
 
 
 def _root_axis(node: onnx.NodeProto, shapes: Mapping[str, list[int | None]]) -> tuple[int, int]:

@@ -286,6 +286,26 @@ def _resize(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
         b.edit(SetCount(b.index(node), "shape", int(b.const(sizes)[dim.axis]), node.output[0], 3, dim.axis))
 
 
+@_handles("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceProd")
+def _reduce(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
+    """A reduction over other axes keeps the channels (moved down by the axes dropped before them)."""
+    n = b.rank(node.input[0])
+    axes = b.const(node.input[1]) if len(node.input) > 1 and node.input[1] else attr(node, "axes", None)
+    if axes is None:
+        raise Refused(f"{_who(node)} reduces over all axes")
+    axes = {int(a) % n for a in np.ravel(axes)}
+    keep = int(attr(node, "keepdims", 1))
+    kept = [i for i in range(n) if keep or i not in axes]  # output axis i reads input axis kept[i]
+    if t == node.input[0]:
+        if dim.axis in axes:
+            raise Refused(f"{_who(node)} reduces over the pruned axis")
+        b.add(node.output[0], Dim(kept.index(dim.axis), dim.rows), node)
+    elif t == node.output[0]:
+        b.add(node.input[0], Dim(kept[dim.axis], dim.rows), node)
+    else:
+        raise Refused(f"the channels reach the axes of {_who(node)}")
+
+
 @_handles("Concat")
 def _concat(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     axis = int(attr(node, "axis", 0)) % b.rank(node.output[0])
@@ -367,15 +387,34 @@ def _reshape(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     mapped = _map_axis(b.shape(src), b.shape(dst), dim)
     if mapped is None:
         raise Refused(f"{_who(node)} mixes the pruned axis with others in a way that cannot be traced")
+    out_axis = (mapped if dst == node.output[0] else dim).axis
     target = b.const(node.input[1])
-    if target is None:
-        raise Refused(f"{_who(node)}: its target shape is computed at run time")
+    where = (node, 1, out_axis) if target is not None else _shape_piece(b, node.input[1], out_axis)
+    if where is None:
+        raise Refused(f"{_who(node)}: the pruned entry of its target shape is computed at run time")
     b.member(node, "reshape")
     b.add(dst, mapped, node)
-    out_axis = (mapped if dst == node.output[0] else dim).axis
-    if int(target[out_axis]) > 0:
+    owner, slot, entry = where
+    if int(b.const(owner.input[slot])[entry]) > 0:
         old = b.shape(node.output[0])[out_axis]
-        b.edit(SetCount(b.index(node), "shape", old, node.output[0], 1, out_axis))
+        b.edit(SetCount(b.index(owner), "shape", old, node.output[0], slot, entry))
+
+
+def _shape_piece(b: Any, shape: str, axis: int) -> tuple[onnx.NodeProto, int, int] | None:
+    """A target shape built by Concat (batch and sequence read at run time, the rest constant):
+    the constant input and entry that hold ``axis``."""
+    concat = b.producer.get(shape)
+    if concat is None or concat.op_type != "Concat":
+        return None
+    start = 0
+    for slot, piece in enumerate(concat.input):
+        size = (b.shape(piece) or [None])[0]
+        if size is None:
+            return None
+        if start <= axis < start + size:
+            return (concat, slot, axis - start) if b.const(piece) is not None else None
+        start += size
+    return None
 
 
 def _map_axis(src: list[int | None] | None, dst: list[int | None] | None, dim: Dim) -> Dim | None:

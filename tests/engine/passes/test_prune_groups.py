@@ -207,3 +207,39 @@ def test_refusals_name_the_cause(model: onnx.ModelProto, layer: str, reason: str
 def test_details_lists_layers_and_per_channel_ops() -> None:
     text = prune_group(build_graph(builders.residual_net()), "stem").details()
     assert "layer: Conv stem, Conv block0_b, Conv block1_b" in text and "residual: Add block0_add" in text
+
+
+def test_split_concat_with_shortcut_and_reshaped_bias() -> None:
+    # C2f-like: conv -> Split [4, 4] -> bottleneck on the second half with a shortcut -> Concat of all
+    # three -> 1x1 conv; the bias of the bottleneck is a constant reshaped to [1, C, 1, 1] (Paddle style).
+    b = builders._Builder(0)
+    y = b.conv("x", 3, 8, name="cv1")
+    b.inits.append(numpy_helper.from_array(np.array([4, 4], np.int64), "sizes"))
+    b.nodes.append(helper.make_node("Split", [y, "sizes"], ["s0", "s1"], name="split", axis=1))
+    m = b.conv("s1", 4, 4, name="m1")
+    m = b.conv(m, 4, 4, name="m2", relu=False)
+    _const(b, "m_bias", np.random.default_rng(5).standard_normal(4))
+    b.inits.append(numpy_helper.from_array(np.array([1, 4, 1, 1], np.int64), "bias_shape"))
+    m = b.node("Add", [m, b.node("Reshape", ["m_bias", "bias_shape"], name="bias_4d")], name="m_add")
+    m = b.node("Add", ["s1", m], name="shortcut")
+    cat = b.node("Concat", ["s0", "s1", m], name="cat", axis=1)
+    out = b.conv(cat, 12, 5, k=1, name="cv2", relu=False)
+    model = builders.make_model(b, [1, 3, 6, 6], out, [1, 5, 6, 6])
+    drop = [1, 5, 6]  # 1 of the first half, 2 of the second (which the bottleneck shares)
+    pruned, group = _pruned(model, "cv1", drop)
+    assert set(group.layers) == {"cv1", "m2"} and set(group.consumers) == {"m1", "cv2"}
+    assert list(_weight(pruned, "sizes")) == [3, 2] and _weight(pruned, "m_bias").shape == (2,)
+    x = _x((1, 3, 6, 6))
+    ref = _zeroed(model, {"cv2.w": (1, [1, 5, 6, 9, 10]), "m1.w": (1, [1, 2])})
+    np.testing.assert_allclose(_run(pruned, x), _run(ref, x), rtol=1e-5, atol=1e-5)
+
+
+def test_reduce_over_other_axes_keeps_the_channels() -> None:
+    b = builders._Builder(0)
+    y = b.conv("x", 3, 6, name="c1")
+    y = b.node("ReduceMean", [y], name="mean", axes=[2, 3], keepdims=0)  # opset 17: axes attribute
+    out = b.node("Gemm", [y, b.weight("fc.w", (4, 6)), b.weight("fc.b", (4,))], name="fc", transB=1)
+    model = builders.make_model(b, [1, 3, 5, 5], out, [1, 4])
+    pruned, _ = _pruned(model, "c1", [0, 2])
+    x = _x((1, 3, 5, 5))
+    np.testing.assert_allclose(_run(pruned, x), _run(_zeroed(model, {"fc.w": (1, [0, 2])}), x), rtol=1e-5, atol=1e-5)
