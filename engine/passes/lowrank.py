@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from engine.passes.base import (
     refresh_shapes,
     set_initializer,
 )
+from engine.passes.reconstruct import input_gram
 
 __all__ = ["LowRankPass", "break_even_rank", "energy_curve", "lowrank_names", "lowrank_problem"]
 
@@ -94,10 +95,21 @@ def _proto_node(graph: Any, layer: str) -> tuple[onnx.NodeProto, dict[str, onnx.
     raise SettingsError(f"{graph.label}: no node named {layer!r}")
 
 
-def energy_curve(graph: Any, layer: str) -> np.ndarray:
-    """Fraction of the weight's energy kept at rank 1, 2, ...: cumsum(s^2) / sum(s^2) (for the rank slider)."""
+def _whitener(gram: np.ndarray) -> np.ndarray:
+    """S with S S^T = gram (+ a little on the diagonal so it is invertible)."""
+    gram = gram + 1e-6 * max(float(np.mean(np.diag(gram))), 1e-12) * np.eye(len(gram))
+    return np.linalg.cholesky(gram)
+
+
+def energy_curve(graph: Any, layer: str, gram: np.ndarray | None = None) -> np.ndarray:
+    """Fraction of the weight's energy kept at rank 1, 2, ...: cumsum(s^2) / sum(s^2) (for the rank slider).
+
+    With ``gram`` (E[x x^T] of the layer's input, ``engine.passes.reconstruct.input_gram``) it is the
+    energy of the layer's *output* on that data: the singular values of W S, S S^T = gram.
+    """
     node, inits = _proto_node(graph, layer)
-    s = np.linalg.svd(_factorable(node, inits).matrix.astype(np.float64), compute_uv=False)
+    matrix = _factorable(node, inits).matrix.astype(np.float64)
+    s = np.linalg.svd(matrix @ _whitener(gram) if gram is not None else matrix, compute_uv=False)
     energy = np.cumsum(s**2)
     return energy / energy[-1] if energy[-1] > 0 else np.ones_like(energy)
 
@@ -127,16 +139,23 @@ def lowrank_problem(graph: Any, layer: str, rank: int) -> str | None:
 
 
 class LowRankPass:
-    """Factor the given layers at the given ranks; ``check_break_even=False`` allows any rank (tests)."""
+    """Factor the given layers at the given ranks; ``check_break_even=False`` allows any rank (tests).
 
-    def __init__(self, ranks: Mapping[str, int], check_break_even: bool = True) -> None:
+    With ``calibration`` the SVD is whitened by each layer's input second moments (as in SVD-LLM /
+    ASVD): it keeps the directions the data uses, minimising the output error E||(W - BA) x||^2
+    instead of the weight error ||W - BA||.
+    """
+
+    def __init__(self, ranks: Mapping[str, int], check_break_even: bool = True,
+                 calibration: Sequence[dict[str, np.ndarray]] | None = None) -> None:
         self.ranks = dict(ranks)
         self.check_break_even = check_break_even
+        self.calibration = list(calibration or [])
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
         if not self.ranks:
             return PassResult(model, False)
-        model = clone(model)
+        source, model = model, clone(model)
         graph = model.graph
         inits = initializers(graph)
         found = {n.name for n in graph.node}
@@ -160,10 +179,14 @@ class LowRankPass:
                     f"layer {node.name!r}: rank {rank} refused; it must be below the break-even rank {limit} "
                     f"(weight {f.matrix.shape[0]}x{f.matrix.shape[1]})"
                 )
-            first, second = _factor(node, f, rank, graph)
+            gram = input_gram(source, node.name, self.calibration) if self.calibration else None
+            first, second = _factor(node, f, rank, graph, gram)
             new_nodes += [first, second]
-            kept = _energy_of(f.matrix, rank)
-            notes.append(f"{node.name}: rank {rank} keeps {kept:.1%} of the weight energy")
+            if gram is None:
+                notes.append(f"{node.name}: rank {rank} keeps {_energy_of(f.matrix, rank):.1%} of the weight energy")
+            else:
+                kept = _energy_of(f.matrix.astype(np.float64) @ _whitener(gram), rank)
+                notes.append(f"{node.name}: rank {rank} keeps {kept:.1%} of the output energy on calibration data (whitened SVD)")
         del graph.node[:]
         graph.node.extend(new_nodes)
         _drop_unused_initializers(graph)
@@ -177,10 +200,16 @@ def _energy_of(matrix: np.ndarray, rank: int) -> float:
     return float(np.sum(s[:rank] ** 2)) / total if total > 0 else 1.0
 
 
-def _factor(node: onnx.NodeProto, f: _Factorable, rank: int, graph: onnx.GraphProto) -> tuple[onnx.NodeProto, onnx.NodeProto]:
-    u, s, vt = np.linalg.svd(f.matrix.astype(np.float64), full_matrices=False)
+def _factor(node: onnx.NodeProto, f: _Factorable, rank: int, graph: onnx.GraphProto,
+            gram: np.ndarray | None = None) -> tuple[onnx.NodeProto, onnx.NodeProto]:
+    matrix = f.matrix.astype(np.float64)
+    white = _whitener(gram) if gram is not None else None
+    u, s, vt = np.linalg.svd(matrix @ white if white is not None else matrix, full_matrices=False)
     root = np.sqrt(s[:rank])
-    a = (root[:, None] * vt[:rank]).astype(np.float32)  # [k, in]
+    a = root[:, None] * vt[:rank]
+    if white is not None:  # W S ~= U S_k V^T  =>  W ~= (U sqrt S_k) (sqrt S_k V^T S^-1)
+        a = np.linalg.solve(white.T, a.T).T
+    a = a.astype(np.float32)  # [k, in]
     b = (u[:, :rank] * root[None, :]).astype(np.float32)  # [out, k]
     first_name, second_name = lowrank_names(node.name)
     a_name, b_name, mid = f"{node.name}.lowrank_a", f"{node.name}.lowrank_b", f"{first_name}_out"

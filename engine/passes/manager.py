@@ -81,7 +81,7 @@ def apply_plan(
             raise SettingsError(f"{graph.label}: shapes unknown at {unknown[0]!r}; give concrete input shapes (--input NAME=SHAPE)")
     steps: list[tuple[str, Callable[[onnx.ModelProto], PassResult]]] = [
         ("prune", PrunePass(prune, calibration=calibration, skip_refused=from_default, shapes=graph_shapes(graph))),
-        ("low-rank", LowRankPass(ranks)),
+        ("low-rank", LowRankPass(ranks, calibration=calibration)),
         ("precision", PrecisionPass(calibration=calibration, **by_precision,
                                     int8_ops_except=_layer_nodes(settings, ranks) if plan.ops == "int8" else None)),
     ]

@@ -34,8 +34,8 @@ _MAX_ROWS = 8192  # rows (positions x samples) kept for one fit
 _RIDGE = 1e-4
 
 
-def capture(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The values of ``tensors`` for each feed, concatenated along axis 0."""
+def capture(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
+    """The values of ``tensors`` for each feed (a list per tensor: feeds may differ in size)."""
     import onnxruntime as ort
 
     probe = clone(model)
@@ -45,7 +45,7 @@ def capture(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[dict
             probe.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     runs = [session.run(list(tensors), feed) for feed in feeds]
-    return {t: np.concatenate([r[i] for r in runs], axis=0) for i, t in enumerate(tensors)}
+    return {t: [r[i] for r in runs] for i, t in enumerate(tensors)}
 
 
 def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
@@ -81,45 +81,55 @@ def _rows(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.n
     return x.astype(np.float64), y.astype(np.float64)
 
 
-def _lstsq(x: np.ndarray, y: np.ndarray, intercept: bool) -> tuple[np.ndarray, np.ndarray]:
-    """W [in, out] and b [out] minimising ||x W + b - y||^2 plus a small ridge term."""
-    if intercept:
+def _lstsq(x: np.ndarray, y: np.ndarray, prior: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """W [in, out] and b [out] minimising ||x W + b - y||^2 + lam ||[W; b] - prior||^2.
+
+    The penalty pulls towards the plainly pruned weights ``prior`` (and ``bias``), not towards zero,
+    and grows once there are fewer than 4 rows per input: a handful of calibration rows (a squeeze-excite
+    layer after global pooling sees one per sample) then leaves the layer nearly as it was.
+    """
+    if bias is not None:
         x = np.hstack([x, np.ones((len(x), 1))])
-    gram = x.T @ x
-    ridge = _RIDGE * max(float(np.mean(np.diag(gram))), 1e-12)
-    w = np.linalg.solve(gram + ridge * np.eye(len(gram)), x.T @ y)
-    return (w[:-1], w[-1]) if intercept else (w, np.zeros(y.shape[1]))
+        prior = np.vstack([prior, bias[None, :]])
+    gram = x.T @ x / len(x)
+    lam = max(float(np.mean(np.diag(gram))), 1e-12) * (_RIDGE + max(0.0, x.shape[1] / len(x) - 0.25))
+    w = np.linalg.solve(gram + lam * np.eye(len(gram)), x.T @ y / len(x) + lam * prior)
+    return (w[:-1], w[-1]) if bias is not None else (w, np.zeros(y.shape[1]))
 
 
-def _fit(pruned: onnx.ModelProto, layer: str, xin: np.ndarray, yout: np.ndarray) -> str | None:
-    """Refit ``layer`` of ``pruned`` in place; returns None when its kind is not covered."""
+def _stack(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return _rows(np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs]))
+
+
+def _fit(pruned: onnx.ModelProto, layer: str, xs: list[np.ndarray], ys: list[np.ndarray]) -> str | None:
+    """Refit ``layer`` of ``pruned`` in place from per-feed inputs ``xs`` and targets ``ys``; None when
+    its kind is not covered."""
     node = _node(pruned, layer)
     op = node.op_type
     w = _weight(pruned, node.input[1])
     has_bias = len(node.input) > 2 and bool(node.input[2])
     bias = _weight(pruned, node.input[2]) if has_bias else None
     if op == "Conv" and int(attr(node, "group", 1)) == 1:
-        x = _patches(xin, node, w.shape[2:])
-        if x is None:
+        if _patches(xs[0][:1], node, w.shape[2:]) is None:
             return None
-        y = np.moveaxis(yout, 1, -1).reshape(-1, yout.shape[1])
-        x, y = _rows(x, y)
-        fw, fb = _lstsq(x, y, has_bias)
+        x, y = _stack([(_patches(a, node, w.shape[2:]), np.moveaxis(b, 1, -1).reshape(-1, b.shape[1])) for a, b in zip(xs, ys)])
+        fw, fb = _lstsq(x, y, w.reshape(w.shape[0], -1).T, bias.reshape(-1) if has_bias else None)
         set_initializer(pruned.graph, node.input[1], fw.T.reshape(w.shape).astype(w.dtype))
         if has_bias:
             set_initializer(pruned.graph, node.input[2], fb.astype(bias.dtype))
     elif op == "Gemm":
         trans_b, alpha, beta = int(attr(node, "transB", 0)), float(attr(node, "alpha", 1.0)), float(attr(node, "beta", 1.0))
-        per_channel = bias is not None and bias.size == yout.shape[1] and bias.size > 1
-        target = yout - beta * bias if bias is not None and not per_channel else yout
-        x, y = _rows(xin.reshape(len(xin), -1), target)
-        fw, fb = _lstsq(x, y, per_channel)
+        per_channel = bias is not None and bias.size == ys[0].shape[1] and bias.size > 1
+        shift = beta * bias if bias is not None and not per_channel else 0.0
+        x, y = _stack([(a.reshape(len(a), -1), b - shift) for a, b in zip(xs, ys)])
+        prior = (w.T if trans_b else w) * alpha
+        fw, fb = _lstsq(x, y, prior, bias.reshape(-1) * beta if per_channel else None)
         set_initializer(pruned.graph, node.input[1], ((fw.T if trans_b else fw) / alpha).astype(w.dtype))
         if per_channel:
             set_initializer(pruned.graph, node.input[2], (fb / beta).reshape(bias.shape).astype(bias.dtype))
     elif op == "MatMul" and w.ndim == 2:
-        x, y = _rows(xin.reshape(-1, xin.shape[-1]), yout.reshape(-1, yout.shape[-1]))
-        fw, _ = _lstsq(x, y, False)
+        x, y = _stack([(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])) for a, b in zip(xs, ys)])
+        fw, _ = _lstsq(x, y, w, None)
         set_initializer(pruned.graph, node.input[1], fw.astype(w.dtype))
     else:
         return None
@@ -149,7 +159,7 @@ def reconstruct(
         for layer, node in zip(chunk, nodes):
             y = outs[node.output[0]]
             axis = -1 if node.op_type == "MatMul" else 1
-            target = np.take(y, kept[layer], axis=axis) if layer in kept else y
+            target = [np.take(v, kept[layer], axis=axis) for v in y] if layer in kept else y
             fitted = _fit(pruned, layer, ins[node.input[0]], target)
             (done if fitted else skipped).append(layer)
     notes = [f"reconstruction refitted {len(done)} layer(s) on {len(calibration)} calibration sample(s)"]
@@ -173,7 +183,7 @@ def activation_importance(model: onnx.ModelProto, group: Group, calibration: Seq
             col = (w**2).sum(0)
         else:
             col = (w**2).sum(1)
-        energy = np.mean(np.moveaxis(x, dim.axis, 0).reshape(x.shape[dim.axis], -1).astype(np.float64) ** 2, axis=1)
+        energy = np.mean([np.mean(np.moveaxis(v, dim.axis, 0).reshape(v.shape[dim.axis], -1).astype(np.float64) ** 2, axis=1) for v in x], axis=0)
         score = energy * col
         total += np.array([score[r].sum() for r in dim.rows]) / max(float(score.mean()), 1e-12)
     if not consumers:
@@ -185,13 +195,14 @@ def input_gram(model: onnx.ModelProto, layer: str, calibration: Sequence[dict[st
     """E[x x^T] of ``layer``'s input rows (patches for a Conv), as the low-rank pass's W is [out, in]."""
     node = _node(model, layer)
     slot = 0 if node.op_type != "MatMul" or node.input[1] in {t.name for t in model.graph.initializer} else 1
-    x = capture(model, [node.input[slot]], calibration)[node.input[slot]]
-    if node.op_type == "Conv":
-        x = _patches(x, node, _weight(model, node.input[1]).shape[2:])
-        if x is None:
-            raise ValueError(f"{layer}: conv settings not covered by the unfold")
-    elif slot == 1:  # left weight: the input's columns are the rows
-        x = np.swapaxes(x, -1, -2)
-    x = x.reshape(-1, x.shape[-1]).astype(np.float64)
-    x, _ = _rows(x, x[:, :1])
+    rows = []
+    for x in capture(model, [node.input[slot]], calibration)[node.input[slot]]:
+        if node.op_type == "Conv":
+            x = _patches(x, node, _weight(model, node.input[1]).shape[2:])
+            if x is None:
+                raise ValueError(f"{layer}: conv settings not covered by the unfold")
+        elif slot == 1:  # left weight: the input's columns are the rows
+            x = np.swapaxes(x, -1, -2)
+        rows.append(x.reshape(-1, x.shape[-1]))
+    x, _ = _stack([(r, r[:, :1]) for r in rows])
     return x.T @ x / len(x)
