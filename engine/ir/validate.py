@@ -274,7 +274,7 @@ def _dry_run_feeds(
     """Zero inputs when one run is cheap and cannot steer control flow; None otherwise."""
     inits = {t.name for t in model.graph.initializer}
     weight_bytes = sum(len(t.raw_data) or 4 * len(t.float_data) for t in model.graph.initializer)
-    if macs is None or macs > _DRY_RUN_MACS or weight_bytes > _DRY_RUN_WEIGHT_BYTES or any(_big_external(model)):
+    if macs is None or macs > _DRY_RUN_MACS or weight_bytes > _DRY_RUN_WEIGHT_BYTES:
         return None
     feeds: dict[str, np.ndarray] = {}
     for vi in model.graph.input:
@@ -292,6 +292,3 @@ def _dry_run_feeds(
         feeds[vi.name] = np.zeros([int(d) for d in shape], dtype)
     return feeds
 
-
-def _big_external(model: onnx.ModelProto) -> Iterable[bool]:
-    return (t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
