@@ -66,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"layerlab {args.command}: error: {one_line(exc, 1000)}", file=sys.stderr)
         return 2
+    except MemoryError as exc:  # a shape or model too big for this machine: say so in one line
+        if os.environ.get("LAYERLAB_DEBUG"):
+            raise
+        print(f"layerlab {args.command}: error: out of memory ({one_line(exc)})", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return 0

@@ -24,7 +24,14 @@ from onnx import helper
 from engine.errors import ModelError, SettingsError
 from engine.ir.ops import Shape, count_macs, op_facts
 from engine.ir.shapes import TensorInfo, apply_input_shapes, infer_shapes
-from engine.ir.validate import check_dims, check_external_data, check_runnable, check_structure, one_line
+from engine.ir.validate import (
+    check_dims,
+    check_external_data,
+    check_input_sizes,
+    check_runnable,
+    check_structure,
+    one_line,
+)
 
 __all__ = [
     "TensorInfo",
@@ -200,6 +207,7 @@ def build_graph(
         apply_input_shapes(shaped, shapes, label)
         _, tensors = infer_shapes(shaped, label)
     inits = {t.name: t for t in model.graph.initializer}
+    check_input_sizes({i.name: tensors[i.name].shape for i in model.graph.input if i.name in tensors and i.name not in inits}, label)
     const_outputs = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     producers = {o: n.name for n in model.graph.node for o in n.output if o}
     nodes = [_describe(i, n, tensors, inits, const_outputs) for i, n in enumerate(model.graph.node)]

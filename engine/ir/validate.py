@@ -26,7 +26,9 @@ from engine.errors import ModelError, SettingsError, one_line
 
 __all__ = [
     "MAX_DIM",
+    "MAX_ELEMENTS",
     "check_dims",
+    "check_input_sizes",
     "check_external_data",
     "check_structure",
     "check_runnable",
@@ -38,6 +40,8 @@ logger = logging.getLogger(__name__)
 # Largest dim LayerLab accepts: ORT indexes tensors with int64 element counts, and no CPU holds a
 # tensor with a dim beyond 2^31 - 1 anyway; bigger numbers are typos or hostile files.
 MAX_DIM = 2**31 - 1
+# Largest graph input LayerLab builds feeds for: 2^31 elements (8 GiB of float32); more is a typo.
+MAX_ELEMENTS = 2**31
 _STRIP_BYTES = 1 << 16  # weights above this become graph inputs for the session check
 _DRY_RUN_WEIGHT_BYTES = 64 << 20
 _DRY_RUN_MACS = 2 * 10**9
@@ -62,6 +66,16 @@ def check_dims(shape: Sequence[object], what: str) -> tuple[int, ...]:
             raise SettingsError(f"{what}: dimension {d} is beyond {MAX_DIM} (2^31 - 1)")
         dims.append(int(d))
     return tuple(dims)
+
+
+def check_input_sizes(shapes: Mapping[str, Sequence[object] | None], label: str) -> None:
+    """Every concrete input shape within MAX_ELEMENTS elements; SettingsError naming the input otherwise."""
+    for name, shape in shapes.items():
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            continue
+        count = int(np.prod([float(d) for d in shape]))
+        if count > MAX_ELEMENTS:
+            raise SettingsError(f"{label}: input {_name(name)} would hold {count:.3g} elements, beyond {MAX_ELEMENTS:.3g}")
 
 
 def check_external_data(model: onnx.ModelProto, folder: Path, label: str) -> None:

@@ -136,3 +136,17 @@ def test_symbolic_inference_leaves_no_file_in_the_working_folder(tmp_path: Path,
 def test_one_line_escapes_control_characters() -> None:
     assert one_line("a\x1b[31mb\nsecond") == "a\\x1b[31mb"
     assert len(one_line("x" * 1000)) == 300
+
+
+def test_an_input_too_big_to_allocate_is_refused(tmp_path: Path, capfd) -> None:
+    from engine.cli.main import main
+
+    model = base_model()
+    model.graph.input[0].type.tensor_type.shape.dim[3].dim_param = "w"  # a dynamic width
+    path = _save(model, tmp_path)
+    with pytest.raises(SettingsError, match="would hold 5.15e\\+10 elements"):
+        load_model(path, {"x": (1, 3, 8, 2**31 - 1)})
+    capfd.readouterr()
+    assert main(["profile", str(path), "--input", "x=1x3x8x2147483647", "--repeats", "3"]) == 2
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1 and str(path) in err and "Traceback" not in err
