@@ -27,7 +27,8 @@ _SCREENSHOT_TIMEOUT_MS = 300_000
 
 
 def run_app(model: Path | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None,
-            evaluator: Path | None = None, screenshot: Path | None = None, colour: str | None = None) -> int:
+            evaluator: Path | None = None, screenshot: Path | None = None, colour: str | None = None,
+            dims: dict[str, int] | None = None) -> int:
     """Show the window (loading ``model`` when given) and run the event loop; returns the exit code."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
@@ -47,7 +48,7 @@ def run_app(model: Path | None = None, input_shapes: dict[str, tuple[int, ...]] 
     if evaluator is not None:
         window.open_evaluator(evaluator)
     if model is not None:
-        window.open_model(model, input_shapes)
+        window.open_model(model, input_shapes, dims)
     if screenshot is None:
         code = app.exec()
         _dispose(app, window)

@@ -25,6 +25,7 @@ from gui.qt_graph_view import QtGraphView
 from gui.qt_inspector import QtInspector
 from gui.qt_overview import QtOverview
 from gui.qt_plan_controls import QtPlanControls
+from gui.qt_shape_dialog import ask_shapes, shapes_label
 from gui.qt_job_status import QtJobStatus
 from gui.qt_legend import QtLegend
 from gui.qt_charts import QtCharts
@@ -203,15 +204,29 @@ class QtMainWindow(QMainWindow):
         recent = self.recent_files()
         return str(Path(recent[0]).parent) if recent else str(Path.home())
 
-    def open_model(self, path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> QtJob:
-        """Load ``path`` in a worker process; the session gets the graph when it is ready."""
+    def open_model(self, path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                   dims: dict[str, int] | None = None) -> QtJob:
+        """Load ``path`` in a worker process; the session gets the graph when it is ready.
+
+        Dims left open are resolved by ``engine.ir.resolve`` (``dims``, the evaluator, batch 1); any
+        still open are asked in the shape dialog, never guessed.
+        """
         path = Path(path)
         shapes = dict(input_shapes or {})
+        evaluator = self.session.evaluator_path if self.session.evaluator_trusted else None
         self.cancel_job(everything=True)  # jobs of the old model have nothing to say about the new one
-        return self.run_job(catalogue.OPEN_MODEL, {"path": str(path), "input_shapes": shapes},
+        return self.run_job(catalogue.OPEN_MODEL,
+                            {"path": str(path), "input_shapes": shapes, "dims": dict(dims or {}),
+                             "evaluator": str(evaluator) if evaluator is not None else None},
                             f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded))
 
-    def _model_loaded(self, path: Path, graph: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    def _model_loaded(self, path: Path, graph: Any, shapes: dict[str, tuple[int, ...]],
+                      notes: list[str] | None = None, missing: dict | None = None) -> None:
+        if graph is None:  # dims nobody gave: ask, then open again at the answer
+            self.set_status(f"{path.name}: input dims unknown ({', '.join(missing or {})}); give their sizes")
+            self.shape_dialog = ask_shapes(self, path.name, missing or {}, shapes,
+                                           lambda answer: self.open_model(path, answer))
+            return
         self.undo_stack.clear()  # edits of the previous model cannot be undone into this one
         self.session.set_model(path, graph, shapes)
         self.session.set_plan(Plan())
@@ -219,7 +234,8 @@ class QtMainWindow(QMainWindow):
         self.session.dirty = False
         self.session.events.dirty.emit(False)
         self._add_recent(path)
-        self.set_status(f"{path.name}: {len(graph.nodes)} nodes, {len(graph.layers)} layers")
+        self.set_status(f"{path.name}: {len(graph.nodes)} nodes, {len(graph.layers)} layers; inputs "
+                        f"{shapes_label({t.name: t.shape for t in graph.inputs})}" + "".join(f"; {n}" for n in notes or []))
         self.files.offer_model_recovery(path)
         self.live.model_opened()
 
@@ -289,7 +305,9 @@ class QtMainWindow(QMainWindow):
         path = self.session.model_path
         name = path.name if path is not None and self.session.graph is not None else "no model"
         star = "*" if self.session.dirty and self.session.graph is not None else ""
-        self.setWindowTitle(f"{name}{star} — LayerLab")
+        graph = self.session.graph
+        shapes = f" [{shapes_label({t.name: t.shape for t in graph.inputs})}]" if graph is not None else ""
+        self.setWindowTitle(f"{name}{shapes}{star} — LayerLab")
 
     # --- recent files, drag and drop, layout -----------------------------------------------------
 

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["make_model", "conv_stack", "residual_net", "concat_net", "transformer_block", "gemm_mlp"]
+__all__ = ["make_model", "conv_stack", "residual_net", "concat_net", "transformer_block", "gemm_mlp", "dynamic_width_cnn"]
 
 
 class _Builder:
@@ -130,3 +130,18 @@ def transformer_block(tokens: int = 16, dim: int = 32, seed: int = 0) -> onnx.Mo
     h = linear(h, 4 * dim, dim, "mlp_down")
     out = norm(b.node("Add", [x, h], name="residual2"), "ln2")
     return make_model(b, [1, tokens, dim], out, [1, tokens, dim])
+
+
+def dynamic_width_cnn(batch: int | str = "batch", seed: int = 0) -> onnx.ModelProto:
+    """x[batch,3,16,width] -> Conv+Relu, Conv, GlobalAveragePool, Flatten, Gemm -> [batch,4]: a recognizer-like CNN.
+
+    ``batch=-1`` writes the batch as Paddle exports do (``dim_value: -1``).
+    """
+    b = _Builder(seed)
+    y = b.conv("x", 3, 8, name="conv_a")
+    y = b.conv(y, 8, 8, name="conv_b", relu=False)
+    y = b.node("GlobalAveragePool", [y], name="pool")
+    y = b.node("Flatten", [y], name="flat")
+    w = b.weight("fc.w", (4, 8))
+    y = b.node("Gemm", [y, w], name="fc", transB=1)
+    return make_model(b, [batch, 3, 16, "width"], y, [batch, 4])

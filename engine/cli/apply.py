@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.cli.common import (
     add_model_arguments,
     format_count,
-    input_shapes,
+    model_shapes,
     resolve_model,
 )
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.model.plan import Plan
 
     path, defaults = resolve_model(args.model)
-    shapes = input_shapes(args, defaults)
+    shapes = model_shapes(args, path, defaults, strict=False)
     graph = load_model(path, shapes)
     plan = Plan.load(args.plan)
     samples = load_calibration(args.calib, [t.name for t in graph.inputs]) if args.calib else None
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         after_text = after_value if isinstance(after_value, str) else format_count(after_value, unit)
         print(f"  {label:<7} {before_text:>8} -> {after_text}")
     if graph.total_macs is None:
-        print("  (some MACs unknown: give concrete input shapes with --input NAME=DxDx...)")
+        print("  (some MACs unknown: give concrete input shapes with --input NAME=DxDx... or --dim NAME=N)")
     for note in result.notes:
         print(f"  note: {note}")
     return 0

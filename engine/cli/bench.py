@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, format_count, input_shapes, resolve_model
+from engine.cli.common import add_model_arguments, format_count, model_shapes, resolve_model, shapes_text
 
 __all__ = ["add_parser", "run"]
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         label = str(session.model_path)
     else:
         path, defaults = resolve_model(args.model)
-        graph = load_model(path, input_shapes(args, defaults))
+        graph = load_model(path, model_shapes(args, path, defaults, evaluator=evaluator))
         label = str(path)
     result = run_job(
         bench_job(graph, evaluator, repeats=args.repeats, threads=args.threads, route_model=route_model,
@@ -68,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
         stderr_progress("bench"),
     )
     if args.json:
-        print(json.dumps(result.to_json(), indent=1))
+        print(json.dumps({"inputs": {k: list(v) for k, v in graph.input_shapes.items()}} | result.to_json(), indent=1))
         return 0
-    print(f"{label}: {result.threads} threads, {result.repeats} interleaved runs per row; metric {evaluator.metric_name}")
+    print(f"{label}: inputs {shapes_text(graph.input_shapes)}; {result.threads} threads, {result.repeats} "
+          f"interleaved runs per row; metric {evaluator.metric_name}")
     print(f"{'':<10} {'median ms':>10} {'p10-p90 ms':>17} {'vs fp32':>13} {'metric':>8} {'drop':>8} {'size':>8}")
     for r in result.rows:
         print(f"{r.name:<10} {r.ms.median:>10.3f} {f'{r.ms.p10:.3f}-{r.ms.p90:.3f}':>17} {ratio_words(r.speedup):>13} "

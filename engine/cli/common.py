@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
-__all__ = ["format_count", "resolve_model", "input_shapes", "shape_text", "add_model_arguments", "evaluator_path",
-           "add_target_arguments", "remote_target"]
+__all__ = ["format_count", "resolve_model", "input_shapes", "model_shapes", "shape_text", "shapes_text",
+           "add_model_arguments", "add_shape_arguments", "evaluator_path", "add_target_arguments", "remote_target"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +26,20 @@ def format_count(value: int | float | None, unit: str = "") -> str:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """MODEL and --input, the same for every command that reads a model."""
+    """MODEL, --input and --dim, the same for every command that reads a model."""
     parser.add_argument("model", help="ONNX file, or an example name (see `layerlab examples`)")
+    add_shape_arguments(parser)
+
+
+def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
+    """--input NAME=SHAPE and --dim NAME=VALUE (both repeatable)."""
     parser.add_argument(
-        "--input", action="append", metavar="NAME=SHAPE", help="concrete input shape, e.g. x=1x3x48x320 (repeatable)"
+        "--input", action="append", metavar="NAME=SHAPE",
+        help="concrete input shape, e.g. x=1x3x48x320, or sr=scalar for a rank-0 input (repeatable)",
+    )
+    parser.add_argument(
+        "--dim", action="append", metavar="NAME=VALUE",
+        help="size of a named symbolic dim in every input, e.g. --dim sequence_length=128 (repeatable)",
     )
 
 
@@ -45,12 +56,41 @@ def resolve_model(text: str) -> tuple[Path, dict[str, tuple[int, ...]]]:
 
 
 def input_shapes(args: argparse.Namespace, defaults: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """Shapes from --input; an example's default shapes when none are given."""
+    """Shapes from --input; an example's default shapes when neither --input nor --dim is given."""
     from engine.ir.graph import parse_input_shape
 
-    if not args.input:
-        return dict(defaults)
+    if not getattr(args, "input", None):
+        return {} if getattr(args, "dim", None) else dict(defaults)
     return dict(parse_input_shape(text) for text in args.input)
+
+
+def model_shapes(args: argparse.Namespace, path: Path, defaults: dict[str, tuple[int, ...]], *,
+                 evaluator: Any = None, strict: bool = True) -> dict[str, tuple[int, ...]]:
+    """Concrete input shapes by ``engine.ir.resolve``'s order: --input/--dim, the evaluator, batch 1.
+
+    Every choice not given on the command line is said on stderr. ``strict``: a dim still unknown is
+    an error naming it and both flags; otherwise the inputs that stay dynamic are left out.
+    """
+    import onnx
+
+    from engine.ir.resolve import declared_inputs, parse_dim, resolve_input_shapes, sample_shapes
+
+    explicit = input_shapes(args, defaults)
+    dims = dict(parse_dim(text) for text in getattr(args, "dim", None) or [])
+    try:  # the declared inputs only: no external data, no validation (load_model reports a bad file)
+        declared = declared_inputs(onnx.load(str(path), load_external_data=False))
+    except Exception:  # noqa: BLE001 - load_model names the problem in one line
+        return explicit
+    samples = sample_shapes(inputs for inputs, _ in evaluator.samples()) if evaluator is not None else None
+    resolved = resolve_input_shapes(declared, explicit, dims, samples, label=str(path))
+    for note in resolved.notes:
+        print(f"{path.name}: {note}", file=sys.stderr)
+    return resolved.require(str(path)) if strict else dict(resolved.shapes)
+
+
+def shapes_text(shapes: Mapping[str, Sequence[object]]) -> str:
+    """x=1x3x48x320, sr=scalar: how the output states the shapes it used."""
+    return ", ".join(f"{name}={shape_text(tuple(shape))}" for name, shape in shapes.items()) or "none"
 
 
 def shape_text(shape: Sequence[object] | None) -> str:

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from engine.cli.common import add_model_arguments, evaluator_path, input_shapes, resolve_model
+from engine.cli.common import add_model_arguments, evaluator_path, model_shapes, resolve_model
 
 __all__ = ["add_parser", "run"]
 
@@ -30,10 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from engine.progress import stderr_progress
 
     path, _ = resolve_model(args.model)
-    # Only explicit shapes: evaluation samples may differ in shape from the example's profiling shape.
-    shapes = input_shapes(args, {})
-    graph = load_model(path, shapes)
     evaluator = load_evaluator(evaluator_path(args))
+    # Not the example's profiling shape: evaluation samples may differ from it. The model itself
+    # keeps its dynamic dims, so samples of every shape still run.
+    graph = load_model(path, model_shapes(args, path, {}, evaluator=evaluator, strict=False))
     ensure_reference(evaluator, graph.model, threads=args.threads)
     model = graph.model
     notes: list[str] = []

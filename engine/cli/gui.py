@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from engine.cli.common import add_shape_arguments
 from engine.errors import LayerLabError
 
 __all__ = ["add_parser", "run"]
@@ -22,9 +23,7 @@ logger = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gui", help="open the explorer window (the default with no command)")
     p.add_argument("model", nargs="?", help="ONNX file, or an example name (see `layerlab examples`)")
-    p.add_argument(
-        "--input", action="append", metavar="NAME=SHAPE", help="concrete input shape, e.g. x=1x3x48x320 (repeatable)"
-    )
+    add_shape_arguments(p)
     p.add_argument("--eval", metavar="E", type=Path, help="evaluator: a .npz data set or an evaluator script (default: the example's)")
     p.add_argument("--screenshot", metavar="OUT.png", type=Path,
                    help="wait until loading, profiling (and sensitivity with --eval) finish, save a PNG of the window and exit")
@@ -36,10 +35,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.cli.common import evaluator_path, input_shapes, resolve_model
 
+    from engine.ir.resolve import parse_dim
+
     model, shapes = None, {}
     if getattr(args, "model", None):
         model, defaults = resolve_model(args.model)
         shapes = input_shapes(args, defaults)
+    dims = dict(parse_dim(text) for text in getattr(args, "dim", None) or [])
     evaluator = evaluator_path(args, required=False) if model is not None else getattr(args, "eval", None)
     evaluator = Path(evaluator) if evaluator is not None else None
     if evaluator is not None and not Path(evaluator).exists():
@@ -58,4 +60,5 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise LayerLabError(f"the window needs PySide6 and pyqtgraph ({exc}); the other commands work without") from None
     colour = getattr(args, "colour", None)
-    return run_app(model, shapes, evaluator, screenshot, **({"colour": colour} if colour else {}))
+    extra = ({"colour": colour} if colour else {}) | ({"dims": dims} if dims else {})
+    return run_app(model, shapes, evaluator, screenshot, **extra)

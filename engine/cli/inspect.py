@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from engine.cli.common import add_model_arguments, format_count, input_shapes, resolve_model, shape_text
+from engine.cli.common import add_model_arguments, format_count, model_shapes, resolve_model, shape_text
 
 __all__ = ["add_parser", "run"]
 
@@ -25,7 +25,10 @@ def run(args: argparse.Namespace) -> int:
     from engine.ir.graph import load_model
 
     path, defaults = resolve_model(args.model)
-    graph = load_model(path, input_shapes(args, defaults))
+    # Without --input/--dim the file's own dims are shown (symbolic ones as names, MACs '?'): a
+    # description, not a measurement, so no batch default; dims still open stay symbolic too.
+    shapes = model_shapes(args, path, defaults, strict=False) if args.input or args.dim else defaults
+    graph = load_model(path, shapes)
     if args.json:
         out = {
             "model": str(path),
@@ -65,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
         f"{format_count(graph.total_weight_bytes, 'B')} weights"
     )
     if graph.total_macs is None:
-        print("(some MACs unknown: give concrete input shapes with --input NAME=DxDx...)")
+        print("(some MACs unknown: give concrete input shapes with --input NAME=DxDx... or --dim NAME=N)")
     return 0

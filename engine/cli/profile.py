@@ -7,7 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, add_target_arguments, input_shapes, remote_target, resolve_model
+from engine.cli.common import (add_model_arguments, add_target_arguments, model_shapes, remote_target, resolve_model,
+                               shapes_text)
 
 __all__ = ["add_parser", "profile_to_json", "run"]
 
@@ -17,6 +18,8 @@ logger = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure end-to-end and per-layer latency, routines and adapt costs")
     add_model_arguments(p)
+    p.add_argument("--eval", metavar="E", help="evaluator .py or .npz: its most frequent sample shape fixes open dims, "
+                   "and a sample of that shape is the input")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     p.add_argument("--repeats", type=int, default=30, help="timed runs for the end-to-end latency (default 30)")
     p.add_argument("--json", action="store_true", help="print JSON (every node, so the times add up)")
@@ -41,6 +44,7 @@ def profile_to_json(profile: object) -> dict:
         layers.append(entry)
     e2e = profile.end_to_end
     return {
+        "inputs": {name: list(shape) for name, shape in profile.input_shapes.items()},
         "end_to_end_ms": {"median": e2e.median, "p10": e2e.p10, "p90": e2e.p90},
         "coverage": profile.coverage,
         "raw_coverage": profile.raw_coverage,
@@ -66,12 +70,18 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 3:
         raise SettingsError(f"--repeats {args.repeats}: must be at least 3")
     path, defaults = resolve_model(args.model)
-    graph = load_model(path, input_shapes(args, defaults))
+    evaluator = None
+    if args.eval:
+        from engine.evaluate.evaluator import load_evaluator
+
+        evaluator = load_evaluator(args.eval)
+    graph = load_model(path, model_shapes(args, path, defaults, evaluator=evaluator))
     remote = remote_target(args)
     if remote is not None and args.trace:
         raise SettingsError("--trace is not available with --target (the trace stays on the target)")
     options = ProfileOptions(
-        threads=args.threads, repeats=args.repeats, use_cache=not args.no_cache, trace_path=args.trace
+        threads=args.threads, repeats=args.repeats, use_cache=not args.no_cache, trace_path=args.trace,
+        feeds=_sample_feeds(graph, evaluator),
     )
     job = profile_job(graph, options) if remote is None else remote.profile_job(graph, options)  # type: ignore[attr-defined]
     profile = run_job(job, stderr_progress(f"profile {path.name}"))
@@ -84,6 +94,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sample_feeds(graph: object, evaluator: object) -> dict | None:
+    """The evaluator's first sample at the profiled shapes: real inputs instead of random ones."""
+    if evaluator is None:
+        return None
+    wanted = {t.name: tuple(t.shape or ()) for t in graph.inputs}  # type: ignore[attr-defined]
+    for inputs, _ in evaluator.samples():  # type: ignore[attr-defined]
+        if set(inputs) == set(wanted) and all(tuple(inputs[k].shape) == v for k, v in wanted.items()):
+            return dict(inputs)
+    return None
+
+
 def _print_table(profile: object, label: str) -> None:
     from engine.measure.profiler import ROUTINES, Profile
 
@@ -91,6 +112,7 @@ def _print_table(profile: object, label: str) -> None:
     e2e = profile.end_to_end
     where = f" on target {profile.target.get('name') or profile.target.get('address')}" if profile.target else ""
     print(f"{label}{where}  {profile.threads} threads, ONNX Runtime {profile.ort_version}, {profile.cpu}")
+    print(f"inputs: {shapes_text(profile.input_shapes)}")
     rows = [lp for lp in profile.layers if lp.tunable or lp.ms > 0]
     width = max([len(lp.name) for lp in rows] + [4])
     head = "".join(f"{r:>13}" for r in ROUTINES)

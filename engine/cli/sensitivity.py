@@ -6,7 +6,7 @@ import argparse
 import logging
 import math
 
-from engine.cli.common import add_model_arguments, evaluator_path, input_shapes, resolve_model
+from engine.cli.common import add_model_arguments, evaluator_path, model_shapes, resolve_model
 
 __all__ = ["add_parser", "run"]
 
@@ -34,9 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.evaluate.sensitivity import SweepSettings, sensitivity_job
 
     path, _ = resolve_model(args.model)
-    shapes = input_shapes(args, {})
-    graph = load_model(path, shapes)
     evaluator = load_evaluator(evaluator_path(args))
+    graph = load_model(path, model_shapes(args, path, {}, evaluator=evaluator, strict=False))
     settings = SweepSettings(
         routines=tuple(r.strip() for r in args.routines.split(",") if r.strip()),
         layers=tuple(n.strip() for n in args.layers.split(",") if n.strip()) if args.layers else None,

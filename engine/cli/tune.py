@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, input_shapes, resolve_model
+from engine.cli.common import add_model_arguments, model_shapes, resolve_model, shapes_text
 
 __all__ = ["add_parser", "parse_bytes", "run"]
 
@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     path, defaults = resolve_model(args.model)
-    shapes = input_shapes(args, defaults)
-    graph = load_model(path, shapes)
     eval_path = evaluator_path(args)
     evaluator = load_evaluator(eval_path)
+    shapes = model_shapes(args, path, defaults, evaluator=evaluator)
+    graph = load_model(path, shapes)
     result = run_job(tune_job(graph, evaluator, options), stderr_progress(f"tune {path.name}"))
     if args.output is not None:
         import onnx
@@ -79,11 +79,13 @@ def run(args: argparse.Namespace) -> int:
         save_session(to_session(result, graph, path.resolve(), Path(eval_path).resolve(), shapes), args.session)
     if args.json:
         data = result.to_json()
-        print(json.dumps({k: data[k] for k in ("baseline", "route", "rounds", "feasible", "note", "calibration",
-                                               "calibration_random")}, indent=1))
+        print(json.dumps({"inputs": {k: list(v) for k, v in shapes.items()}}
+                         | {k: data[k] for k in ("baseline", "route", "rounds", "feasible", "note", "calibration",
+                                                 "calibration_random")}, indent=1))
         return 0
     b, m = result.baseline_ms, result.ms_measured
-    print(f"{path}: baseline fp32 {b.median:.3f} ms, {evaluator.metric_name} {result.baseline_metric:.4f}")
+    print(f"{path}: inputs {shapes_text(shapes)}; baseline fp32 {b.median:.3f} ms, "
+          f"{evaluator.metric_name} {result.baseline_metric:.4f}")
     for i, r in enumerate(result.rounds, start=1):
         changed = {k: v for k, v in r.routines.items() if v != "fp32"}
         counts = ", ".join(f"{sum(1 for v in changed.values() if v == x)} {x}" for x in sorted(set(changed.values())))

@@ -134,8 +134,10 @@ class ModelGraph:
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """Parse ``name=1x3x48x320`` (as given on the command line) into a name and a shape."""
     name, sep, dims = text.partition("=")
-    if not sep or not name or not dims:
-        raise SettingsError(f"input shape {text!r}: expected NAME=DxDx..., e.g. x=1x3x48x320")
+    if not sep or not name:
+        raise SettingsError(f"input shape {text!r}: expected NAME=DxDx..., e.g. x=1x3x48x320, or NAME=scalar")
+    if dims.strip().lower() in ("", "scalar", "[]", "()"):
+        return name, ()  # a rank-0 input (silero-vad's sample rate)
     try:
         shape = tuple(int(d) for d in dims.lower().split("x"))
     except ValueError:

@@ -52,8 +52,8 @@ def op_facts(op_type: str) -> OpFacts:
 
 
 def _numel(shape: Shape | None) -> int | None:
-    if shape is None or any(not isinstance(d, int) for d in shape):
-        return None
+    if shape is None or any(not isinstance(d, int) or d < 0 for d in shape):
+        return None  # a negative dim is a dynamic one some exporters write as -1: unknown, not negative
     return math.prod(shape)
 
 
@@ -79,7 +79,7 @@ def _gemm(ins: Sequence[Shape | None], outs: Sequence[Shape | None], attrs: Mapp
         return None
     out = _numel(outs[0]) if outs else None
     k = ins[0][0] if attrs.get("transA", 0) else ins[0][1]
-    if out is None or not isinstance(k, int):
+    if out is None or not isinstance(k, int) or k < 0:
         return None
     return out * k
 
@@ -89,7 +89,7 @@ def _matmul(ins: Sequence[Shape | None], outs: Sequence[Shape | None], attrs: Ma
         return None
     out = _numel(outs[0]) if outs else None
     k = ins[0][-1]
-    if out is None or not isinstance(k, int):
+    if out is None or not isinstance(k, int) or k < 0:
         return None
     return out * k
 

@@ -55,7 +55,8 @@ def apply_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, .
         if tensor_type.HasField("shape") and len(old) != len(shape):
             raise SettingsError(f"{label}: input {name!r} has rank {len(old)}, got shape {'x'.join(map(str, shape))}")
         for i, d in enumerate(old):
-            if d.HasField("dim_value") and d.dim_value != shape[i]:
+            # Paddle exports write -1 (some 0) for a dynamic dim: only a positive value is fixed.
+            if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != shape[i]:
                 raise SettingsError(f"{label}: input {name!r} dim {i} is fixed at {d.dim_value}, got {shape[i]}")
         tensor_type.shape.Clear()
         for d in shape:
@@ -136,7 +137,7 @@ def _shape_of(value_type: onnx.TypeProto) -> tuple[str | None, Shape | None]:
     dims: list[int | str | None] = []
     for d in tt.shape.dim:
         if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
+            dims.append(int(d.dim_value) if d.dim_value > 0 else None)  # -1 (Paddle) is dynamic, not a size
         elif d.HasField("dim_param") and d.dim_param.isidentifier():
             dims.append(d.dim_param)  # a named symbol such as "batch"; expressions count as unknown
         else:

@@ -37,21 +37,36 @@ __all__ = ["JOBS", "OPEN_MODEL", "PROFILE", "SENSITIVITY", "MEASURE", "TUNE", "E
 logger = logging.getLogger(__name__)
 
 _MEASURE_REPEATS = 20
-def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> tuple[Any, dict]:
-    """Load the model for the window: unknown input dims the user did not give become 1 (a batch of one).
 
-    Returns the graph and the input shapes it was loaded with, which every later job reuses.
+
+def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+               dims: Mapping[str, int] | None = None,
+               evaluator: str | Path | None = None) -> tuple[Any, dict, list[str], dict]:
+    """Load the model for the window at shapes resolved as ``engine.ir.resolve`` orders them.
+
+    Returns ``(graph, shapes, notes, missing)``: the graph and the input shapes every later job
+    reuses, what was chosen without being given (batch 1, the evaluator's most frequent shape), and
+    the dims nobody gave. An unknown dim is never set here: with ``missing`` the graph is None and
+    the window asks for them (``gui.qt_shape_dialog``), then opens again with the answer.
     """
-    shapes = {k: tuple(v) for k, v in dict(input_shapes or {}).items()}
-    graph = load_graph(path, shapes)
-    guessed = {t.name: tuple(d if isinstance(d, int) and d > 0 else 1 for d in t.shape)
-               for t in graph.inputs if t.name not in shapes and t.shape is not None
-               and any(not isinstance(d, int) or d <= 0 for d in t.shape)}
-    if guessed:
-        logger.info("%s: unknown input dims set to 1: %s", path, guessed)
-        shapes.update(guessed)
-        graph = load_graph(path, shapes)
-    return graph, shapes
+    import onnx
+
+    from engine.evaluate.evaluator import load_evaluator
+    from engine.ir.resolve import declared_inputs, resolve_input_shapes, sample_shapes
+
+    explicit = {k: tuple(v) for k, v in dict(input_shapes or {}).items()}
+    try:
+        declared = declared_inputs(onnx.load(str(path), load_external_data=False))
+    except Exception:  # noqa: BLE001 - load_model below names the problem in one line
+        return load_graph(path, explicit), explicit, [], {}
+    samples = None
+    if evaluator is not None:
+        samples = sample_shapes(inputs for inputs, _ in load_evaluator(evaluator).samples())
+    resolved = resolve_input_shapes(declared, explicit, dims, samples, label=str(path))
+    if resolved.missing:
+        logger.info("%s: input dims unknown: %s", path, resolved.missing)
+        return None, dict(resolved.shapes), list(resolved.notes), dict(resolved.missing)
+    return load_graph(path, resolved.shapes), dict(resolved.shapes), list(resolved.notes), {}
 
 
 def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,

@@ -70,9 +70,9 @@ def test_cancel_stops_a_long_job_and_hides_the_progress(window, qtbot) -> None:
 
 def test_title_marks_unsaved_changes(window) -> None:
     window.session.mark_saved(Path("/tmp/x.layerlab.json"))
-    assert window.windowTitle() == "digits.onnx — LayerLab"
+    assert window.windowTitle() == "digits.onnx [input=1x1x8x8] — LayerLab"  # the shapes it is measured at
     window.session.set_notes("changed")
-    assert window.windowTitle() == "digits.onnx* — LayerLab"
+    assert window.windowTitle() == "digits.onnx [input=1x1x8x8]* — LayerLab"
 
 
 def test_dropping_an_onnx_file_opens_it(qtbot, settings, digits_model) -> None:

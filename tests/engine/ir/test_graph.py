@@ -90,7 +90,8 @@ def test_wrong_input_shape_is_a_settings_error() -> None:
 
 def test_parse_input_shape() -> None:
     assert parse_input_shape("x=1x3x48x320") == ("x", (1, 3, 48, 320))
-    for bad in ("x", "x=", "x=1xa", "x=0x3"):
+    assert parse_input_shape("sr=scalar") == ("sr", ()) == parse_input_shape("sr=")  # rank 0 (silero-vad's sr)
+    for bad in ("x", "=1x3", "x=1xa", "x=0x3"):
         with pytest.raises(SettingsError):
             parse_input_shape(bad)
 
