@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["make_model", "conv_stack", "residual_net", "concat_net", "transformer_block", "gemm_mlp", "dynamic_width_cnn"]
+__all__ = ["make_model", "conv_stack", "residual_net", "concat_net", "transformer_block", "gemm_mlp", "dynamic_width_cnn", "classic_cnn", "bert_encoder"]
 
 
 class _Builder:
@@ -145,3 +145,80 @@ def dynamic_width_cnn(batch: int | str = "batch", seed: int = 0) -> onnx.ModelPr
     w = b.weight("fc.w", (4, 8))
     y = b.node("Gemm", [y, w], name="fc", transB=1)
     return make_model(b, [batch, 3, 16, "width"], y, [batch, 4])
+
+
+def classic_cnn(seed: int = 0) -> onnx.ModelProto:
+    """An older-export CNN (opset 11, IR 6): the weights are computed and the initializers listed as inputs.
+
+    conv1's weight comes through an Identity -> Cast chain, its bias from ConstantOfShape, a
+    BatchNormalization follows; fc is a MatMul whose weight is a Transpose of a stored tensor.
+    """
+    rng = np.random.default_rng(seed)
+    inits, nodes = [], []
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])]
+
+    def stored(name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(array.astype(np.float32), name))
+        inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(array.shape)))  # listed as an input
+        return name
+
+    stored("w1_raw", rng.standard_normal((8, 3, 3, 3)) / 5)
+    nodes.append(helper.make_node("Identity", ["w1_raw"], ["w1_id"], name="w1_identity"))
+    nodes.append(helper.make_node("Cast", ["w1_id"], ["w1"], to=TensorProto.FLOAT, name="w1_cast"))
+    inits.append(numpy_helper.from_array(np.array([8], np.int64), "b1_shape"))
+    nodes.append(helper.make_node("ConstantOfShape", ["b1_shape"], ["b1"], name="b1_fill",
+                                  value=numpy_helper.from_array(np.array([0.1], np.float32))))
+    nodes.append(helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"))
+    bn = [stored(f"bn_{k}", v) for k, v in (("s", rng.random(8) + 0.5), ("b", rng.random(8)), ("m", rng.random(8)),
+                                             ("v", rng.random(8) + 0.5))]
+    nodes.append(helper.make_node("BatchNormalization", ["c1", *bn], ["n1"], name="bn1"))
+    nodes.append(helper.make_node("Relu", ["n1"], ["r1"], name="relu1"))
+    nodes.append(helper.make_node("Flatten", ["r1"], ["f"], name="flat"))
+    stored("w2_stored", rng.standard_normal((4, 8 * 16 * 16)) / 40)
+    nodes.append(helper.make_node("Transpose", ["w2_stored"], ["w2"], perm=[1, 0], name="w2_transpose"))
+    nodes.append(helper.make_node("MatMul", ["f", "w2"], ["y"], name="fc"))
+    graph = helper.make_graph(nodes, "classic", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 6
+    onnx.checker.check_model(model)
+    return model
+
+
+def bert_encoder(vocab: int = 50, hidden: int = 16, seed: int = 0, mask_dtype: int = TensorProto.INT64) -> onnx.ModelProto:
+    """A one-layer BERT-class encoder: word and token-type (2 rows) Gather embeddings, an attention mask, self-attention.
+
+    Inputs input_ids, attention_mask, token_type_ids: [batch, seq]. A token type >= 2 or an id >= ``vocab``
+    makes ONNX Runtime's Gather fail, as it does on real encoders.
+    """
+    b = _Builder(seed)
+    f = TensorProto.FLOAT
+    word = b.weight("word_embeddings", (vocab, hidden), 0.5)
+    types = b.weight("token_type_embeddings", (2, hidden), 0.5)
+    we = b.node("Gather", [word, "input_ids"], name="word_gather")
+    te = b.node("Gather", [types, "token_type_ids"], name="type_gather")
+    x = b.node("Add", [we, te], name="embed_add")
+    q = b.node("MatMul", [x, b.weight("wq", (hidden, hidden))], name="q_proj")
+    k = b.node("MatMul", [x, b.weight("wk", (hidden, hidden))], name="k_proj")
+    v = b.node("MatMul", [x, b.weight("wv", (hidden, hidden))], name="v_proj")
+    kt = b.node("Transpose", [k], name="k_t", perm=[0, 2, 1])
+    scores = b.node("MatMul", [q, kt], name="scores")
+    maskf = b.node("Cast", ["attention_mask"], name="mask_cast", to=f)
+    b.inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    masku = b.node("Unsqueeze", [maskf, "axis1"], name="mask_unsqueeze")
+    b.inits.append(numpy_helper.from_array(np.array(1.0, np.float32), "one"))
+    b.inits.append(numpy_helper.from_array(np.array(-1e4, np.float32), "neg"))
+    inv = b.node("Sub", ["one", masku], name="mask_invert")
+    bias = b.node("Mul", [inv, "neg"], name="mask_scale")
+    att = b.node("Softmax", [b.node("Add", [scores, bias], name="mask_add")], name="softmax", axis=-1)
+    ctx = b.node("MatMul", [att, v], name="context")
+    out = b.node("MatMul", [ctx, b.weight("wo", (hidden, hidden))], name="out_proj")
+    y = b.node("Add", [out, x], name="residual")
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in ("input_ids", "token_type_ids")]
+    mask = helper.make_tensor_value_info("attention_mask", mask_dtype, ["batch", "seq"])
+    graph = helper.make_graph(b.nodes, "bert", [ids[0], mask, ids[1]],
+                              [helper.make_tensor_value_info(y, f, ["batch", "seq", hidden])], initializer=b.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model

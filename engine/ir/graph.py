@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from engine.errors import ModelError, SettingsError
+from engine.ir.fold import fold_constants
 from engine.ir.ops import Shape, count_macs, op_facts
 from engine.ir.shapes import TensorInfo, apply_input_shapes, infer_shapes
 from engine.ir.validate import (
@@ -199,6 +200,7 @@ def build_graph(
         raise ModelError(f"{label}: invalid ONNX model ({_first_line(exc)})") from None
 
     _constants_to_initializers(model.graph)
+    model, _ = fold_constants(model, label)  # computed weights become initializers: their layers count
     shapes = {k: check_dims(tuple(v), f"{label}: input {k!r}") for k, v in (input_shapes or {}).items()}
     # The model keeps shapes inferred from its own (possibly symbolic) inputs, so transforms see
     # channel and spatial sizes while exports keep a dynamic batch; the given input shapes only

@@ -110,6 +110,15 @@ def _reduce(ins: Sequence[Shape | None], outs: Sequence[Shape | None], attrs: Ma
     return _numel(ins[0]) if ins else None
 
 
+def _rnn(ins: Sequence[Shape | None], outs: Sequence[Shape | None], attrs: Mapping) -> int | None:
+    # X is [seq, batch, input] (or [batch, seq, input]), W [dirs, gates*hidden, input], R [dirs, gates*hidden, hidden]:
+    # every step of every direction multiplies W by x_t and R by h_{t-1}.
+    if len(ins) < 3 or any(s is None or _numel(s) is None or len(s) != 3 for s in ins[:3]):
+        return None
+    x, w, r = ins[0], ins[1], ins[2]
+    return x[0] * x[1] * w[0] * w[1] * (w[2] + r[2])  # type: ignore[index,operator]
+
+
 def _zero(ins: Sequence[Shape | None], outs: Sequence[Shape | None], attrs: Mapping) -> int | None:
     return 0
 
@@ -123,6 +132,7 @@ _RULES: dict[str, Callable[[Sequence[Shape | None], Sequence[Shape | None], Mapp
     "elementwise": _elementwise,
     "reduce": _reduce,
     "zero": _zero,
+    "rnn": _rnn,
 }
 
 

@@ -46,6 +46,12 @@ class TensorInfo:
 def apply_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], label: str) -> None:
     """Fix the dims of the named graph inputs; SettingsError for unknown names, wrong rank or fixed dims."""
     inputs = {i.name: i for i in model.graph.input}
+    # Shapes inferred (or exported) for the old input dims would win over the new ones: infer afresh.
+    del model.graph.value_info[:]
+    for out in model.graph.output:  # an exported -1 would clash with the size now inferred
+        for d in out.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.Clear()
     for name, shape in shapes.items():
         if name not in inputs:
             known = ", ".join(i for i in inputs if i not in {t.name for t in model.graph.initializer})
@@ -115,6 +121,10 @@ def _write_value_infos(model: onnx.ModelProto, tensors: Mapping[str, TensorInfo]
     graph_io = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
     graph_io |= {t.name for t in model.graph.initializer}
     del model.graph.value_info[:]
+    for out in model.graph.output:  # an exported -1 would clash with the size now inferred
+        for d in out.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value <= 0:
+                d.Clear()
     for name, info in tensors.items():
         if name in graph_io or info.dtype is None or info.shape is None:
             continue
