@@ -50,6 +50,7 @@ from engine.measure.timing import (
 )
 from engine.measure.predict import context_scale, predict_ms
 from engine.measure.tables import AdaptCost, LayerProfile, Profile, Stats  # re-exported: the profiler's results
+from engine.measure.feeds import feed_failure
 from engine.measure.variants import OPS_INT8, ROUTINES, build_variant, random_feeds, to_graph
 
 __all__ = [
@@ -124,7 +125,12 @@ def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -
             fresh = routine == "fp32" and options.trace_path is not None
             data = None if fresh else cache.get(key)
             if data is None:
-                data = yield from _profile_variant(graph, routine, feeds, threads, calib, options, tmp)
+                try:
+                    data = yield from _profile_variant(graph, routine, feeds, threads, calib, options, tmp)
+                except LayerLabError as exc:
+                    if routine == "fp32" and options.feeds is None:  # our generated inputs: say which, and what to do
+                        raise feed_failure(graph, str(exc)) from None
+                    raise
                 if data.get("ok", True):
                     cache.put(key, data)
             results[routine] = data

@@ -16,6 +16,7 @@ import onnx
 
 from engine.errors import LayerLabError, SettingsError
 from engine.ir.graph import ModelGraph, Node
+from engine.measure.feeds import random_feeds  # re-exported: where the profiler and jobs get their feeds
 from engine.passes.precision import PrecisionPass, unconverted
 
 __all__ = ["OPS_INT8", "ROUTINES", "build_variant", "int8_variant", "random_feeds", "to_graph"]
@@ -26,25 +27,6 @@ ROUTINES = ("fp32", "int8", "int8_dynamic", "fp16")
 #: Not a layer routine: every layer in int8 *and* the ops between them (the plan's "ops": "int8").
 OPS_INT8 = "int8_ops"
 _DYNAMIC_OPS = ("MatMul", "Gemm")
-
-
-def random_feeds(graph: ModelGraph, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random inputs of the graph's concrete input shapes; LayerLabError when a dim is unknown."""
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for t in graph.inputs:
-        if t.shape is None or any(not isinstance(d, int) for d in t.shape):
-            raise LayerLabError(
-                f"{graph.label}: input {t.name!r} has unknown dims {t.shape}; give a shape, e.g. --input {t.name}=1x3x224x224"
-            )
-        dtype = np.dtype(t.dtype or "float32")
-        if dtype.kind == "f":
-            feeds[t.name] = rng.random(t.shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[t.name] = rng.random(t.shape) > 0.5
-        else:
-            feeds[t.name] = rng.integers(0, 8, size=t.shape).astype(dtype)
-    return feeds
 
 
 def build_variant(
