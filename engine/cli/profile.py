@@ -10,7 +10,7 @@ from pathlib import Path
 from engine.cli.common import (add_model_arguments, add_target_arguments, model_shapes, remote_target, resolve_model,
                                shapes_text)
 
-__all__ = ["add_parser", "profile_to_json", "run"]
+__all__ = ["add_parser", "profile_to_json", "run", "unattributed_ms"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def profile_to_json(profile: object) -> dict:
         "inputs": {name: list(shape) for name, shape in profile.input_shapes.items()},
         "end_to_end_ms": {"median": e2e.median, "p10": e2e.p10, "p90": e2e.p90},
         "coverage": profile.coverage,
+        "unattributed_ms": unattributed_ms(profile),
         "raw_coverage": profile.raw_coverage,
         "threads": profile.threads,
         "ort_version": profile.ort_version,
@@ -94,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def unattributed_ms(profile: object) -> float:
+    """End-to-end time that no node, adapt or run cost accounts for (0 when the trace covers it all)."""
+    e2e = profile.end_to_end.median  # type: ignore[attr-defined]
+    return max(e2e * (1.0 - profile.coverage), 0.0)  # type: ignore[attr-defined]
+
+
 def _sample_feeds(graph: object, evaluator: object) -> dict | None:
     """The evaluator's first sample at the profiled shapes: real inputs instead of random ones."""
     if evaluator is None:
@@ -123,6 +130,9 @@ def _print_table(profile: object, label: str) -> None:
         for r in ROUTINES:
             cells += f"{lp.routines[r]:>13.4f}" if r in lp.routines else f"{('-' if lp.tunable and r in lp.unsupported else ''):>13}"
         print(f"{lp.name:<{width}}  {lp.op:<12} {lp.ms:>8.4f} {share:>5.1f}%{cells if lp.tunable else ''}")
+    missing = unattributed_ms(profile)
+    if missing > 0.005 * e2e.median:  # time no kernel accounts for is shown as such, never spread over the layers
+        print(f"{'(unattributed)':<{width}}  {'':<12} {missing:>8.4f} {100 * missing / e2e.median:>5.1f}%")
     seen = sorted((a for a in profile.adapts if a.routine == "fp32"), key=lambda a: -a.ms)
     if seen:
         top = ", ".join(f"{a.kind} {a.tensor or '(per run)'} {a.ms:.4f} ms" for a in seen[:6])
