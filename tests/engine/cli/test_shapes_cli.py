@@ -21,6 +21,9 @@ def samples():
 
 def metric(outputs, labels):
     return 1.0
+
+def calibration():  # its own calibration: every sample above is scored (none split off)
+    yield {"x": np.zeros((1, 3, 16, 24), np.float32)}
 '''
 
 
