@@ -18,6 +18,9 @@ Rules, applied to each node of ORT's *optimized* graph (saved with ``optimized_m
 4. A match whose op differs from the kernel's (an NCHWc Conv named after its Relu) moves upstream
    through single-consumer nodes to a node of the kernel's op, so the time lands on the layer.
 
+5. Kernels of a subgraph (``<If>_then_branch__...``) are already inside their If/Loop/Scan kernel's
+   time: they are not counted again.
+
 Nodes ORT fused away get 0 ms; every kernel's time lands somewhere, so the sums add up.
 """
 
@@ -40,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 _PREFIXES = ("fused ", "InsertedPrecisionFreeCast_")
 _TOKEN = re.compile(r"(_token_\d+)+$")
+# ORT names a subgraph's kernels <If/Loop/Scan node>_then_branch__..., _else_branch__..., _body__...
+_NESTED = re.compile(r"_(?:then_branch|else_branch|body)__")
 _SERVING_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Identity", "Flatten"}
 _ADAPT_KINDS = {
     "ReorderInput": "reorder",
@@ -127,7 +132,19 @@ def attribute(
     node_ms = {n.name: 0.0 for n in model.graph.node}
     adapts: dict[tuple[str, str], float] = defaultdict(float)
     targets: dict[str, str] = {}
+    inside: dict[str, float] = defaultdict(float)
     for kernel, ms in kernel_ms.items():
+        container = _container(kernel, kernel_ms)
+        if container is not None:  # runs inside an If/Loop/Scan kernel whose time already holds it
+            targets[kernel] = f"inside:{container}"
+            inside[container] += ms
+    for kernel, ms in kernel_ms.items():
+        if kernel in targets:
+            continue
+        if inside.get(kernel):
+            # The container's own time carries the profiler's cost of every kernel inside it; the
+            # inside kernels' times have it taken off, so their sum is the better figure.
+            ms = min(ms, inside[kernel])
         target = ctx.target(kernel)
         targets[kernel] = target
         if target.startswith("node:"):
@@ -136,6 +153,17 @@ def attribute(
             _, kind, tensor = target.split(":", 2)
             adapts[(tensor, kind)] += ms
     return Attribution(node_ms, dict(adapts), targets)
+
+
+def _container(kernel: str, kernels: Mapping[str, float]) -> str | None:
+    """The control-flow kernel (If/Loop/Scan) a subgraph kernel runs inside, when the trace has it."""
+    match = _NESTED.search(kernel)
+    while match is not None:
+        outer = kernel[: match.start()]
+        if outer in kernels:
+            return outer
+        match = _NESTED.search(kernel, match.end())
+    return None
 
 
 class _Context:

@@ -120,3 +120,16 @@ def test_known_kernel_times_all_land_in_the_profile(name: str, tmp_path) -> None
     assert set(att.targets) == set(known)
     for layer in graph.layers:
         assert att.node_ms[layer.name] >= min(known.values()) / 1000.0, (layer.name, att.targets)
+
+
+def test_subgraph_kernels_are_not_counted_twice() -> None:
+    model = _model([helper.make_node("Relu", ["x"], ["c"], name="cond"),
+                    helper.make_node("If", ["c"], ["y"], name="If_0"),
+                    helper.make_node("Relu", ["y"], ["z"], name="after")])
+    kernels = {"cond": 0.1, "If_0": 3.0, "If_0_then_branch__Inline_0__/rnn/LSTM": 0.5,
+               "If_0_then_branch__Inline_0__/dec/If_1": 0.2, "after": 0.1}
+    att = attribute(model, None, kernels)
+    # the If holds its subgraph: its inside kernels' sum (0.7 ms, profiler cost taken off) wins over 3.0
+    assert att.node_ms == {"cond": 0.1, "If_0": pytest.approx(0.7), "after": 0.1}
+    assert att.adapts == {} and att.targets["If_0_then_branch__Inline_0__/rnn/LSTM"] == "inside:If_0"
+    assert sum(att.node_ms.values()) == pytest.approx(0.9)
