@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.cli.common import (
     add_model_arguments,
     format_count,
-    model_shapes,
+    load_graph,
     resolve_model,
 )
 
@@ -63,12 +63,12 @@ def run(args: argparse.Namespace) -> int:
     from engine.cli.common import evaluator_path
     from engine.evaluate.calibration import build_variant, calibration_for
     from engine.evaluate.evaluator import load_evaluator
-    from engine.ir.graph import build_graph, load_model
+    from engine.ir.graph import build_graph
     from engine.model.plan import Plan
 
     path, defaults = resolve_model(args.model)
-    shapes = model_shapes(args, path, defaults, strict=False)
-    graph = load_model(path, shapes)
+    graph = load_graph(args, path, defaults, strict=False)
+    shapes = graph.input_shapes
     plan = Plan.load(args.plan)
     samples = load_calibration(args.calib, [t.name for t in graph.inputs]) if args.calib else None
     eval_path = None if samples else evaluator_path(args, required=False)

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, format_count, model_shapes, resolve_model, shapes_text
+from engine.cli.common import add_model_arguments, format_count, load_graph, resolve_model, shapes_text
 
 __all__ = ["add_parser", "run"]
 
@@ -31,7 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from engine.cli.common import evaluator_path
     from engine.errors import SettingsError
     from engine.evaluate.evaluator import load_evaluator
-    from engine.ir.graph import load_model
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
     from engine.optimize.tune import TuneOptions
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         label = str(session.model_path)
     else:
         path, defaults = resolve_model(args.model)
-        graph = load_model(path, model_shapes(args, path, defaults, evaluator=evaluator))
+        graph = load_graph(args, path, defaults, evaluator=evaluator)
         label = str(path)
     result = run_job(
         bench_job(graph, evaluator, repeats=args.repeats, threads=args.threads, route_model=route_model,

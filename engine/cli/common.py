@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["format_count", "resolve_model", "input_shapes", "model_shapes", "shape_text", "shapes_text",
+__all__ = ["format_count", "resolve_model", "input_shapes", "load_graph", "shape_text", "shapes_text",
            "add_model_arguments", "add_shape_arguments", "evaluator_path", "add_target_arguments", "remote_target"]
 
 logger = logging.getLogger(__name__)
@@ -64,15 +64,17 @@ def input_shapes(args: argparse.Namespace, defaults: dict[str, tuple[int, ...]])
     return dict(parse_input_shape(text) for text in args.input)
 
 
-def model_shapes(args: argparse.Namespace, path: Path, defaults: dict[str, tuple[int, ...]], *,
-                 evaluator: Any = None, strict: bool = True) -> dict[str, tuple[int, ...]]:
-    """Concrete input shapes by ``engine.ir.resolve``'s order: --input/--dim, the evaluator, batch 1.
+def load_graph(args: argparse.Namespace, path: Path, defaults: dict[str, tuple[int, ...]], *,
+               evaluator: Any = None, strict: bool = True) -> Any:
+    """The model loaded at input shapes settled by ``engine.ir.resolve``'s order: --input/--dim, the evaluator, batch 1.
 
-    Every choice not given on the command line is said on stderr. ``strict``: a dim still unknown is
-    an error naming it and both flags; otherwise the inputs that stay dynamic are left out.
+    Every choice not given on the command line is said on stderr, once the model has loaded (a bad
+    file is one line, nothing before it). ``strict``: a dim still unknown is an error naming it and
+    both flags; otherwise the inputs that stay dynamic keep their symbolic dims.
     """
     import onnx
 
+    from engine.ir.graph import load_model
     from engine.ir.resolve import declared_inputs, parse_dim, resolve_input_shapes, sample_shapes
 
     explicit = input_shapes(args, defaults)
@@ -80,12 +82,16 @@ def model_shapes(args: argparse.Namespace, path: Path, defaults: dict[str, tuple
     try:  # the declared inputs only: no external data, no validation (load_model reports a bad file)
         declared = declared_inputs(onnx.load(str(path), load_external_data=False))
     except Exception:  # noqa: BLE001 - load_model names the problem in one line
-        return explicit
+        return load_model(path, explicit)
     samples = sample_shapes(inputs for inputs, _ in evaluator.samples()) if evaluator is not None else None
     resolved = resolve_input_shapes(declared, explicit, dims, samples, label=str(path))
+    if strict and resolved.missing:
+        load_model(path, resolved.shapes)  # a broken file is the first thing to say
+        resolved.require(str(path))
+    graph = load_model(path, resolved.shapes)
     for note in resolved.notes:
         print(f"{path.name}: {note}", file=sys.stderr)
-    return resolved.require(str(path)) if strict else dict(resolved.shapes)
+    return graph
 
 
 def shapes_text(shapes: Mapping[str, Sequence[object]]) -> str:

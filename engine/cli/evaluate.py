@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from engine.cli.common import add_model_arguments, evaluator_path, model_shapes, resolve_model
+from engine.cli.common import add_model_arguments, evaluator_path, load_graph, resolve_model
 
 __all__ = ["add_parser", "run"]
 
@@ -25,7 +25,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.evaluate.evaluator import ensure_reference, evaluate_job, load_evaluator
-    from engine.ir.graph import load_model
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
 
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     evaluator = load_evaluator(evaluator_path(args))
     # Not the example's profiling shape: evaluation samples may differ from it. The model itself
     # keeps its dynamic dims, so samples of every shape still run.
-    graph = load_model(path, model_shapes(args, path, {}, evaluator=evaluator, strict=False))
+    graph = load_graph(args, path, {}, evaluator=evaluator, strict=False)
     ensure_reference(evaluator, graph.model, threads=args.threads)
     model = graph.model
     notes: list[str] = []

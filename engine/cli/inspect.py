@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 
-from engine.cli.common import add_model_arguments, format_count, model_shapes, resolve_model, shape_text
+from engine.cli.common import add_model_arguments, format_count, load_graph, resolve_model, shape_text
 
 __all__ = ["add_parser", "run"]
 
@@ -27,8 +27,7 @@ def run(args: argparse.Namespace) -> int:
     path, defaults = resolve_model(args.model)
     # Without --input/--dim the file's own dims are shown (symbolic ones as names, MACs '?'): a
     # description, not a measurement, so no batch default; dims still open stay symbolic too.
-    shapes = model_shapes(args, path, defaults, strict=False) if args.input or args.dim else defaults
-    graph = load_model(path, shapes)
+    graph = load_graph(args, path, defaults, strict=False) if args.input or args.dim else load_model(path, defaults)
     if args.json:
         out = {
             "model": str(path),

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import (add_model_arguments, add_target_arguments, model_shapes, remote_target, resolve_model,
+from engine.cli.common import (add_model_arguments, add_target_arguments, load_graph, remote_target, resolve_model,
                                shapes_text)
 
 __all__ = ["add_parser", "profile_to_json", "run", "unattributed_ms"]
@@ -61,7 +61,6 @@ def profile_to_json(profile: object) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from engine.errors import SettingsError
-    from engine.ir.graph import load_model
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
     from engine.measure.profiler import ProfileOptions, profile_job
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         from engine.evaluate.evaluator import load_evaluator
 
         evaluator = load_evaluator(args.eval)
-    graph = load_model(path, model_shapes(args, path, defaults, evaluator=evaluator))
+    graph = load_graph(args, path, defaults, evaluator=evaluator)
     remote = remote_target(args)
     if remote is not None and args.trace:
         raise SettingsError("--trace is not available with --target (the trace stays on the target)")

@@ -6,7 +6,7 @@ import argparse
 import logging
 import math
 
-from engine.cli.common import add_model_arguments, evaluator_path, model_shapes, resolve_model
+from engine.cli.common import add_model_arguments, evaluator_path, load_graph, resolve_model
 
 __all__ = ["add_parser", "run"]
 
@@ -28,14 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engine.evaluate.evaluator import load_evaluator
-    from engine.ir.graph import load_model
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
     from engine.evaluate.sensitivity import SweepSettings, sensitivity_job
 
     path, _ = resolve_model(args.model)
     evaluator = load_evaluator(evaluator_path(args))
-    graph = load_model(path, model_shapes(args, path, {}, evaluator=evaluator, strict=False))
+    graph = load_graph(args, path, {}, evaluator=evaluator, strict=False)
     settings = SweepSettings(
         routines=tuple(r.strip() for r in args.routines.split(",") if r.strip()),
         layers=tuple(n.strip() for n in args.layers.split(",") if n.strip()) if args.layers else None,

@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, model_shapes, resolve_model, shapes_text
+from engine.cli.common import add_model_arguments, load_graph, resolve_model, shapes_text
 
 __all__ = ["add_parser", "parse_bytes", "run"]
 
@@ -47,7 +47,6 @@ def run(args: argparse.Namespace) -> int:
     from engine.cli.common import evaluator_path
     from engine.errors import SettingsError
     from engine.evaluate.evaluator import load_evaluator
-    from engine.ir.graph import load_model
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
     from engine.optimize.tune import TuneOptions, to_session, tune_job
@@ -66,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     path, defaults = resolve_model(args.model)
     eval_path = evaluator_path(args)
     evaluator = load_evaluator(eval_path)
-    shapes = model_shapes(args, path, defaults, evaluator=evaluator)
-    graph = load_model(path, shapes)
+    graph = load_graph(args, path, defaults, evaluator=evaluator)
+    shapes = graph.input_shapes
     result = run_job(tune_job(graph, evaluator, options), stderr_progress(f"tune {path.name}"))
     if args.output is not None:
         import onnx

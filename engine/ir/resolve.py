@@ -178,7 +178,7 @@ def _check_explicit(inp: DeclaredInput, shape: tuple[int, ...], label: str) -> t
         return tuple(shape)
     if len(inp.dims) != len(shape):
         raise SettingsError(f"{label}: input {inp.name!r} has rank {len(inp.dims)} ({shape_label(inp.dims)}), "
-                            f"got shape {shape_label(shape)}")
+                            f"got {inp.name}={shape_label(shape)}")
     for i, (d, given) in enumerate(zip(inp.dims, shape)):
         if isinstance(d, int) and d != given:
             raise SettingsError(f"{label}: input {inp.name!r} dim {i} is fixed at {d}, got {given}")
