@@ -64,6 +64,7 @@ def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | N
         samples = sample_shapes(inputs for inputs, _ in load_evaluator(evaluator).samples())
     resolved = resolve_input_shapes(declared, explicit, dims, samples, label=str(path))
     if resolved.missing:
+        load_graph(path, resolved.shapes)  # a broken file is said before any shape is asked
         logger.info("%s: input dims unknown: %s", path, resolved.missing)
         return None, dict(resolved.shapes), list(resolved.notes), dict(resolved.missing)
     return load_graph(path, resolved.shapes), dict(resolved.shapes), list(resolved.notes), {}
