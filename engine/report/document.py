@@ -146,11 +146,13 @@ def _comparison(session: Session) -> list[Block]:
 
 def _layer_table(rows: list[LayerRow]) -> Table:
     body = tuple(
-        (r.name, r.op, r.routine, _ms(r.ms), _ms(r.fp32_ms), _num(r.drop, 3), _count(r.macs), _count(r.params))
+        (r.name, r.op, r.precision, r.prune or "–", str(r.rank) if r.rank is not None else "–", r.routine,
+         _ms(r.ms), _ms(r.fp32_ms), _num(r.drop, 3), _count(r.macs), _count(r.params))
         for r in rows
     )
-    header = ("layer", "op", "routine", "latency", "fp32 latency", "drop", "MACs", "params")
-    return Table(header, body, (False, False, False, True, True, True, True, True))
+    header = ("layer", "op", "precision", "prune", "rank", "routine", "latency", "fp32 latency", "drop", "MACs",
+              "params")
+    return Table(header, body, (False, False, False, False, True, False, True, True, True, True, True))
 
 
 def _pareto(session: Session) -> Figure:

@@ -50,6 +50,9 @@ class LayerRow:
     drops: dict[str, float] = field(default_factory=dict)
     macs: int | None = None
     params: int = 0
+    precision: str = "fp32"  # the plan's setting ("auto": DPRS chooses the routine)
+    prune: str = ""  # "30% structured" when the plan prunes the layer
+    rank: int | None = None  # the low-rank rank when the plan factors the layer
 
 
 def _number(value: Any) -> float | None:
@@ -96,13 +99,22 @@ def _flat(data: Any, keys: tuple[str, ...]) -> dict[str, float]:
 
 
 def _plan_precision(plan: Any, name: str) -> str | None:
+    return _plan_settings(plan, name)[0]
+
+
+def _plan_settings(plan: Any, name: str) -> tuple[str | None, str, int | None]:
+    """(precision, prune as "30% structured" or "", rank) of layer ``name`` in ``plan`` (typed or its JSON)."""
     if plan is None:
-        return None
+        return None, "", None
     if hasattr(plan, "settings_for"):
-        return plan.settings_for(name).precision
+        s = plan.settings_for(name)
+        prune = f"{100 * s.prune.ratio:.0f}% {s.prune.mode}" if s.prune is not None and s.prune.ratio > 0 else ""
+        return s.precision, prune, s.rank
     data = to_data(plan) or {}
     entry = (data.get("layers") or {}).get(name) or {}
-    return entry.get("precision") or (data.get("default") or {}).get("precision")
+    pr = entry.get("prune") or {}
+    prune = f"{100 * float(pr['ratio']):.0f}% {pr.get('mode', 'unstructured')}" if pr.get("ratio") else ""
+    return entry.get("precision") or (data.get("default") or {}).get("precision"), prune, entry.get("rank")
 
 
 def layer_rows(session: Session) -> list[LayerRow]:
@@ -117,7 +129,8 @@ def layer_rows(session: Session) -> list[LayerRow]:
     chosen = routes.get("routines") or {} if isinstance(routes, Mapping) else {}
     rows = []
     for node in session.graph.layers:
-        routine = chosen.get(node.name) or _plan_precision(session.plan, node.name) or "fp32"
+        precision, prune, rank = _plan_settings(session.plan, node.name)
+        routine = chosen.get(node.name) or precision or "fp32"
         own_times = times.get(node.name, {})
         ms = own_times.get(routine, layer_ms.get(node.name) if routine == "fp32" or not own_times else None)
         own_drops = drops.get(node.name, {})
@@ -132,6 +145,9 @@ def layer_rows(session: Session) -> list[LayerRow]:
                 drops=dict(own_drops),
                 macs=node.macs,
                 params=node.params,
+                precision=precision or "fp32",
+                prune=prune,
+                rank=rank,
             )
         )
     return rows
@@ -147,15 +163,17 @@ def _cell(value: float | int | None) -> str:
 
 
 def layer_csv(session: Session) -> str:
-    """CSV text: name, op, routine, ms, drop_<routine>..., macs, params (one row per layer)."""
+    """CSV text: name, op, precision, prune, rank, routine, ms, drop_<routine>..., macs, params (one row per layer)."""
     rows = layer_rows(session)
     routines = routine_names(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["name", "op", "routine", "ms", *[f"drop_{r}" for r in routines], "macs", "params"])
+    writer.writerow(["name", "op", "precision", "prune", "rank", "routine", "ms", *[f"drop_{r}" for r in routines],
+                     "macs", "params"])
     for row in rows:
         drops = [_cell(row.drops.get(r)) for r in routines]
-        writer.writerow([row.name, row.op, row.routine, _cell(row.ms), *drops, _cell(row.macs), row.params])
+        writer.writerow([row.name, row.op, row.precision, row.prune, _cell(row.rank), row.routine, _cell(row.ms),
+                         *drops, _cell(row.macs), row.params])
     return buffer.getvalue()
 
 

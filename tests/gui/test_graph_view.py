@@ -136,7 +136,7 @@ def test_selecting_a_layer_outlines_its_neighbouring_layers(window) -> None:
     view = window.graph_view
     view.select(["/conv2/Conv"])
     marked = {n for n, item in view.items.items() if item.mark == "neighbour"}
-    assert marked == {"/conv1/Conv", "/res/conv_a/Conv", "/conv3/Conv"}  # through the ops between them
+    assert marked == {"/conv1/Conv", "/res/conv_a/Conv"}  # through the ops between them; conv3 is further on
     assert view.items["/conv1/Conv"].mark_text == "[fp32]"
     view.select([])
     assert not any(item.mark for item in view.items.values())

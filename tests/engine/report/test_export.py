@@ -34,11 +34,31 @@ def test_csv_has_one_row_per_layer_and_a_drop_column_per_routine(tmp_path: Path)
     s = make_session(tmp_path, hostile=True)
     write_layer_csv(s, tmp_path / "layers.csv")
     rows = list(csv.DictReader(io.StringIO((tmp_path / "layers.csv").read_text())))
-    assert list(rows[0]) == ["name", "op", "routine", "ms", "drop_int8", "drop_fp16", "macs", "params"]
+    assert list(rows[0]) == ["name", "op", "precision", "prune", "rank", "routine", "ms", "drop_int8", "drop_fp16",
+                             "macs", "params"]
     assert [r["name"] for r in rows] == [n.name for n in s.graph.layers]
     assert rows[0]["name"] == HOSTILE[0] and rows[1]["name"] == HOSTILE[1]  # quoted by csv, read back intact
     assert rows[1]["routine"] == "int8" and float(rows[1]["drop_int8"]) == pytest.approx(0.004)
     assert layer_csv(s) == (tmp_path / "layers.csv").read_text()
+
+
+def test_rows_and_report_show_precision_prune_and_rank(tmp_path: Path) -> None:
+    from engine.model.plan import LayerSettings, PruneSettings
+    from engine.report.document import Table, build_report
+
+    s = make_session(tmp_path)
+    first, second = (n.name for n in s.graph.layers[:2])
+    s.set_plan(Plan(layers={first: LayerSettings("fp32", PruneSettings(0.3, "structured")),
+                            second: LayerSettings("int8", rank=5)}))
+    rows = {r.name: r for r in layer_rows(s)}
+    assert (rows[first].precision, rows[first].prune, rows[first].rank) == ("fp32", "30% structured", None)
+    assert (rows[second].precision, rows[second].prune, rows[second].rank) == ("int8", "", 5)
+    table = next(b for b in build_report(s).blocks if isinstance(b, Table) and b.header[0] == "layer")
+    assert table.header[2:5] == ("precision", "prune", "rank")
+    by_name = {row[0]: row for row in table.rows}
+    assert by_name[first][2:5] == ("fp32", "30% structured", "–") and by_name[second][2:5] == ("int8", "–", "5")
+    csv_rows = {r["name"]: r for r in csv.DictReader(io.StringIO(layer_csv(s)))}
+    assert (csv_rows[second]["precision"], csv_rows[second]["rank"]) == ("int8", "5")
 
 
 def test_plan_file_reads_back(tmp_path: Path) -> None:
