@@ -90,7 +90,9 @@ class Group:
         return "\n".join(lines)
 
     def prune(self, model: onnx.ModelProto, drop: Sequence[int]) -> None:
-        """Remove group channels ``drop`` from ``model`` in place (it must be the model the group was built on)."""
+        """Remove group channels ``drop`` from ``model`` in place (it must be the model the group was built on).
+
+        The model's value_info is dropped (it described the old channel counts)."""
         if self.reason:
             raise Refused(self.reason)
         readers: dict[str, int] = {}
@@ -100,6 +102,7 @@ class Group:
         for edit in self.edits:
             apply_edit(model, edit, self.dims, drop, readers)
         drop_unused_initializers(model.graph)  # shared constants got private copies
+        del model.graph.value_info[:]  # the recorded shapes are stale now (refresh_shapes infers them again)
 
     def scores(self, model: onnx.ModelProto, criterion: str = "l1") -> np.ndarray:
         """Importance per group channel: the weight norm of each producing layer, pooled over the group.
