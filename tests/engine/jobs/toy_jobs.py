@@ -16,7 +16,7 @@ from engine.jobs.catalogue import register
 from engine.progress import Cancelled, Progress
 
 __all__ = ["COUNTING", "SLOW", "STUCK", "FAILING", "LAYERLAB_ERROR", "EXITING", "SEGFAULT", "ABORT", "UNPICKLABLE",
-           "PLAIN", "PID"]
+           "PLAIN", "PID", "PARTIAL_SWEEP"]
 
 
 def counting_job(n: int = 3):
@@ -77,6 +77,22 @@ def abort_job():
     os.abort()
 
 
+def partial_sweep_job(names: list[str], pause: float = 0.2):
+    """A sweep that finishes one layer per ``pause`` and, cancelled, returns the layers it finished."""
+    from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity
+
+    result = Sensitivity(0.9, "acc")
+    try:
+        for i, name in enumerate(names):
+            time.sleep(pause)
+            result.layers[name] = LayerSensitivity(name, {"int8": 0.01 * (i + 1)})
+            yield Progress(i + 1, len(names), f"{name} done")
+        result.complete = True
+    except Cancelled:
+        pass
+    return result
+
+
 def unpicklable_job():
     return lambda: None
 
@@ -84,9 +100,10 @@ def unpicklable_job():
 COUNTING, PLAIN, PID, SLOW, STUCK = "test.counting", "test.plain", "test.pid", "test.slow", "test.stuck"
 FAILING, LAYERLAB_ERROR, EXITING = "test.failing", "test.layerlab_error", "test.exiting"
 SEGFAULT, ABORT, UNPICKLABLE = "test.segfault", "test.abort", "test.unpicklable"
+PARTIAL_SWEEP = "test.partial_sweep"
 
 for _name, _function in {COUNTING: counting_job, PLAIN: plain_function, PID: pid_job, SLOW: slow_job,
                          STUCK: stuck_job, FAILING: failing_job, LAYERLAB_ERROR: layerlab_error_job,
                          EXITING: exiting_job, SEGFAULT: segfault_job, ABORT: abort_job,
-                         UNPICKLABLE: unpicklable_job}.items():
+                         UNPICKLABLE: unpicklable_job, PARTIAL_SWEEP: partial_sweep_job}.items():
     register(_name, _function)

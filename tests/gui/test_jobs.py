@@ -1,0 +1,115 @@
+"""The window's jobs: one worker process for all of them, chained progress, pending cells, cancelled partial results."""
+
+from __future__ import annotations
+
+from engine.measure.profiler import ProfileOptions
+from engine.model.session import Session
+from gui.qt_main_window import QtMainWindow
+from tests.engine.jobs import toy_jobs as toy
+
+
+def _record_jobs(window: QtMainWindow) -> list:
+    """Every QtJob the window submits, in order (wraps the real submit)."""
+    jobs: list = []
+    submit = window.jobs.worker.submit
+
+    def recording(*args, **kwargs):
+        job = submit(*args, **kwargs)
+        jobs.append(job)
+        return job
+
+    window.jobs.worker.submit = recording
+    return jobs
+
+
+def test_open_profile_sensitivity_and_measure_share_one_worker_process(qtbot, settings, tmp_path, digits_model,
+                                                                      digits_eval) -> None:
+    w = QtMainWindow(Session(), settings)
+    qtbot.addWidget(w)
+    w.live.profile_options = ProfileOptions(warmup=1, repeats=3, profile_runs=2, cache_dir=tmp_path / "cache")
+    w.live.measure_repeats = 3
+    w.show()
+    jobs = _record_jobs(w)
+    w.open_evaluator(digits_eval)
+    w.open_model(digits_model)
+    qtbot.waitUntil(lambda: w.session.sensitivity is not None, timeout=180_000)
+    measure = w.live.measure()
+    with qtbot.waitSignal(measure.ended, timeout=120_000):
+        pass
+    names = [j.name for j in jobs]
+    for name in ("open_model", "profile", "sensitivity", "measure"):
+        assert name in names
+    finished = [j for j in jobs if j.outcome is not None and j.outcome.ok and j.name != "layer_facts"]
+    assert {"open_model", "profile", "sensitivity", "measure"} <= {j.name for j in finished}
+    pids = {j.pid for j in finished}
+    assert len(pids) == 1 and None not in pids and w.jobs.worker.pid in pids
+    assert w.jobs.worker.worker.restarts == 0 and not w.last_error
+
+
+def test_chained_jobs_keep_progress_and_cancel_visible(window, qtbot) -> None:
+    first = window.run_job(toy.COUNTING, {"n": 2}, "First", lambda _: None, kind="first")
+    second = window.run_job(toy.SLOW, {"steps": 200, "pause": 0.05}, "Second", lambda _: None, kind="second")
+    with qtbot.waitSignal(first.ended, timeout=60_000):
+        pass
+    qtbot.waitUntil(lambda: second.last_progress is not None and second.last_progress.done >= 3, timeout=60_000)
+    status = window.job_status
+    assert status.job is second and status.isVisible()
+    assert status.cancel_button.isVisible() and status.cancel_button.isEnabled()
+    assert status.bar.maximum() == 200 and status.bar.value() >= 3
+    with qtbot.waitSignal(second.cancelled, timeout=5_000):
+        status.cancel_button.click()
+    assert not status.isVisible() and not window.busy()
+
+
+def test_a_late_end_of_the_previous_job_does_not_hide_the_next(window, qtbot) -> None:
+    first = window.run_job(toy.SLOW, {"steps": 200, "pause": 0.05}, "First", lambda _: None, kind="first")
+    second = window.run_job(toy.SLOW, {"steps": 200, "pause": 0.05}, "Second", lambda _: None, kind="second")
+    window.job_status.attach(second)  # the next job took the widget before the first one's end arrived
+    first.ended.emit()
+    assert window.job_status.isVisible() and window.job_status.job is second
+    window.cancel_job(everything=True)
+    with qtbot.waitSignal(first.ended, timeout=5_000):
+        pass
+
+
+def test_jobs_queue_in_order_in_the_one_process(window, qtbot) -> None:
+    started: list[str] = []
+    jobs = [window.run_job(toy.PID, {"tag": str(i)}, f"job {i}", lambda _: None, kind=f"k{i}") for i in range(3)]
+    for job in jobs:
+        job.started.connect(lambda job=job: started.append(job.label))
+    with qtbot.waitSignal(jobs[-1].ended, timeout=60_000):
+        pass
+    assert started[-2:] == ["job 1", "job 2"]  # job 0 may have started before the connection
+    assert len({j.outcome.result for j in jobs}) == 1  # one process ran them all
+
+
+def test_results_cells_say_what_a_pending_job_will_fill(window, qtbot, digits_eval) -> None:
+    results = window.results
+    assert results.text("metric", "baseline") == "needs an evaluator"
+    window.session.set_evaluator(digits_eval)
+    assert results.text("metric", "baseline") == "not measured yet"
+    results.set_pending({"sensitivity", "profile"})
+    assert results.text("metric", "baseline") == "running…" and results.text("latency", "baseline") == "profiling…"
+    results.set_pending(set())
+    window.live.auto_measure = False
+    window.live.measure_repeats = 3
+    job = window.live.measure()
+    assert results.text("latency", "measured") == "measuring…"  # queued or running: either way it is coming
+    with qtbot.waitSignal(job.ended, timeout=120_000):
+        pass
+    assert results.text("latency", "measured").endswith("ms")
+
+
+def test_a_cancelled_sweep_keeps_the_layers_it_finished(window, qtbot) -> None:
+    """The window hands a cancelled sweep's partial result to the live engine, which keeps it (the engine's
+    own sweep returning its partial result on cancel is tested in tests/engine/evaluate/test_sensitivity.py)."""
+    live, layers = window.live, [n.name for n in window.session.graph.layers]
+    job = window.run_job(toy.PARTIAL_SWEEP, {"names": layers}, "Sensitivity", window.session.set_sensitivity,
+                         kind="sensitivity", on_partial=live._partial_sensitivity)
+    qtbot.waitUntil(lambda: job.last_progress is not None and job.last_progress.done >= 2, timeout=60_000)
+    with qtbot.waitSignal(job.cancelled, timeout=5_000):
+        window.job_status.cancel_button.click()
+    sens = window.session.sensitivity
+    assert sens is not None and not sens.complete
+    assert 2 <= len(sens.layers) < len(layers) and list(sens.layers) == layers[:len(sens.layers)]
+    assert f"kept {len(sens.layers)} layers, {len(layers) - len(sens.layers)} missing" in window.status_text.text()
