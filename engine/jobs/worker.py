@@ -286,6 +286,8 @@ def _run_one(job_id: int, name: str, kwargs: dict[str, Any], replies: Any, cance
         return ("finished", job_id, result)
     except Cancelled as exc:
         return ("cancelled", job_id, exc.partial)
+    except (BrokenPipeError, ConnectionError):
+        raise  # relaying progress failed: the caller is gone
     except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the user
         return ("error", job_id, _one_line(exc), traceback.format_exc())
 
@@ -302,10 +304,15 @@ def _serve(requests: Any, replies: Any, cancel_id: Any) -> None:
             job_id, name, kwargs = requests.recv()
         except (EOFError, OSError):
             return  # the caller closed the pipe: the worker is done
-        replies.send(("started", job_id, os.getpid()))
-        message = _run_one(job_id, name, kwargs, replies, cancel_id)
         try:
-            replies.send(message)
-        except Exception as exc:  # the result would not pickle: say so rather than crash silently
-            replies.send(("error", job_id, f"the job's result could not be sent back ({_one_line(exc)})",
-                          traceback.format_exc()))
+            replies.send(("started", job_id, os.getpid()))
+            message = _run_one(job_id, name, kwargs, replies, cancel_id)
+            try:
+                replies.send(message)
+            except (BrokenPipeError, ConnectionError):
+                raise
+            except Exception as exc:  # the result would not pickle: say so rather than crash silently
+                replies.send(("error", job_id, f"the job's result could not be sent back ({_one_line(exc)})",
+                              traceback.format_exc()))
+        except (BrokenPipeError, ConnectionError):
+            return  # the caller closed the worker mid-job: nobody is listening
