@@ -113,3 +113,21 @@ def test_a_cancelled_sweep_keeps_the_layers_it_finished(window, qtbot) -> None:
     assert sens is not None and not sens.complete
     assert 2 <= len(sens.layers) < len(layers) and list(sens.layers) == layers[:len(sens.layers)]
     assert f"kept {len(sens.layers)} layers, {len(layers) - len(sens.layers)} missing" in window.status_text.text()
+
+
+def test_a_cancelled_profile_keeps_what_it_timed_once_fp32_is_in(window) -> None:
+    from engine.measure.tables import LayerProfile, Profile, Stats
+
+    graph = window.session.graph
+
+    def partial(median: float) -> Profile:
+        layers = [LayerProfile(n.name, n.op_type, n.tunable, 0.1, {"fp32": 0.1, "int8": 0.05} if n.tunable else {})
+                  for n in graph.nodes]
+        return Profile(Stats(median, median, median), 1.0, layers, [], 1, "test", complete=False)
+
+    window.live._partial_profile(partial(0.0))  # cancelled before the fp32 run: nothing worth keeping
+    assert window.session.profile is None
+    kept = partial(2.0)
+    window.live._partial_profile(kept)
+    assert window.session.profile is kept and window.session.baseline.ms == 2.0
+    assert window.status_text.text() == "Profiling cancelled: kept fp32 and int8"
