@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, format_count, load_graph, resolve_model, shapes_text
+from engine.cli.common import add_model_arguments, add_target_arguments, format_count, load_graph, remote_target, resolve_model, shapes_text
 
 __all__ = ["add_parser", "run"]
 
@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=100, help="interleaved timed runs per row (default 100)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     p.add_argument("--json", action="store_true", help='print {"rows": [...], "predicted_ms"} as JSON')
+    add_target_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise SettingsError(f"--threads {args.threads}: must be at least 1")
     evaluator = load_evaluator(evaluator_path(args))
+    target = remote_target(args)
     route_model = predicted = routines = None
     ops = "fp32"
     if args.session is not None:
@@ -63,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
     result = run_job(
         bench_job(graph, evaluator, repeats=args.repeats, threads=args.threads, route_model=route_model,
                   predicted_ms=predicted, routines=routines, ops=ops,
-                  tune_options=TuneOptions(max_drop=args.max_drop, threads=args.threads)),
+                  tune_options=TuneOptions(max_drop=args.max_drop, threads=args.threads, target=target)),
         stderr_progress("bench"),
     )
     if args.json:
         print(json.dumps({"inputs": {k: list(v) for k, v in graph.input_shapes.items()}} | result.to_json(), indent=1))
         return 0
-    print(f"{label}: inputs {shapes_text(graph.input_shapes)}; {result.threads} threads, {result.repeats} "
+    where = f" on target {target.target.label}" if target is not None else ""  # type: ignore[attr-defined]
+    print(f"{label}{where}: inputs {shapes_text(graph.input_shapes)}; {result.threads} threads, {result.repeats} "
           f"interleaved runs per row; metric {evaluator.metric_name}")
     print(f"{'':<10} {'median ms':>10} {'p10-p90 ms':>17} {'vs fp32':>13} {'metric':>8} {'drop':>8} {'size':>8}")
     for r in result.rows:

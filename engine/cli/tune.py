@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, load_graph, resolve_model, shapes_text
+from engine.cli.common import add_model_arguments, add_target_arguments, load_graph, remote_target, resolve_model, shapes_text
 
 __all__ = ["add_parser", "parse_bytes", "run"]
 
@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="OUT.onnx", help="write the tuned model here")
     p.add_argument("--session", type=Path, metavar="S.json", help="save a LayerLab session (plan, profile, rounds)")
     p.add_argument("--json", action="store_true", help="print baseline, route and rounds as JSON")
+    add_target_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         max_drop=args.max_drop,
         memory_limit=parse_bytes(args.memory_limit) if args.memory_limit else None,
         threads=args.threads,
+        target=remote_target(args),
     )
     path, defaults = resolve_model(args.model)
     eval_path = evaluator_path(args)
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                                                  "calibration_random")}, indent=1))
         return 0
     b, m = result.baseline_ms, result.ms_measured
-    print(f"{path}: inputs {shapes_text(shapes)}; baseline fp32 {b.median:.3f} ms, "
+    where = f" on target {options.target.target.label}" if options.target is not None else ""
+    print(f"{path}{where}: inputs {shapes_text(shapes)}; baseline fp32 {b.median:.3f} ms, "
           f"{evaluator.metric_name} {result.baseline_metric:.4f}")
     for i, r in enumerate(result.rounds, start=1):
         changed = {k: v for k, v in r.routines.items() if v != "fp32"}

@@ -70,7 +70,8 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
     from engine.measure.variants import random_feeds
     from engine.passes.precision import quantize_whole_model
 
-    threads = threads or physical_cores()
+    target = getattr(tune_options, "target", None)
+    threads = threads or (int(target.info().get("cores") or 1) if target is not None else physical_cores())
     feeds = random_feeds(graph)
     if route_model is None:
         from engine.optimize.tune import TuneOptions, tune_job
@@ -88,7 +89,10 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
     for i, (name, model) in enumerate(models.items()):
         yield Progress(i, 3, f"scoring {name}")
         metrics[name] = (yield from evaluate_job(model, evaluator, threads=threads)).metric
-    stats = yield from interleaved_latency(models, feeds, threads, repeats)
+    if target is not None:
+        stats = yield from target.latency_job(models, feeds, threads, repeats)
+    else:
+        stats = yield from interleaved_latency(models, feeds, threads, repeats)
     base = stats["ort-fp32"].median
     rows = [BenchRow(name, stats[name], metrics[name], model.ByteSize(), base / stats[name].median,
                      metrics["ort-fp32"] - metrics[name]) for name, model in models.items()]

@@ -59,6 +59,9 @@ class TuneOptions:
     routines: tuple[str, ...] = ("fp32", "int8", "int8_dynamic")
     repeats: int = 30  # timed runs per latency measurement
     profile: ProfileOptions | None = None  # None: ProfileOptions(threads=threads, routines=routines)
+    # A remote target (engine.measure.remote.RemoteTarget): profile and latencies come from it, so DPRS
+    # works on the target's routine tables; evaluation stays here. None: this machine.
+    target: Any = None
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -153,10 +156,10 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     yield Progress(0, 5, "measuring the fp32 baseline")
     ensure_reference(evaluator, graph.model)
     base_eval = yield from evaluate_job(graph.model, evaluator, threads=threads or 0)
-    base_ms = measure_latency(graph.model, feeds, threads, repeats=options.repeats, label=f"{graph.label} [fp32]")
+    base_ms = yield from _latency(graph.model, feeds, options, f"{graph.label} [fp32]")
     yield Progress(1, 5, "profiling")
     popts = options.profile or ProfileOptions(threads=threads, routines=options.routines)
-    prof = yield from profile_job(graph, popts)
+    prof = yield from (profile_job(graph, popts) if options.target is None else options.target.profile_job(graph, popts))
     yield Progress(2, 5, "sensitivity")
     sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0)
     sens = yield from sensitivity_job(graph, evaluator, sweep)
@@ -261,6 +264,11 @@ def to_session(result: TuneResult, graph: ModelGraph, model_path: Any, evaluator
         session.set_evaluator(Path(evaluator_path))
     session.set_plan(result.plan)
     session.set_profile(result.profile)
+    if result.profile.target:  # measured on a remote target: the session's machine is that one
+        t = result.profile.target
+        session.machine = {"cpu": t.get("cpu"), "cores": t.get("cores"), "system": t.get("host"),
+                           "onnxruntime": t.get("ort"), "target": t.get("name") or t.get("address"),
+                           "providers": t.get("providers")}
     session.set_sensitivity(result.sensitivity)
     session.set_route(result.route)
     b = result.baseline_ms
@@ -295,7 +303,10 @@ def _compare_interleaved(base: onnx.ModelProto, candidates: Mapping[int, onnx.Mo
     from engine.measure.timing import physical_cores
 
     models = {"fp32": base, **{f"round {k + 1}": m for k, m in candidates.items()}}
-    job = interleaved_latency(models, feeds, options.threads or physical_cores(), options.repeats)
+    if options.target is not None:
+        job = options.target.latency_job(models, feeds, options.threads, options.repeats)
+    else:
+        job = interleaved_latency(models, feeds, options.threads or physical_cores(), options.repeats)
     while True:
         try:
             p = next(job)
@@ -326,10 +337,18 @@ def _build_and_measure(graph: ModelGraph, plan: Plan, calibration: Calibration, 
     yield Progress(3, 5, f"round {i + 1}: building the variant")
     model = build_variant(graph, plan, calibration).model
     yield Progress(4, 5, f"round {i + 1}: measuring")
-    ms = measure_latency(model, feeds, options.threads, repeats=options.repeats, label=f"{graph.label} [route]")
+    ms = yield from _latency(model, feeds, options, f"{graph.label} [route]")
     result = yield from evaluate_job(model, evaluator, threads=options.threads or 0)
     logger.info("tune round %d: %.3f ms, metric %.4f", i + 1, ms.median, result.metric)
     return model, ms, result.metric
+
+
+def _latency(model: onnx.ModelProto, feeds: Mapping[str, Any], options: TuneOptions, label: str) -> Job[Stats]:
+    """End-to-end latency here, or on the options' target."""
+    if options.target is None:
+        return measure_latency(model, feeds, options.threads, repeats=options.repeats, label=label)
+    stats = yield from options.target.latency_job({label: model}, feeds, options.threads, options.repeats, sessions=1)
+    return stats[label]
 
 
 def _worst(sens: Sensitivity, routines: Mapping[str, str], excess: float, pinned: Mapping[str, str]) -> list[str]:

@@ -113,6 +113,7 @@ def _header(session: Session) -> Facts:
         ("Evaluator", str(session.evaluator_path or "none (fidelity to fp32 outputs)")),
         ("Machine", f"{machine.get('cpu') or '?'}, {machine.get('cores') or '?'} cores, {machine.get('system') or '?'}"),
         ("ONNX Runtime", str(machine.get("onnxruntime") or "?")),
+        *([("Target", f"{machine['target']} (remote agent)")] if machine.get("target") else []),
         ("Session", str(session.path or "unsaved")),
         ("Date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")),
     ]
