@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--naive", action="store_true", help="one full evaluation per layer (slow; the reference)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--json", action="store_true", help='print {"baseline", "layers": [...]} as JSON')
+    p.add_argument("--executor", default="local", metavar="local[:N]|ray[=ADDRESS]",
+                   help="where the sweep runs: local (this process), local:N worker processes, ray (a local Ray "
+                        "instance) or ray=ADDRESS (an existing Ray cluster)")
     p.set_defaults(func=run)
 
 
@@ -30,8 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from engine.evaluate.evaluator import load_evaluator
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
-    from engine.evaluate.sensitivity import SweepSettings, sensitivity_job
+    from engine.evaluate.executors import parse_executor
+    from engine.evaluate.sensitivity import SweepSettings
 
+    executor = parse_executor(args.executor)
     path, _ = resolve_model(args.model)
     evaluator = load_evaluator(evaluator_path(args))
     graph = load_graph(args, path, {}, evaluator=evaluator, strict=False)
@@ -42,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         cached=not args.naive,
         threads=args.threads,
     )
-    result = run_job(sensitivity_job(graph, evaluator, settings), stderr_progress("sensitivity"))
+    result = run_job(executor.sweep_job(graph, evaluator, settings), stderr_progress("sensitivity"))
     if args.json:
         print(result.to_json())
         return 0

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--session", type=Path, metavar="S.json", help="save a LayerLab session (plan, profile, rounds)")
     p.add_argument("--json", action="store_true", help="print baseline, route and rounds as JSON")
     add_target_arguments(p)
+    p.add_argument("--executor", default="local", metavar="local[:N]|ray[=ADDRESS]",
+                   help="where the sensitivity sweep runs (see layerlab sensitivity --help)")
     p.set_defaults(func=run)
 
 
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.cli.common import evaluator_path
     from engine.errors import SettingsError
     from engine.evaluate.evaluator import load_evaluator
+    from engine.evaluate.executors import parse_executor
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
     from engine.optimize.tune import TuneOptions, to_session, tune_job
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         memory_limit=parse_bytes(args.memory_limit) if args.memory_limit else None,
         threads=args.threads,
         target=remote_target(args),
+        executor=parse_executor(args.executor),
     )
     path, defaults = resolve_model(args.model)
     eval_path = evaluator_path(args)

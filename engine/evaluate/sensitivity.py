@@ -33,7 +33,7 @@ from engine.progress import Cancelled, Job, Progress, run
 from engine.passes.layer_variants import ROUTINES, VariantBuilder, applicable
 from engine.evaluate.subgraph import ActivationCache, Suffix, cut_candidates, diff_suffix, serialized_initializers, typed, value_infos
 
-__all__ = ["ROUTINES", "LayerSensitivity", "Sensitivity", "SweepSettings", "sensitivity_job", "sweep"]
+__all__ = ["ROUTINES", "LayerSensitivity", "Sensitivity", "SweepSettings", "sensitivity_job", "sweep", "sweep_layers"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,9 @@ class SweepSettings:
     # ORT's level 3 (layout) optimizations may compute a whole model and its suffix a few ulps apart;
     # at "extended" they agree bit for bit, and int8 QDQ still runs as int8 kernels.
     optimization: str = "extended"
+    # An executor's share (engine.evaluate.executors): measure only these of the sweep's layers; the
+    # caches still cover every layer, so SQNR probes and results equal the whole sweep's.
+    share: tuple[str, ...] | None = None
 
 
 def sweep(graph: ModelGraph, evaluator: Evaluator, settings: SweepSettings | None = None) -> Sensitivity:
@@ -142,7 +145,8 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
     settings = settings or SweepSettings()
     work = _plan(graph, settings)
     result = Sensitivity(math.nan, evaluator.metric_name)
-    total = 2 + len(work) * (2 if settings.recover else 1)
+    mine = [(n, r) for n, r in work if settings.share is None or n in settings.share]
+    total = 2 + len(mine) * (2 if settings.recover else 1)
     done = 0
     builder: VariantBuilder | None = None
     try:
@@ -179,7 +183,7 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
         done += 1
         base_inits, base_infos = serialized_initializers(base), value_infos(base)
         context = _Context(base, base_outputs, feeds, evaluator, settings, cache, probe, base_inits, graph.label)
-        for name in layer_names:
+        for name in dict.fromkeys(name for name, _ in mine):
             measured = LayerSensitivity(name)
             for layer, routine in work:
                 if layer != name:
@@ -265,6 +269,11 @@ def default_cache_limit() -> int:
 def _run(model: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]], evaluator: Evaluator, settings: SweepSettings) -> Job[list[list[np.ndarray]]]:
     session = create_session(model, threads=settings.threads, optimization=settings.optimization)
     return (yield from run_samples(session, feeds, evaluator.label))
+
+
+def sweep_layers(graph: ModelGraph, settings: SweepSettings) -> list[str]:
+    """The layers a sweep measures, in order (SettingsError for unknown routines or layers): executors split these."""
+    return list(dict.fromkeys(name for name, _ in _plan(graph, settings)))
 
 
 def _plan(graph: ModelGraph, settings: SweepSettings) -> list[tuple[str, str]]:

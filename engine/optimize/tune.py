@@ -62,6 +62,7 @@ class TuneOptions:
     # A remote target (engine.measure.remote.RemoteTarget): profile and latencies come from it, so DPRS
     # works on the target's routine tables; evaluation stays here. None: this machine.
     target: Any = None
+    executor: Any = None  # engine.evaluate.executors.Executor for the sweep; None: in this process
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -162,7 +163,8 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     prof = yield from (profile_job(graph, popts) if options.target is None else options.target.profile_job(graph, popts))
     yield Progress(2, 5, "sensitivity")
     sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0)
-    sens = yield from sensitivity_job(graph, evaluator, sweep)
+    sens = yield from (sensitivity_job(graph, evaluator, sweep) if options.executor is None
+                       else options.executor.sweep_job(graph, evaluator, sweep))
     pinned = _plan_pins(graph, plan)
     constraints = dprs.Constraints(max_drop=options.max_drop, memory_limit=options.memory_limit)
     rounds: list[Round] = []
