@@ -112,6 +112,7 @@ class QtLiveEngine(QObject):
         args = self._model_args()
         if args is None:
             return None
+        args["target"] = getattr(self, "target", None)  # a named remote target (gui/qt_target_menu.py), None: here
         return self._run_job(catalogue.PROFILE, {**args, "options": self.profile_options},
                              "Profiling", self.session.set_profile, kind="profile", on_partial=self._partial_profile)
 

@@ -33,6 +33,7 @@ from gui.qt_file_actions import EXPORTS, QtFileActions
 from gui.qt_live_engine import QtLiveEngine
 from gui.qt_status import QtStatus
 from gui.qt_jobs import QtJobRunner
+from gui.qt_target_menu import QtTargetMenu
 from gui.qt_worker import QtJob, QtWorker
 from gui.watchdog import install_from_env
 
@@ -185,6 +186,7 @@ class QtMainWindow(QMainWindow):
         toolbar.addAction(self.measure_action)
         jobs_menu.addSeparator()
         self.cancel_action = self._action(jobs_menu, "&Cancel running job", self.cancel_job)
+        self.targets = QtTargetMenu(self)  # where profiles run: this machine or a remote agent
         self._rebuild_recent()
 
     # --- opening --------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from engine.measure.cache import cpu_model
 from engine.measure.interleave import interleaved_latency
 from engine.measure.profiler import ProfileOptions, profile_job
 from engine.measure.providers import routines_by_provider
-from engine.measure.timing import make_session, physical_cores
+from engine.measure.timing import PROVIDER, make_session, physical_cores
 from engine.measure.variants import ROUTINES
 from engine.measure.wire import PROTOCOL, WireError, read_npz
 from engine.progress import Job, Progress
@@ -89,6 +89,7 @@ def run_profile(settings: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Job[
         threads=_int(settings, "threads", None, 1, 512), routines=tuple(routines),
         repeats=_int(settings, "repeats", 30, 3, _MAX_REPEATS), feeds=feeds,
         ops_int8=bool(settings.get("ops_int8", True)), adapts=bool(settings.get("adapts", True)),
+        provider=_provider(settings),
     )
     return _profile(graph, options)
 
@@ -110,6 +111,7 @@ def run_measure(settings: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Job[
     threads = _int(settings, "threads", None, 1, 512) or physical_cores()
     repeats = _int(settings, "repeats", 30, 3, _MAX_REPEATS)
     sessions = _int(settings, "sessions", 3, 1, 5)
+    provider = _provider(settings)
     feeds = read_npz(_blob(blobs, "feeds"), "feeds")
     models = {n: _graph(blobs[f"model:{n}"], {k: v.shape for k, v in feeds.items()}, n).model for n in names}
     samples = read_npz(blobs["samples"], "samples") if "samples" in blobs else None
@@ -117,15 +119,15 @@ def run_measure(settings: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Job[
     if samples is not None and "reference" not in blobs and reference not in models:
         raise WireError(f"fidelity needs a reference blob or settings.reference naming one of: {', '.join(names)}")
     return _measure(models, feeds, threads, repeats, sessions, samples,
-                    read_npz(blobs["reference"], "reference") if "reference" in blobs else None, reference)
+                    read_npz(blobs["reference"], "reference") if "reference" in blobs else None, reference, provider)
 
 
 def _measure(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], threads: int, repeats: int,
              sessions: int, samples: dict[str, np.ndarray] | None, ref_npz: dict[str, np.ndarray] | None,
-             reference: Any) -> Job[dict[str, Any]]:
-    stats = yield from interleaved_latency(models, feeds, threads, repeats, sessions=sessions)
+             reference: Any, provider: str) -> Job[dict[str, Any]]:
+    stats = yield from interleaved_latency(models, feeds, threads, repeats, sessions=sessions, provider=provider)
     out: dict[str, Any] = {"latency": {n: {"median": s.median, "p10": s.p10, "p90": s.p90} for n, s in stats.items()},
-                           "threads": threads}
+                           "threads": threads, "provider": provider}
     if samples is not None:
         inputs = {k.removeprefix("input:"): v for k, v in samples.items() if k.startswith("input:")}
         counts = {len(v) for v in inputs.values()}
@@ -134,7 +136,7 @@ def _measure(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], t
         outputs = {}
         for i, (name, model) in enumerate(models.items()):
             yield Progress(i, len(models), f"fidelity of {name}")
-            outputs[name] = _run_samples(model, inputs, threads, name)
+            outputs[name] = _run_samples(model, inputs, threads, name, provider)
         if ref_npz is not None:
             ref = [[ref_npz[f"output:{i}"]] for i in range(len(ref_npz))]
         else:
@@ -146,8 +148,9 @@ def _measure(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], t
     return out
 
 
-def _run_samples(model: onnx.ModelProto, inputs: dict[str, np.ndarray], threads: int, label: str) -> list[list[np.ndarray]]:
-    session = make_session(model, threads, label)
+def _run_samples(model: onnx.ModelProto, inputs: dict[str, np.ndarray], threads: int, label: str,
+                 provider: str) -> list[list[np.ndarray]]:
+    session = make_session(model, threads, label, provider=provider)
     n = len(next(iter(inputs.values())))
     try:
         return [session.run(None, {k: v[i:i + 1] for k, v in inputs.items()})[:1] for i in range(n)]
@@ -164,6 +167,16 @@ def _graph(data: bytes, shapes: Mapping[str, tuple[int, ...]], name: str) -> Mod
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             raise WireError(f"{name}: models with external data are refused; send the weights embedded")
     return build_graph(model, dict(shapes), path=Path(f"<{name}>"), sha256=hashlib.sha256(data).hexdigest())
+
+
+def _provider(settings: Mapping[str, Any]) -> str:
+    import onnxruntime as ort
+
+    provider = settings.get("provider") or PROVIDER
+    if provider not in ort.get_available_providers():
+        raise WireError(f"execution provider {provider!r} is not available on this target "
+                        f"(it has: {', '.join(ort.get_available_providers())})")
+    return str(provider)
 
 
 def _blob(blobs: Mapping[str, bytes], name: str) -> bytes:

@@ -71,12 +71,18 @@ def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | N
 
 
 def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-                      options: Any = None) -> Job[Any]:
-    """Load the model and profile it (``engine.measure.profiler.profile_job``); returns the Profile."""
+                      options: Any = None, target: str | None = None) -> Job[Any]:
+    """Load the model and profile it (``engine.measure.profiler.profile_job``) here, or on ``target``
+    (a name from targets.json, see ``engine.measure.targets``); returns the Profile."""
     from engine.measure.profiler import ProfileOptions, profile_job
 
     yield Progress(0, 0, "loading the model")
     graph = load_graph(path, input_shapes)
+    if target:
+        from engine.measure.remote import RemoteTarget
+        from engine.measure.targets import resolve_target
+
+        return (yield from RemoteTarget(resolve_target(target)).profile_job(graph, options or ProfileOptions()))
     return (yield from profile_job(graph, options or ProfileOptions()))
 
 

@@ -33,11 +33,13 @@ SESSIONS = 3
 
 
 def interleaved_latency(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], threads: int,
-                        repeats: int, warmup: int = 5, sessions: int = SESSIONS) -> Job[dict[str, Stats]]:
+                        repeats: int, warmup: int = 5, sessions: int = SESSIONS,
+                        provider: str | None = None) -> Job[dict[str, Stats]]:
     """Per model, latency over ``repeats`` counted runs in each of ``sessions`` sessions, taken in turns:
     ``BLOCK`` runs of each session in turn, the first ``SETTLE`` of every block not counted (the previous
     session's threads still spin). A model's stats are those of its session with the lowest median."""
-    pool = {(name, k): timing.make_session(m, threads, name) for name, m in models.items() for k in range(max(sessions, 1))}
+    extra = {"provider": provider} if provider else {}  # None: the profiler's provider (CPU)
+    pool = {(name, k): timing.make_session(m, threads, name, **extra) for name, m in models.items() for k in range(max(sessions, 1))}
     for (name, _), s in pool.items():
         yield from timing.time_runs(s, feeds, warmup, name)
     times: dict[tuple[str, int], list[float]] = {key: [] for key in pool}

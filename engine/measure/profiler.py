@@ -88,6 +88,7 @@ class ProfileOptions:
     use_cache: bool = True
     cache_dir: Path | None = None
     trace_path: Path | None = None  # write the fp32 run's Chrome trace here
+    provider: str = PROVIDER  # the execution provider the routines run on (engine.measure.providers)
 
 
 def profile(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -> Profile:
@@ -101,7 +102,7 @@ def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -
 
     threads = options.threads or physical_cores()
     feeds = dict(options.feeds) if options.feeds is not None else random_feeds(graph, options.seed)
-    env = {"ort": ort.__version__, "provider": PROVIDER, "threads": threads, "cpu": cpu_model()}
+    env = {"ort": ort.__version__, "provider": options.provider, "threads": threads, "cpu": cpu_model()}
     shapes = {k: list(v.shape) for k, v in feeds.items()}
     cache = ProfileCache(options.cache_dir, options.use_cache)
     routines = ["fp32"] + [r for r in options.routines if r != "fp32"]
@@ -176,13 +177,17 @@ def _profile_variant(
     if routine != "fp32" and len(unsupported) == len(graph.layers):
         return {"ok": True, "unsupported": unsupported, "nodes": {}, "adapts": []}
     try:
-        session = yield from _in_thread(lambda: make_session(variant, threads, label), f"loading {routine}")
+        session = yield from _in_thread(lambda: make_session(variant, threads, label, provider=options.provider),
+                                        f"loading {routine}")
         yield from time_runs(session, feeds, options.warmup, label)
         half = max(options.repeats // 2, 1)
         times = yield from time_runs(session, feeds, half, label)
         optimized = tmp / f"{routine}_optimized.onnx"
         prof = yield from _in_thread(
-            lambda: make_session(variant, threads, label, str(tmp / routine), str(optimized)), f"profiling {routine}"
+            # Providers that compile subgraphs (OpenVINO, TensorRT) cannot save the optimized model.
+            lambda: make_session(variant, threads, label, str(tmp / routine),
+                                 str(optimized) if options.provider == PROVIDER else None, options.provider),
+            f"profiling {routine}"
         )
         yield from time_runs(prof, feeds, 3 + options.profile_runs, label)
         trace = prof.end_profiling()
@@ -222,7 +227,7 @@ def _measure_adapts(
         cached = cache.get(key)
         if cached is None:
             model, feeds = adapt_model(kind, shape)
-            session = make_session(model, threads, f"adapt {kind}")
+            session = make_session(model, threads, f"adapt {kind}", provider=str(env["provider"]))
             yield from time_runs(session, feeds, 5, f"adapt {kind}")
             times = yield from time_runs(session, feeds, 25, f"adapt {kind}")
             cached = max(float(np.median(times)) - calib.run_ms, 0.0)
@@ -281,6 +286,7 @@ def _assemble(graph: ModelGraph, results: Mapping[str, dict[str, Any]], micro: M
         adapts=adapts,
         threads=threads,
         ort_version=ort.__version__,
+        provider=str(env["provider"]),
         cpu=str(env.get("cpu", "")),
         model_sha256=graph.sha256,
         input_shapes=shapes,

@@ -19,8 +19,6 @@ import logging
 import socket
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +29,7 @@ from engine.ir.graph import ModelGraph
 from engine.measure.cache import ProfileCache, cache_key
 from engine.measure.profiler import ProfileOptions
 from engine.measure.tables import Profile, Stats
+from engine.measure.targets import Target
 from engine.measure.variants import random_feeds
 from engine.measure.wire import npz_bytes, pack, read_token
 from engine.progress import Job, Progress
@@ -48,37 +47,6 @@ class TargetError(LayerLabError):
 
 class TargetAuthError(TargetError):
     """The agent refused the token."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where an agent listens and how to reach it. ``name``: the targets-config name, if any."""
-
-    host: str
-    port: int
-    token_file: Path
-    tls: bool = False
-    cafile: Path | None = None
-    name: str = ""
-
-    @property
-    def address(self) -> str:
-        return f"{'https://' if self.tls else ''}{self.host}:{self.port}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.address})" if self.name else self.address
-
-    @staticmethod
-    def parse(text: str, token_file: str | Path, cafile: str | Path | None = None, name: str = "") -> Target:
-        """``HOST:PORT`` or ``https://HOST:PORT``; SettingsError-like TargetError when malformed."""
-        tls = text.startswith("https://")
-        rest = text.removeprefix("https://").removeprefix("http://").rstrip("/")
-        host, sep, port = rest.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise TargetError(f"target {text!r}: expected HOST:PORT or https://HOST:PORT")
-        return Target(host.strip("[]"), int(port), Path(token_file).expanduser(), tls,
-                      Path(cafile).expanduser() if cafile else None, name)
 
 
 class RemoteTarget:
@@ -123,7 +91,7 @@ class RemoteTarget:
         """Profile ``graph`` on the target (its routine tables, its ORT); cached locally per target."""
         feeds = dict(options.feeds) if options.feeds is not None else random_feeds(graph, options.seed)
         settings = {"threads": options.threads, "repeats": options.repeats, "routines": list(options.routines),
-                    "ops_int8": options.ops_int8, "adapts": options.adapts}
+                    "ops_int8": options.ops_int8, "adapts": options.adapts, "provider": options.provider}
         yield Progress(0, 0, f"asking {self.target.label}")
         key = cache_key("remote-profile", target=self.identity(), model=graph.sha256, settings=settings,
                         shapes={k: list(v.shape) for k, v in feeds.items()},
@@ -145,11 +113,13 @@ class RemoteTarget:
             cache.close()
 
     def latency_job(self, models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray], threads: int | None,
-                    repeats: int, sessions: int = 3) -> Job[dict[str, Stats]]:
-        """Latency of each model on the target, timed in turns there (like ``interleaved_latency`` here)."""
+                    repeats: int, sessions: int = 3, provider: str | None = None) -> Job[dict[str, Stats]]:
+        """Latency of each model on the target, timed in turns there (like ``interleaved_latency`` here),
+        on ``provider`` (None: the CPU provider)."""
         blobs = {f"model:{n}": m.SerializeToString() for n, m in models.items()}
         blobs["feeds"] = npz_bytes(feeds)
-        data = yield from self._job("measure", {"threads": threads, "repeats": repeats, "sessions": sessions}, blobs)
+        settings = {"threads": threads, "repeats": repeats, "sessions": sessions, "provider": provider}
+        data = yield from self._job("measure", settings, blobs)
         return {n: Stats(**s) for n, s in data["latency"].items()}
 
     def fidelity_job(self, models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray],

@@ -15,14 +15,45 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import SettingsError
-from engine.measure.remote import Target
 
-__all__ = ["load_targets", "resolve_target", "targets_path"]
+__all__ = ["Target", "load_targets", "resolve_target", "targets_path"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an agent listens and how to reach it. ``name``: the targets-config name, if any."""
+
+    host: str
+    port: int
+    token_file: Path
+    tls: bool = False
+    cafile: Path | None = None
+    name: str = ""
+
+    @property
+    def address(self) -> str:
+        return f"{'https://' if self.tls else ''}{self.host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.address})" if self.name else self.address
+
+    @staticmethod
+    def parse(text: str, token_file: str | Path, cafile: str | Path | None = None, name: str = "") -> Target:
+        """``HOST:PORT`` or ``https://HOST:PORT``; SettingsError when malformed."""
+        tls = text.startswith("https://")
+        rest = text.removeprefix("https://").removeprefix("http://").rstrip("/")
+        host, sep, port = rest.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"target {text!r}: expected HOST:PORT or https://HOST:PORT")
+        return Target(host.strip("[]"), int(port), Path(token_file).expanduser(), tls,
+                      Path(cafile).expanduser() if cafile else None, name)
 
 
 def targets_path() -> Path:

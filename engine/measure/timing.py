@@ -70,8 +70,13 @@ def make_session(
     label: str,
     profile_prefix: str | None = None,
     optimized_path: str | None = None,
+    provider: str = PROVIDER,
 ) -> ort.InferenceSession:
-    """An ORT session as users deploy it (ORT_ENABLE_ALL, CPU); LayerLabError when ORT refuses the model."""
+    """An ORT session as users deploy it (ORT_ENABLE_ALL, CPU unless ``provider`` names another execution
+    provider, with CPU as its fallback); LayerLabError when ORT refuses the model or lacks the provider."""
+    if provider not in ort.get_available_providers():
+        raise LayerLabError(f"{label}: execution provider {provider} is not available here "
+                            f"(ONNX Runtime {ort.__version__} has: {', '.join(ort.get_available_providers())})")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
@@ -84,7 +89,7 @@ def make_session(
         so.optimized_model_filepath = optimized_path
     data = model if isinstance(model, bytes) else model.SerializeToString()
     try:
-        return ort.InferenceSession(data, so, providers=[PROVIDER])
+        return ort.InferenceSession(data, so, providers=[provider] if provider == PROVIDER else [provider, PROVIDER])
     except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors (Fail, InvalidGraph ...)
         raise LayerLabError(f"{label}: ONNX Runtime cannot load the model ({_first_line(exc)})") from None
 

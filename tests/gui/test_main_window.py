@@ -116,3 +116,19 @@ def test_ops_int8_is_an_undoable_plan_edit_kept_in_sync_with_the_menu(window) ->
     assert window.session.plan.ops == "fp32" and not window.ops_action.isChecked()
     window.undo_stack.redo()
     assert window.ops_action.isChecked()
+
+
+def test_target_menu_lists_named_targets_and_shows_the_choice(window, tmp_path, monkeypatch) -> None:
+    import json
+
+    monkeypatch.setenv("LAYERLAB_CONFIG", str(tmp_path))
+    (tmp_path / "targets.json").write_text(json.dumps({"targets": {"jetson": {"address": "127.0.0.1:9", "token_file": "t"}}}))
+    menu = window.targets
+    menu.rebuild()
+    names = [a.text() for a in menu.menu.actions() if a.isCheckable()]
+    assert names == ["This machine", "jetson"] and menu.menu.actions()[0].isChecked()
+    assert menu.label.text() == "Numbers from: this machine"
+    started = []
+    monkeypatch.setattr(window.live, "profile", lambda: started.append(window.live.target))
+    menu.menu.actions()[1].trigger()
+    assert menu.label.text() == "Numbers from: jetson" and started == ["jetson"]

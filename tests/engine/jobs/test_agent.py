@@ -228,3 +228,30 @@ def _raw(agent: AgentProcess, method: str, path: str, body: bytes | None = None,
         return resp.status, json.loads(resp.read() or b"{}")
     finally:
         conn.close()
+
+
+def test_catalogue_profiles_on_a_named_target(agent: AgentProcess, digits_model: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine.jobs.catalogue import profile_model_job
+
+    monkeypatch.setenv("LAYERLAB_CONFIG", str(tmp_path))
+    (tmp_path / "targets.json").write_text(json.dumps(
+        {"targets": {"box": {"address": agent.address, "token_file": str(agent.token_file)}}}))
+    options = ProfileOptions(repeats=5, profile_runs=5, routines=("fp32",), adapts=False, cache_dir=tmp_path / "c")
+    got = run(profile_model_job(digits_model, {"input": (1, 1, 8, 8)}, options, target="box"))
+    assert got.target["name"] == "box" and got.target["address"] == agent.address
+    assert {lp.name for lp in got.layers if lp.tunable} == {"/conv1/Conv", "/conv2/Conv", "/res/conv_a/Conv",
+                                                             "/res/conv_b/Conv", "/conv3/Conv", "/fc1/Gemm", "/fc2/Gemm"}
+
+
+def test_unavailable_execution_provider_is_refused(remote: RemoteTarget, digits_model: Path) -> None:
+    from engine.errors import LayerLabError
+    from engine.measure.timing import make_session
+
+    graph = _digits(digits_model)
+    from engine.measure.variants import random_feeds
+
+    with pytest.raises(TargetError, match="execution provider 'NoSuchExecutionProvider' is not available on this target"):
+        run(remote.latency_job({"m": graph.model}, random_feeds(graph), 1, 5, provider="NoSuchExecutionProvider"))
+    with pytest.raises(LayerLabError, match="execution provider NoSuchExecutionProvider is not available here"):
+        make_session(graph.model, 1, "m", provider="NoSuchExecutionProvider")
