@@ -105,15 +105,14 @@ class _Handler(BaseHTTPRequestHandler):
         if length > limit or length < 0:
             return self._refuse(413, f"upload of {length} bytes is over the agent's limit of {limit} bytes")
         body = self.rfile.read(length)
-        try:
-            kind, settings, blobs = unpack(body)
-            job = start_job(kind, settings, blobs)
-        except LayerLabError as exc:
-            return self._refuse(400, str(exc))
-        if not self.server.slots.acquire(blocking=False):
-            job.close()
+        if not self.server.slots.acquire(blocking=False):  # before any work: reading the models costs too
             return self._refuse(503, f"busy: {self.server.limits.max_jobs} job(s) running, the agent's limit; try again later")
         try:
+            try:
+                kind, settings, blobs = unpack(body)
+                job = start_job(kind, settings, blobs)
+            except LayerLabError as exc:
+                return self._refuse(400, str(exc))
             self._stream(kind, job)
         finally:
             self.server.slots.release()

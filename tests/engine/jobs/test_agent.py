@@ -255,3 +255,18 @@ def test_unavailable_execution_provider_is_refused(remote: RemoteTarget, digits_
         run(remote.latency_job({"m": graph.model}, random_feeds(graph), 1, 5, provider="NoSuchExecutionProvider"))
     with pytest.raises(LayerLabError, match="execution provider NoSuchExecutionProvider is not available here"):
         make_session(graph.model, 1, "m", provider="NoSuchExecutionProvider")
+
+
+def test_busy_agent_refuses_a_second_job_at_once(remote: RemoteTarget, digits_model: Path, tmp_path: Path) -> None:
+    from engine.measure.variants import random_feeds
+
+    graph = _digits(digits_model)
+    first = remote.profile_job(graph, ProfileOptions(repeats=400, cache_dir=tmp_path / "c", use_cache=False))
+    for p in first:  # until the agent reports: the job is running there
+        if p.message.startswith(f"[{remote.target.label}]"):
+            break
+    try:
+        with pytest.raises(TargetError, match=r"busy: 1 job\(s\) running, the agent's limit"):
+            run(remote.latency_job({"m": graph.model}, random_feeds(graph), 1, 5))
+    finally:
+        first.close()  # cancel: the connection closes and the agent stops the job
