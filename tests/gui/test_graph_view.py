@@ -162,3 +162,11 @@ def test_the_routine_legend_lists_each_routine_once(window, qtbot) -> None:
     qtbot.wait(20)  # Qt shows widgets added to a visible layout on the next event-loop turn
     shown = [w.text() for w in legend._swatches.findChildren(QLabel) if w.isVisible() and w.text()]
     assert sorted(shown) == ["fp32", "int8"]
+
+
+def test_selecting_a_layer_outlines_its_prune_group(window) -> None:
+    """conv2 and the residual block's conv_b feed one Add: their channels shrink together (engine prune_group)."""
+    view = window.graph_view
+    view.select(["/conv2/Conv"])
+    assert view.items["/res/conv_b/Conv"].mark == "group"
+    assert view.items["/conv1/Conv"].mark == "neighbour"
