@@ -149,8 +149,10 @@ class QtLiveEngine(QObject):
         if args is None or evaluator is None:
             return None
         plan = self.session.plan if self.session.plan is not None else Plan()
+        # the tables the window already measured: tune measures only what they lack (no second sweep)
         kwargs = {**args, "evaluator": evaluator, "max_drop": self.max_drop, "plan_dict": plan.to_dict(),
-                  "options": self.tune_options}
+                  "options": self.tune_options, "profile": self.session.profile,
+                  "sensitivity": self.session.sensitivity}
         return self._run_job(catalogue.TUNE, kwargs, f"Tuning (max drop {self.max_drop:g})",
                              lambda outcome: self._tuned(plan, outcome), kind="tune")
 
@@ -158,9 +160,9 @@ class QtLiveEngine(QObject):
         from dataclasses import replace
 
         session = self.session
-        if session.profile is None:
+        if outcome.profile is not session.profile:
             session.set_profile(outcome.profile)
-        if session.sensitivity is None:
+        if outcome.sensitivity is not session.sensitivity:  # measured afresh or completed by tune
             session.set_sensitivity(outcome.sensitivity)
         # the route's routines pinned per layer; the user's prune/rank edits stay as they were
         layers = {n.name: replace(before.settings_for(n.name), precision=outcome.routines.get(n.name, "fp32"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from engine.cli.common import add_model_arguments, add_target_arguments, load_graph, remote_target, resolve_model, shapes_text
@@ -22,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--memory-limit", metavar="BYTES", help="largest total weight size, e.g. 4000000 or 4MB")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     p.add_argument("-o", "--output", type=Path, metavar="OUT.onnx", help="write the tuned model here")
-    p.add_argument("--session", type=Path, metavar="S.json", help="save a LayerLab session (plan, profile, rounds)")
+    p.add_argument("--session", type=Path, metavar="S.json", help="save a LayerLab session (plan, profile, rounds); "
+                   "when it exists for the same model, shapes and evaluator, its profile and sensitivity are reused")
     p.add_argument("--json", action="store_true", help="print baseline, route and rounds as JSON")
     add_target_arguments(p)
     p.add_argument("--executor", default="local", metavar="local[:N]|ray[=ADDRESS]",
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     evaluator = load_evaluator(eval_path)
     graph = load_graph(args, path, defaults, evaluator=evaluator)
     shapes = graph.input_shapes
-    result = run_job(tune_job(graph, evaluator, options), stderr_progress(f"tune {path.name}"))
+    profile, sensitivity = _tables(args.session, graph, shapes, eval_path)
+    result = run_job(tune_job(graph, evaluator, options, None, profile, sensitivity), stderr_progress(f"tune {path.name}"))
     if args.output is not None:
         import onnx
 
@@ -85,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = result.to_json()
         print(json.dumps({"inputs": {k: list(v) for k, v in shapes.items()}}
-                         | {k: data[k] for k in ("baseline", "route", "rounds", "feasible", "note", "calibration",
-                                                 "calibration_random")}, indent=1))
+                         | {k: data[k] for k in ("baseline", "route", "rounds", "round_details", "feasible", "note",
+                                                 "calibration", "calibration_random", "reused")}, indent=1))
         return 0
     b, m = result.baseline_ms, result.ms_measured
     where = f" on target {options.target.target.label}" if options.target is not None else ""
@@ -98,11 +101,14 @@ def run(args: argparse.Namespace) -> int:
         counts = (counts or "all fp32") + ("; ops int8" if r.ops != "fp32" else "")
         print(f"  round {i}: {counts}; predicted {r.ms_predicted:.3f} ms, measured "
               f"{r.ms_measured.median:.3f} ms, metric {r.metric:.4f} (drop {result.baseline_metric - r.metric:+.4f})"
-              + (f"; reverted {', '.join(r.reverted)}" if r.reverted else ""))
+              + (f"; reverted {', '.join(r.reverted)}" if r.reverted else "")
+              + (f"; added {', '.join(r.added)} (under budget)" if r.added else ""))
     print(f"route: predicted {result.ms_predicted:.3f} ms, measured {m.median:.3f} ms (p10 {m.p10:.3f}, p90 {m.p90:.3f}), "
           f"{speed_words(b.median, m.median)} than fp32{'; ops int8' if result.plan.ops != 'fp32' else ''}; {evaluator.metric_name} {result.metric:.4f} "
           f"(drop {result.baseline_metric - result.metric:+.4f}, budget {options.max_drop:g})")
     print(f"int8 calibration: {result.calibration}" + (" (WARNING: random)" if result.calibration_random else ""))
+    if result.reused:
+        print("tables: " + "; ".join(result.reused))
     if result.note:
         print(f"note: {result.note}")
     if args.output is not None:
@@ -110,3 +116,26 @@ def run(args: argparse.Namespace) -> int:
     if args.session is not None:
         print(f"saved session {args.session}")
     return 0
+
+
+def _tables(session_path: Path | None, graph, shapes, eval_path) -> tuple:  # type: ignore[no-untyped-def]
+    """Profile and sensitivity of an existing session for this model, shapes and evaluator (else None, None).
+
+    tune checks them again (model digest, shapes, threads, the evaluator's fp32 metric) before reusing."""
+    if session_path is None or not session_path.is_file():
+        return None, None
+    from engine.errors import LayerLabError
+    from engine.io.session_file import load_session
+
+    try:
+        old = load_session(session_path)  # its evaluator is not run: --eval is
+    except LayerLabError as exc:
+        logger.warning("%s: not reused (%s)", session_path, exc)
+        return None, None
+    same = (old.graph is not None and old.graph.sha256 == graph.sha256
+            and {k: tuple(v) for k, v in old.input_shapes.items()} == {k: tuple(v) for k, v in shapes.items()}
+            and old.evaluator_path is not None and Path(old.evaluator_path).resolve() == Path(eval_path).resolve())
+    if not same:
+        print(f"{session_path}: another model, shapes or evaluator: its tables are not reused", file=sys.stderr)
+        return None, None
+    return old.profile, old.sensitivity

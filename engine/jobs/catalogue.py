@@ -195,11 +195,12 @@ def _calibration_warning(result: Any) -> str:
 
 def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None, evaluator: str | Path,
                    max_drop: float, plan_dict: Mapping[str, Any] | None = None,
-                   options: Any = None) -> Job[TuneOutcome]:
+                   options: Any = None, profile: Any = None, sensitivity: Any = None) -> Job[TuneOutcome]:
     """Load the model and the evaluator and run ``engine.optimize.tune.tune_job`` within ``max_drop``.
 
     ``plan_dict``: layers whose precision is not ``auto`` stay pinned (None: every layer is auto).
     ``options``: an ``engine.optimize.tune.TuneOptions`` for the effort (its max_drop is replaced by ``max_drop``).
+    ``profile``, ``sensitivity``: the window's tables; tune reuses them where they fit and measures only what is missing.
     """
     from dataclasses import replace
 
@@ -210,7 +211,8 @@ def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
     graph = load_graph(path, input_shapes)
     plan = Plan.from_dict(dict(plan_dict), "plan") if plan_dict is not None else None
     opts = replace(options or TuneOptions(), max_drop=float(max_drop))
-    result = yield from tune_job(graph, load_job_evaluator(evaluator, path, input_shapes), opts, plan)
+    result = yield from tune_job(graph, load_job_evaluator(evaluator, path, input_shapes), opts, plan, profile,
+                                 sensitivity)
     return tune_outcome(result, graph)
 
 

@@ -33,6 +33,7 @@ from engine.ir.graph import ModelGraph
 from engine.progress import Job, Progress
 from engine.model.plan import LayerSettings, Plan
 from engine.measure.profiler import Profile, ProfileOptions, Stats, measure_latency, predict_ms, profile_job
+from engine.optimize.fill import next_layers, worst_layers
 from engine.optimize.routes import build_problem
 from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_job
 
@@ -54,6 +55,7 @@ class TuneOptions:
     memory_limit: int | None = None
     threads: int | None = None
     max_rounds: int = 5
+    max_fill: int = 4  # rounds that add layers while the measured drop is under max_drop
     # fp16 is left out by default: ORT has almost no fp16 CPU kernels (it casts and runs fp32), and its
     # in-context times are attribution noise that lures DPRS into cast-heavy routes; add it for GPUs.
     routines: tuple[str, ...] = ("fp32", "int8", "int8_dynamic")
@@ -69,6 +71,8 @@ class TuneOptions:
             raise SettingsError(f"max_drop {self.max_drop!r}: must be a number >= 0")
         if self.memory_limit is not None and self.memory_limit <= 0:
             raise SettingsError(f"memory_limit {self.memory_limit!r}: must be a positive number of bytes")
+        if self.max_fill < 0:
+            raise SettingsError(f"max_fill {self.max_fill!r}: must be 0 or more")
         if self.max_rounds < 1:
             raise SettingsError(f"max_rounds {self.max_rounds!r}: must be at least 1")
         if self.threads is not None and self.threads < 1:
@@ -86,6 +90,7 @@ class Round:
     drop_predicted: float
     weight_bytes: int
     reverted: list[str] = field(default_factory=list)  # layers pinned to fp32 after this round
+    added: list[str] = field(default_factory=list)  # layers this round added to fill the budget
     ops: str = "fp32"  # the plan's "ops": "int8" when the ops between layers were quantized too
 
     def to_json(self) -> dict[str, Any]:
@@ -93,7 +98,7 @@ class Round:
             "routines": dict(self.routines), "ms_predicted": self.ms_predicted, "ms_measured": self.ms_measured.median,
             "ms_p10": self.ms_measured.p10, "ms_p90": self.ms_measured.p90, "metric": self.metric,
             "drop_predicted": self.drop_predicted, "weight_bytes": self.weight_bytes, "reverted": list(self.reverted),
-            "ops": self.ops,
+            "ops": self.ops, "added": list(self.added),
         }
 
 
@@ -116,6 +121,7 @@ class TuneResult:
     note: str = ""
     calibration: str = ""  # where int8 calibration came from (engine.evaluate.calibration)
     calibration_random: bool = False
+    reused: list[str] = field(default_factory=list)  # "profile: reused", "sensitivity: measured (why)"
 
     @property
     def routines(self) -> dict[str, str]:
@@ -130,10 +136,12 @@ class TuneResult:
                       "drop": self.baseline_metric - self.metric, "routines": self.layer_routines(),
                       "ops": self.plan.ops},
             "rounds": len(self.rounds),
+            "round_details": [r.to_json() for r in self.rounds],
             "feasible": self.feasible,
             "note": self.note,
             "calibration": self.calibration,
             "calibration_random": self.calibration_random,
+            "reused": list(self.reused),
         }
 
     def layer_routines(self) -> dict[str, str]:
@@ -147,10 +155,14 @@ def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32"
 
 
 def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = TuneOptions(),
-             plan: Plan | None = None) -> Job[TuneResult]:
+             plan: Plan | None = None, profile: Profile | None = None,
+             sensitivity: Sensitivity | None = None) -> Job[TuneResult]:
     """The whole pipeline as a job (see the module docstring). ``plan``: layers whose precision is
-    not "auto" keep it (pinned); None means every layer is auto."""
+    not "auto" keep it (pinned); None means every layer is auto. ``profile`` and ``sensitivity``:
+    tables already measured (the window's, a session's); reused where they fit (``engine.optimize.reuse``),
+    and only what they lack is measured."""
     from engine.measure.variants import random_feeds
+    from engine.optimize import reuse
 
     threads = options.threads
     feeds = random_feeds(graph)
@@ -158,13 +170,34 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     ensure_reference(evaluator, graph.model)
     base_eval = yield from evaluate_job(graph.model, evaluator, threads=threads or 0)
     base_ms = yield from _latency(graph.model, feeds, options, f"{graph.label} [fp32]")
-    yield Progress(1, 5, "profiling")
     popts = options.profile or ProfileOptions(threads=threads, routines=options.routines)
-    prof = yield from (profile_job(graph, popts) if options.target is None else options.target.profile_job(graph, popts))
-    yield Progress(2, 5, "sensitivity")
+    why = reuse.profile_fits(profile, graph, threads, options.routines)
+    if why:
+        yield Progress(1, 5, "profiling")
+        prof = yield from (profile_job(graph, popts) if options.target is None else options.target.profile_job(graph, popts))
+    else:
+        assert profile is not None
+        prof = profile
+    reused = [reuse.describe("profile", why)]
     sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0)
-    sens = yield from (sensitivity_job(graph, evaluator, sweep) if options.executor is None
-                       else options.executor.sweep_job(graph, evaluator, sweep))
+
+    def sweep_job(settings: SweepSettings) -> Job[Sensitivity]:
+        return (sensitivity_job(graph, evaluator, settings) if options.executor is None
+                else options.executor.sweep_job(graph, evaluator, settings))
+
+    why = reuse.sensitivity_fits(sensitivity, base_eval.metric)
+    if why:
+        yield Progress(2, 5, "sensitivity")
+        sens = yield from sweep_job(sweep)
+    else:
+        assert sensitivity is not None
+        sens, missing = sensitivity, reuse.missing_sweep(sensitivity, graph, options.routines, sweep)
+        if missing is not None:
+            yield Progress(2, 5, f"sensitivity of {len(missing.layers or ())} layer(s) not measured yet")
+            sens = reuse.merge(sensitivity, (yield from sweep_job(missing)))
+            why = f"{len(missing.layers or ())} layer(s) swept"
+    reused.append(reuse.describe("sensitivity", why))
+    logger.info("tune %s: %s", graph.label, "; ".join(reused))
     pinned = _plan_pins(graph, plan)
     constraints = dprs.Constraints(max_drop=options.max_drop, memory_limit=options.memory_limit)
     rounds: list[Round] = []
@@ -186,11 +219,29 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         excess = base_eval.metric - metric - options.max_drop
         if excess <= _TOL:
             break
-        worst = _worst(sens, route.routines, excess, pinned)
+        worst = worst_layers(sens, route.routines, excess, pinned)
         if not worst:
             break
         rounds[-1].reverted = worst
         pinned.update({n: "fp32" for n in worst})
+    # Under the budget: add layers by predicted time saved per unit of drop and measure, until it is used.
+    for _ in range(options.max_fill):
+        last = rounds[-1] if rounds else None
+        if last is None or base_eval.metric - last.metric > options.max_drop + _TOL:
+            break
+        adds = next_layers(graph, prof, sens, last.routines, pinned, options.max_drop - (base_eval.metric - last.metric),
+                           options.routines)
+        if not adds:
+            break
+        routines = {**last.routines, **adds}
+        yield Progress(3, 5, f"round {len(rounds) + 1}: {len(adds)} more layer(s) within the budget")
+        problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
+        full = {n.name: routines.get(n.name, "fp32") for n in graph.nodes}
+        lat, drop, nbytes = dprs.route_cost(problem, full)
+        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, routines), calibration, evaluator,
+                                                          feeds, options, len(rounds))
+        rounds.append(Round(_layer_routines(graph, routines), lat, ms, metric, drop, nbytes, added=sorted(adds)))
+        built.append((dprs.Route(full, lat, drop, nbytes, 0.0), model, route_plan(graph, routines)))
     # Predictions can be wrong where ORT fuses across layers: also measure the plain all-int8 route when
     # its summed drops fit, and keep whichever measures fastest within the budget.
     problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
@@ -249,6 +300,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     if note:
         logger.warning("tune %s: %s", graph.label, note)
     result.calibration, result.calibration_random = calibration.source, calibration.random
+    result.reused = reused
     yield Progress(5, 5, "done")
     return result
 
@@ -291,7 +343,8 @@ def round_trials(result: TuneResult, graph: ModelGraph) -> list[Trial]:
         predicted=Measurement(ms=r.ms_predicted, metric=result.baseline_metric - r.drop_predicted, bytes=r.weight_bytes),
         measured=Measurement(r.ms_measured.median, r.ms_measured.p10, r.ms_measured.p90, r.metric),
         label=f"tune round {i + 1}" + (" (ops int8)" if r.ops != "fp32" else "")
-        + (f" (reverted {', '.join(r.reverted)})" if r.reverted else ""),
+        + (f" (reverted {', '.join(r.reverted)})" if r.reverted else "")
+        + (f" (added {', '.join(r.added)})" if r.added else ""),
     ) for i, r in enumerate(result.rounds)]
 
 
@@ -351,27 +404,6 @@ def _latency(model: onnx.ModelProto, feeds: Mapping[str, Any], options: TuneOpti
         return measure_latency(model, feeds, options.threads, repeats=options.repeats, label=label)
     stats = yield from options.target.latency_job({label: model}, feeds, options.threads, options.repeats, sessions=1)
     return stats[label]
-
-
-def _worst(sens: Sensitivity, routines: Mapping[str, str], excess: float, pinned: Mapping[str, str]) -> list[str]:
-    """Non-fp32, unpinned layers of the route to revert: most sensitive first, until their drops cover
-    ``excess``; at least one, at most a quarter of them (per-layer drops often underestimate the whole)."""
-    cands = []
-    for name, r in routines.items():
-        if r == "fp32" or name in pinned:
-            continue
-        ls = sens.layers.get(name)
-        drop = ls.drops.get(r, 0.0) if ls else 0.0
-        sqnr = ls.sqnr_db.get(r, math.inf) if ls else math.inf
-        cands.append((-drop, sqnr, name, drop))
-    cands.sort()
-    out, covered = [], 0.0
-    for _, _, name, drop in cands:
-        out.append(name)
-        covered += max(drop, 0.0)
-        if covered >= excess or len(out) >= max(1, len(cands) // 4):
-            break
-    return out
 
 
 def predicted_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32") -> float:

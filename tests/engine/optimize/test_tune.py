@@ -305,3 +305,90 @@ def test_dprs_and_predict_ms_agree_where_int8_layers_connect_directly() -> None:
     assert direct in outs and direct not in ins
     saved = (prof.adapt_ms(direct, "quantize") or 0) + (prof.adapt_ms(direct, "dequantize") or 0)
     assert saved > 0
+
+
+def test_under_the_budget_tune_adds_layers_by_time_saved_per_drop(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+) -> None:
+    """The tables say 0.004 a layer, so DPRS takes two within 0.01; measured, int8 costs nothing: tune
+    goes on adding layers (each round reported) until none is left to add."""
+    names = [n.name for n in digits.layers]
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.004}) for n in names}, True)
+    fast = _fast(prof)
+    base = run(tune.evaluate_job(digits.model, evaluator)).metric
+    built = _fake_pipeline(monkeypatch, fast, sens, lambda r: base)
+    options = tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))
+    result = run(tune.tune_job(digits, evaluator, options))
+    first = result.rounds[0]
+    assert sum(v == "int8" for v in first.routines.values()) == 2 and not first.added
+    filled = [r for r in result.rounds if r.added]
+    assert filled and all(set(r.added) <= {n for n, v in r.routines.items() if v == "int8"} for r in filled)
+    # measured drops stay 0, so the budget is never used: it goes on until no layer helps (or the round limit)
+    from engine.optimize.fill import next_layers
+
+    assert sum(v == "int8" for v in filled[-1].routines.values()) > 2
+    assert len(filled) == options.max_fill or not next_layers(digits, fast, sens, filled[-1].routines, {}, 0.01,
+                                                              ("fp32", "int8"))
+    # the first fill takes the layer that saves most per unit of drop (all drops equal: the most time saved)
+    saved = {n: predict_ms(fast, digits, first.routines) - predict_ms(fast, digits, {**first.routines, n: "int8"})
+             for n in names if first.routines[n] == "fp32"}
+    assert filled[0].added[0] == max(saved, key=saved.get) or len(filled[0].added) > 1
+    assert all(b in built for b in [dict(r.routines) for r in filled])
+    assert any("added" in t.label for t in tune.round_trials(result, digits))
+    # 0.009 measured: no layer's 0.004 fits in what is left, none is added
+    built = _fake_pipeline(monkeypatch, fast, sens, lambda r: base - 0.009 if "int8" in r.values() else base)
+    result = run(tune.tune_job(digits, evaluator, replace(options, max_rounds=1)))
+    assert not any(r.added for r in result.rounds)
+
+
+def test_tune_reuses_tables_and_sweeps_only_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile, sens: Sensitivity
+) -> None:
+    swept: list[tuple] = []
+    real = tune.sensitivity_job
+
+    def counting(graph, ev, settings=None):
+        swept.append(settings.layers)
+        return (yield from real(graph, ev, settings))
+
+    monkeypatch.setattr(tune, "sensitivity_job", counting)
+    monkeypatch.setattr(tune, "profile_job", lambda *a, **k: pytest.fail("the profile was measured again"))
+    options = tune.TuneOptions(max_drop=0.01, repeats=3, max_rounds=1, max_fill=0, routines=("fp32", "int8"))
+    result = run(tune.tune_job(digits, evaluator, options, None, prof, sens))
+    assert swept == [] and result.sensitivity is sens and result.profile is prof
+    assert result.reused == ["profile: reused", "sensitivity: reused"]
+    lacking = replace(sens, layers={k: v for k, v in sens.layers.items() if k != "/conv3/Conv"})
+    result = run(tune.tune_job(digits, evaluator, options, None, prof, lacking))
+    assert swept == [("/conv3/Conv",)]  # only the missing layer
+    assert result.sensitivity.layers["/conv3/Conv"].drops["int8"] == pytest.approx(sens.layers["/conv3/Conv"].drops["int8"])
+    other = replace(sens, baseline=sens.baseline - 0.1)  # measured with another evaluator: swept again
+    run(tune.tune_job(digits, evaluator, options, None, prof, other))
+    assert swept[-1] is None
+
+
+def test_cli_tune_with_a_session_does_not_sweep_again(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, digits_eval: Path, tmp_path: Path
+) -> None:
+    from engine.cli.main import main
+    from engine.evaluate.contract import Evaluator as Contract
+
+    calls = {"metric": 0}
+    real_metric = Contract.metric
+
+    def counting(self, outputs, labels=None):
+        calls["metric"] += 1
+        return real_metric(self, outputs, labels)
+
+    monkeypatch.setattr(Contract, "metric", counting)
+    real = tune.TuneOptions
+    monkeypatch.setattr(tune, "TuneOptions", lambda **kw: real(**{**kw, "repeats": 3, "profile": FAST}))
+    args = ["tune", "digits", "--eval", str(digits_eval), "--session", str(tmp_path / "s.json"), "--json"]
+    assert main(args) == 0
+    first, calls["metric"] = calls["metric"], 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["reused"][1].startswith("sensitivity: measured")
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["reused"] == ["profile: reused", "sensitivity: reused"]
+    # one evaluation for the fp32 baseline and one per measured round: no sweep (one per layer and routine)
+    assert calls["metric"] == 1 + again["rounds"] < first

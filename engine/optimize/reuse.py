@@ -1,0 +1,88 @@
+"""What tune can take from tables already measured, and what it must still measure.
+
+A profile is reused when it was measured for the same model (sha256), the same input shapes and,
+when tune is given a thread count, the same threads; a sensitivity table when its baseline equals
+the metric tune just measured for fp32 with the same evaluator (a different evaluator, sample set
+or calibration split gives another baseline) and it was complete. Only the (layer, routine) pairs the
+table lacks are swept (``missing_sweep``), and the result is merged (``merge``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import replace
+from typing import Any, Sequence
+
+from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity, SweepSettings
+from engine.ir.graph import ModelGraph
+from engine.measure.tables import Profile
+from engine.passes.layer_variants import applicable
+
+__all__ = ["merge", "missing_sweep", "profile_fits", "sensitivity_fits"]
+
+logger = logging.getLogger(__name__)
+
+
+def _shapes(graph: ModelGraph) -> dict[str, list[int]]:
+    return {t.name: [int(d) for d in t.shape] for t in graph.inputs
+            if t.shape is not None and all(isinstance(d, int) for d in t.shape)}
+
+
+def profile_fits(profile: Profile | None, graph: ModelGraph, threads: int | None, routines: Sequence[str]) -> str:
+    """'' when ``profile`` can stand for a new one on ``graph``; else why not."""
+    if profile is None:
+        return "no profile"
+    if not profile.complete:
+        return "the profile was cancelled before it finished"
+    if profile.model_sha256 and graph.sha256 and profile.model_sha256 != graph.sha256:
+        return "the profile is of another model"
+    if profile.input_shapes and profile.input_shapes != _shapes(graph):
+        return f"the profile was measured at {profile.input_shapes}"
+    if threads is not None and profile.threads != threads:
+        return f"the profile was measured with {profile.threads} threads"
+    timed = {r for lp in profile.layers for r in lp.routines}
+    lacking = [r for r in routines if r != "fp32" and r not in timed and any(applicable(n.op_type, r) for n in graph.layers)]
+    if lacking:
+        return f"the profile has no {lacking[0]} times"
+    return ""
+
+
+def sensitivity_fits(sens: Sensitivity | None, baseline: float) -> str:
+    """'' when ``sens`` was measured with the evaluator (and calibration) that gives fp32 ``baseline``."""
+    if sens is None:
+        return "no sensitivity"
+    if not math.isclose(sens.baseline, baseline, rel_tol=1e-6, abs_tol=1e-9):
+        return f"its fp32 baseline {sens.baseline:.6g} differs from {baseline:.6g} (another evaluator or samples)"
+    return ""
+
+
+def missing_sweep(sens: Sensitivity, graph: ModelGraph, routines: Sequence[str],
+                  base: SweepSettings) -> SweepSettings | None:
+    """The sweep of the layers and routines ``sens`` lacks (None: nothing is missing)."""
+    wanted = [r for r in routines if r != "fp32"]
+    layers, need = [], set()
+    for node in graph.layers:
+        known = sens.layers.get(node.name)
+        lacking = [r for r in wanted if applicable(node.op_type, r) and (known is None or r not in known.drops)]
+        if lacking:
+            layers.append(node.name)
+            need.update(lacking)
+    if not layers:
+        return None
+    return replace(base, routines=tuple(r for r in wanted if r in need), layers=tuple(layers))
+
+
+def merge(old: Sensitivity, new: Sensitivity) -> Sensitivity:
+    """``old`` with what ``new`` measured added (``new`` wins where both have a value)."""
+    layers = {name: LayerSensitivity(name, dict(ls.drops), dict(ls.sqnr_db)) for name, ls in old.layers.items()}
+    for name, ls in new.layers.items():
+        into = layers.setdefault(name, LayerSensitivity(name))
+        into.drops.update(ls.drops)
+        into.sqnr_db.update(ls.sqnr_db)
+    return Sensitivity(old.baseline, old.metric_name or new.metric_name, layers, old.complete and new.complete,
+                       {**old.whole_model, **new.whole_model})
+
+
+def describe(what: str, why: Any) -> str:
+    return f"{what}: reused" if not why else f"{what}: measured ({why})"
