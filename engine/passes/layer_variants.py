@@ -10,7 +10,6 @@ the same nodes as quantizing the whole model with only that layer chosen, at a f
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 
@@ -20,6 +19,7 @@ import onnx
 from engine.errors import LayerLabError
 from engine.ir.ops import op_facts
 from engine.passes.base import clone
+from engine.passes.calibration import RangeSet
 from engine.passes.int8_splice import SingleLayerInt8
 from engine.passes.precision import ROUTINES, CalibrationCache, PrecisionPass, _static_int8, prepare, unconverted
 
@@ -46,7 +46,7 @@ class VariantBuilder:
         self.base = base
         self._calibration = CalibrationCache(calibration)
         self._splicer: SingleLayerInt8 | None = None
-        self._ranges: dict | None = None  # ORT's range file of the prepared base, parsed
+        self._ranges: RangeSet | None = None  # the prepared base's ranges, kept by the cache
 
     def __enter__(self) -> "VariantBuilder":
         return self
@@ -57,20 +57,22 @@ class VariantBuilder:
     def close(self) -> None:
         """Nothing to release; kept so callers can use the builder as a context manager."""
 
-    def build(self, layers: Sequence[str], routine: str) -> onnx.ModelProto:
-        """``base`` with ``layers`` in ``routine`` and every other node as it was."""
+    def build(self, layers: Sequence[str], routine: str, method: str = "minmax") -> onnx.ModelProto:
+        """``base`` with ``layers`` in ``routine`` and every other node as it was; ``method``: int8's
+        calibration method for these layers (``engine.passes.calibration.METHODS``)."""
         if routine not in ROUTINES:
             raise LayerLabError(f"routine {routine!r}: must be one of {', '.join(ROUTINES)}")
         if routine == "int8" and len(layers) == 1:
-            spliced = self._single_int8(layers[0])
+            spliced = self._single_int8(layers[0], method)
             if spliced is not None:
                 return spliced
-        result = PrecisionPass(calibration=self._calibration, **{routine: layers})(self.base)
+        extra = {"int8_calibration": {layer: method for layer in layers}} if routine == "int8" else {}
+        result = PrecisionPass(calibration=self._calibration, **{routine: layers}, **extra)(self.base)
         for note in result.notes:
             logger.info("%s of %s: %s", routine, ", ".join(layers)[:200], note)
         return result.model
 
-    def _single_int8(self, layer: str) -> onnx.ModelProto | None:
+    def _single_int8(self, layer: str, method: str = "minmax") -> onnx.ModelProto | None:
         """The layer quantized alone and spliced back; None before calibration or where the splice does not apply."""
         if self._splicer is None:
             self._splicer = SingleLayerInt8(prepare(clone(self.base)))
@@ -79,14 +81,15 @@ class VariantBuilder:
             ranges = self._calibration.ranges_for(self._splicer.base)
             if ranges is None:
                 return None
-            self._ranges = json.loads(ranges)
+            self._ranges = ranges
+        if method not in self._ranges.ranges:  # computed once, kept by the cache with the MinMax ranges
+            self._calibration.ranges(self._splicer.base, (method,))
         alone = self._splicer.one_node_model(layer)
         if alone is None:
             return None
         # Only the layer's own tensors: ORT computes quantization parameters for every range it is given.
         touched = {v.name for v in list(alone.graph.input) + list(alone.graph.output)}
-        own = dict(self._ranges, data={k: v for k, v in self._ranges["data"].items() if k in touched})
-        quantized = _static_int8(alone, [layer], self._calibration, json.dumps(own).encode())
+        quantized = _static_int8(alone, [layer], self._calibration, self._ranges.pick({t: method for t in touched}, only=touched))
         model = self._splicer.splice(layer, quantized)
         if model is not None and unconverted(model, [layer], "int8"):
             logger.info("int8 of %s: ONNX Runtime left the layer in fp32", layer)

@@ -16,8 +16,10 @@ untouched layers stay as they were. ``quantize_whole_model`` is the ``ort-int8``
 quantizable op with the same settings. ``unconverted`` names the layers a converter left in fp32.
 
 Calibration: pass plain samples, or a ``CalibrationCache`` to build many int8 variants of one model
-(the sensitivity sweep): it keeps the activation ranges of the first run (ORT's calibration cache)
-so later variants skip calibration and all share the same ranges.
+(the sensitivity sweep): it keeps the activation ranges of the first run so later variants skip
+calibration and all share the same ranges. The ranges come from LayerLab's own activation pass
+(``engine.passes.calibration``, linear in the graph size) and reach ``quantize_static`` as its
+calibration cache file, so ORT's calibrator never rewrites the graph.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,17 +36,22 @@ import onnx
 from onnx import helper, numpy_helper
 
 from engine.errors import SettingsError
+from engine.passes.calibration import METHODS, RangeSet, collect_ranges, to_tensors_data
 from engine.passes.base import PassResult, clone, drop_unused_initializers, initializers, set_initializer
 from engine.passes.fp16 import fp16_layers
+from engine.passes.int8_segments import cuttable, segmented_int8
+from engine.progress import Progress, run
 
 __all__ = [
     "ROUTINES",
+    "SEGMENT_ABOVE",
     "Calibration",
     "CalibrationCache",
     "PrecisionPass",
     "prepare",
     "quantize_whole_model",
     "random_calibration",
+    "tensor_methods",
     "unconverted",
 ]
 
@@ -60,30 +68,34 @@ class CalibrationCache:
     """Calibration samples plus the int8 activation ranges computed from them, per model.
 
     The first int8 run on a model calibrates every tensor of its quantizable ops (whatever the
-    chosen layers) and keeps ORT's range file in memory; later runs on the same model read it
-    instead of calibrating again. Models are told apart by a digest of their bytes.
+    chosen layers) with LayerLab's own activation pass (``engine.passes.calibration``) and keeps the
+    ranges; later runs on the same model reuse them. Models are told apart by a digest of their
+    bytes; a method asked for later (percentile, entropy) is computed on top of those kept.
     """
 
-    def __init__(self, samples: Calibration) -> None:
+    def __init__(self, samples: Calibration, methods: Sequence[str] = ("minmax",)) -> None:
         self.samples = list(samples)
-        self._ranges: dict[str, bytes] = {}  # model digest -> ORT calibration cache (JSON)
+        self.methods = tuple(methods)
+        self._ranges: dict[str, RangeSet] = {}  # model digest -> ranges
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _load(self, model_bytes: bytes, path: Path) -> str:
-        """Write the ranges kept for this model to ``path`` if there are any; the model's digest."""
-        digest = hashlib.sha256(model_bytes).hexdigest()
-        if digest in self._ranges:
-            path.write_bytes(self._ranges[digest])
-        return digest
+    def ranges(self, model: onnx.ModelProto, methods: Sequence[str] | None = None, *,
+               digest: str | None = None) -> RangeSet:
+        """The ranges of ``model`` (as the quantizer is given it) for ``methods``, computed once."""
+        digest = digest or hashlib.sha256(model.SerializeToString()).hexdigest()
+        wanted = tuple(dict.fromkeys(methods or self.methods))
+        have = self._ranges.setdefault(digest, RangeSet())
+        missing = [m for m in wanted if m not in have.ranges]
+        if missing:
+            # ORT's calibrator sees the model after its own shape inference: calibrate the same tensors.
+            inferred = onnx.shape_inference.infer_shapes(model)
+            have.ranges.update(collect_ranges(inferred, self.samples, missing).ranges)
+        return have
 
-    def _keep(self, digest: str, path: Path) -> None:
-        if digest not in self._ranges and path.is_file():
-            self._ranges[digest] = path.read_bytes()
-
-    def ranges_for(self, model: onnx.ModelProto) -> bytes | None:
-        """ORT's range file kept for ``model`` (as the quantizer was given it), or None before its first int8 run."""
+    def ranges_for(self, model: onnx.ModelProto) -> RangeSet | None:
+        """The ranges kept for ``model``, or None before its first int8 run."""
         return self._ranges.get(hashlib.sha256(model.SerializeToString()).hexdigest())
 
 
@@ -103,21 +115,6 @@ def random_calibration(model: onnx.ModelProto, count: int = 4, seed: int = 0) ->
     return samples
 
 
-def _reader(samples: Calibration):  # -> CalibrationDataReader
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Reader(CalibrationDataReader):
-        """Feeds the given samples once, in order."""
-
-        def __init__(self) -> None:
-            self._it = iter(samples)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
-    return _Reader()
-
-
 def _opset(model: onnx.ModelProto) -> int:
     return next((int(i.version) for i in model.opset_import if i.domain in ("", "ai.onnx")), 0)
 
@@ -134,6 +131,23 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         except Exception as exc:
             raise SettingsError(f"shapes cannot be inferred for quantization ({exc}); give concrete --input shapes") from None
     return model
+
+
+#: Above this many nodes int8 goes window by window (``engine.passes.int8_segments``); at or below it the
+#: whole model goes to ``quantize_static`` in one piece, as it always did.
+SEGMENT_ABOVE = 1000
+
+
+def _log_progress() -> Callable[[Progress], None]:
+    """Log a long job's progress every two seconds (``layerlab -v`` shows it)."""
+    last = [time.monotonic()]
+
+    def show(p: Progress) -> None:
+        if time.monotonic() - last[0] >= 2.0 or p.done == p.total:
+            last[0] = time.monotonic()
+            logger.info("%s (%d/%d)", p.message, p.done, p.total)
+
+    return show
 
 
 # Logged on the root logger on every call: "Please consider pre-processing ..." and, with ops in int8,
@@ -160,37 +174,57 @@ def _quiet(func):  # type: ignore[no-untyped-def]
     return wrapper
 
 
+def tensor_methods(model: onnx.ModelProto, methods: Mapping[str, str]) -> dict[str, str]:
+    """Tensor -> calibration method from layer -> method: the tensors a layer reads and writes; where a
+    tensor is written by one chosen layer and read by another, the reader's method (its int8 input) wins."""
+    by_name = {n.name: n for n in model.graph.node}
+    choice: dict[str, str] = {}
+    for side in ("output", "input"):
+        for layer, method in methods.items():
+            node = by_name.get(layer)
+            if node is None:
+                raise SettingsError(f"calibration: no node named {layer!r}")
+            choice.update({t: method for t in getattr(node, side) if t})
+    return choice
+
+
 @_quiet
 def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calibration | CalibrationCache,
-                 ranges: bytes | None = None) -> onnx.ModelProto:
-    """quantize_static with LayerLab's settings; ``ranges``: an ORT range file to use instead of calibrating."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+                 ranges: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+                 methods: Mapping[str, str] | None = None) -> onnx.ModelProto:
+    """quantize_static with LayerLab's settings on precomputed ranges; ``ranges``: tensor -> (low, high) to
+    use as they are, else the ranges of ``samples`` (computed once per model when a cache): MinMax, or
+    for the layers ``methods`` names (layer -> calibration method) that method on the tensors they touch."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
     # ORT's quantizer saves its input with external data and changes the proto it is given: hand it a file.
     with tempfile.TemporaryDirectory(prefix="layerlab-quant-") as tmp:
         src, dst, range_file = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx", Path(tmp) / "ranges.json"
         data = model.SerializeToString()
         src.write_bytes(data)
-        cache = samples if isinstance(samples, CalibrationCache) else CalibrationCache(samples)
-        digest = None
-        if ranges is not None:
-            range_file.write_bytes(ranges)
-        else:
-            digest = cache._load(data, range_file)
+        if ranges is None:
+            cache = samples if isinstance(samples, CalibrationCache) else CalibrationCache(samples)
+            wanted = ("minmax", *sorted(set((methods or {}).values())))
+            ranges = cache.ranges(model, wanted, digest=hashlib.sha256(data).hexdigest()).pick(tensor_methods(model, methods or {}))
+        if len(model.graph.node) > SEGMENT_ABOVE:
+            inferred = onnx.shape_inference.infer_shapes(model)
+            if cuttable(inferred):  # ORT's quantizer is quadratic in the node count: quantize in windows
+                return run(segmented_int8(inferred, nodes, ranges), _log_progress())
+        save_tensors_data(to_tensors_data(ranges), range_file)
         try:
             quantize_static(
-                str(src), str(dst), None if range_file.is_file() else _reader(cache.samples),
+                str(src), str(dst), None,
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
                 nodes_to_quantize=nodes,
+                calibrate_method=CalibrationMethod.MinMax,
                 calibration_cache_path=str(range_file),
             )
         except Exception as exc:
             raise SettingsError(f"int8 quantization failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-        if digest is not None:
-            cache._keep(digest, range_file)
         return onnx.load(str(dst))
 
 
@@ -314,6 +348,7 @@ class PrecisionPass:
         fp16: Iterable[str] = (),
         calibration: Calibration | CalibrationCache | None = None,
         int8_ops_except: Iterable[str] | None = None,
+        int8_calibration: Mapping[str, str] | None = None,
     ) -> None:
         self.int8 = sorted(set(int8))
         self.int8_dynamic = sorted(set(int8_dynamic))
@@ -322,6 +357,11 @@ class PrecisionPass:
         if overlap:
             raise SettingsError(f"layer {sorted(overlap)[0]!r} is given two precisions")
         self.calibration = calibration
+        # layer -> calibration method (engine.passes.calibration.METHODS) for int8 layers; others MinMax
+        self.int8_calibration = {k: v for k, v in (int8_calibration or {}).items() if v != "minmax"}
+        bad = sorted(set(self.int8_calibration.values()) - set(METHODS))
+        if bad:
+            raise SettingsError(f"calibration method {bad[0]!r}: must be one of {', '.join(METHODS)}")
         # int8_ops_except: the plan's "ops": "int8", given as the names of the layer nodes: every other node
         # (an op) goes to quantize_static too. None: ops stay fp32.
         self.layer_nodes = None if int8_ops_except is None else set(int8_ops_except)
@@ -351,7 +391,8 @@ class PrecisionPass:
             if not samples:
                 samples = random_calibration(model)
                 notes.append("int8 calibrated on random inputs: accuracy will suffer (give real samples with --calib)")
-            model = _static_int8(model, self.int8 + ops, samples)
+            methods = {k: v for k, v in self.int8_calibration.items() if k in set(self.int8)}
+            model = _static_int8(model, self.int8 + ops, samples, methods=methods)
             missed = unconverted(model, self.int8, "int8")
             if missed:
                 notes.append(f"ONNX Runtime left {len(missed)} int8 layer(s) in fp32: {', '.join(missed[:5])}")
