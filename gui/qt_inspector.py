@@ -204,6 +204,9 @@ class QtInspector(QWidget):
             f"params: {node.params:,} ({node.weight_bytes:,} bytes)",
             f"category: {node.category}",
         ]
+        settings = self.session.plan.settings_for(node.name) if self.session.plan is not None else None
+        if settings is not None and settings.precision == "int8":
+            lines.append(f"int8 calibration: {settings.calibration or 'minmax'}")
         self.facts.setText("\n".join(lines))
 
     def _show_results(self) -> None:

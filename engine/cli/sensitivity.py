@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", default="local", metavar="local[:N]|ray[=ADDRESS]",
                    help="where the sweep runs: local (this process), local:N worker processes, ray (a local Ray "
                         "instance) or ray=ADDRESS (an existing Ray cluster)")
+    p.add_argument("--calibration", default="minmax", metavar="M,...",
+                   help="int8 calibration methods to try per layer, the smallest drop wins: minmax, percentile99.9, "
+                        "percentile99.99, percentile99.999, entropy (default: minmax)")
     p.set_defaults(func=run)
 
 
@@ -46,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         recover=args.recover,
         cached=not args.naive,
         threads=args.threads,
+        calibration=tuple(m.strip() for m in args.calibration.split(",") if m.strip()),
     )
     result = run_job(executor.sweep_job(graph, evaluator, settings), stderr_progress("sensitivity"))
     if args.json:

@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_target_arguments(p)
     p.add_argument("--executor", default="local", metavar="local[:N]|ray[=ADDRESS]",
                    help="where the sensitivity sweep runs (see layerlab sensitivity --help)")
+    p.add_argument("--calibration", default="minmax", metavar="M,...",
+                   help="int8 calibration methods to try per layer, the smallest drop wins: minmax, percentile99.9, "
+                        "percentile99.99, percentile99.999, entropy (default: minmax)")
     p.set_defaults(func=run)
 
 
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         target=remote_target(args),
         executor=parse_executor(args.executor),
+        calibration=tuple(m.strip() for m in args.calibration.split(",") if m.strip()),
     )
     path, defaults = resolve_model(args.model)
     eval_path = evaluator_path(args)

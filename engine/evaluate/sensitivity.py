@@ -30,6 +30,7 @@ from engine.errors import SettingsError
 from engine.evaluate.evaluator import Evaluator, create_session, ensure_reference, run_samples
 from engine.ir.graph import ModelGraph, upgrade_opset
 from engine.progress import Cancelled, Job, Progress, run
+from engine.passes.calibration import METHODS
 from engine.passes.layer_variants import ROUTINES, VariantBuilder, applicable
 from engine.evaluate.subgraph import ActivationCache, Suffix, cut_candidates, diff_suffix, serialized_initializers, typed, value_infos
 
@@ -46,11 +47,17 @@ class LayerSensitivity:
     drops: dict[str, float] = field(default_factory=dict)
     sqnr_db: dict[str, float] = field(default_factory=dict)
     recovered: dict[str, float] = field(default_factory=dict)
+    # int8 with several calibration methods: the drop of each; ``drops["int8"]`` is the smallest, of ``calibration``
+    method_drops: dict[str, float] = field(default_factory=dict)
+    calibration: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "drops": dict(self.drops), "sqnr_db": _finite_or_none(self.sqnr_db)}
         if self.recovered:
             out["recovered"] = dict(self.recovered)
+        if self.method_drops:
+            out["method_drops"] = dict(self.method_drops)
+            out["calibration"] = self.calibration
         return out
 
     @classmethod
@@ -63,6 +70,8 @@ class LayerSensitivity:
                 {str(k): float(v) for k, v in data.get("drops", {}).items()},
                 {str(k): math.inf if v is None else float(v) for k, v in data.get("sqnr_db", {}).items()},
                 {str(k): float(v) for k, v in data.get("recovered", {}).items()},
+                {str(k): float(v) for k, v in data.get("method_drops", {}).items()},
+                None if data.get("calibration") is None else str(data["calibration"]),
             )
         except (AttributeError, TypeError, ValueError) as exc:
             raise SettingsError(f"{where}: layer {data['name']!r}: {exc}") from None
@@ -133,6 +142,9 @@ class SweepSettings:
     # An executor's share (engine.evaluate.executors): measure only these of the sweep's layers; the
     # caches still cover every layer, so SQNR probes and results equal the whole sweep's.
     share: tuple[str, ...] | None = None
+    # int8 calibration methods to try per layer (engine.passes.calibration.METHODS): each is an int8 variant
+    # of the same speed; the layer keeps the one with the smallest drop (ties: the first named).
+    calibration: tuple[str, ...] = ("minmax",)
 
 
 def sweep(graph: ModelGraph, evaluator: Evaluator, settings: SweepSettings | None = None) -> Sensitivity:
@@ -189,9 +201,18 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                 if layer != name:
                     continue
                 yield Progress(done, total, f"{name} {routine}")
-                variant = builder.build([name], routine)
-                suffix = diff_suffix(base, variant, base_inits, base_infos)
-                metric = yield from context.metric(variant, suffix)
+                best = None
+                for method in (settings.calibration if routine == "int8" else ("minmax",)):
+                    candidate = builder.build([name], routine, method)
+                    candidate_suffix = diff_suffix(base, candidate, base_inits, base_infos)
+                    value = yield from context.metric(candidate, candidate_suffix)
+                    if routine == "int8" and len(settings.calibration) > 1:
+                        measured.method_drops[method] = result.baseline - value
+                    if best is None or value > best[0]:
+                        best = (value, method, candidate, candidate_suffix)
+                metric, method, variant, suffix = best
+                if measured.method_drops:
+                    measured.calibration = method
                 measured.drops[routine] = result.baseline - metric
                 sqnr = _layer_sqnr(graph, name, variant, suffix, probe, settings) if suffix and probe else None
                 if sqnr is not None:
@@ -277,6 +298,9 @@ def sweep_layers(graph: ModelGraph, settings: SweepSettings) -> list[str]:
 
 
 def _plan(graph: ModelGraph, settings: SweepSettings) -> list[tuple[str, str]]:
+    bad = [m for m in settings.calibration if m not in METHODS] or ([] if settings.calibration else ["(none)"])
+    if bad:
+        raise SettingsError(f"calibration {bad[0]!r}: choose from {', '.join(METHODS)}")
     unknown = [r for r in settings.routines if r not in ROUTINES]
     if unknown or not settings.routines:
         raise SettingsError(f"routines {', '.join(unknown) or '(none)'}: choose from {', '.join(ROUTINES)}")

@@ -24,6 +24,10 @@ Fields of one entry (all optional):
   true) refits the consumers by least squares when calibration data exists. A default ``prune``
   applies to every layer that can be pruned; the ones that cannot are listed, not failed.
 - ``rank``: an int k >= 1 for a truncated-SVD factorisation (Gemm/MatMul/Conv), ``null`` for none.
+- ``calibration``: for an int8 layer, how the ranges of the tensors it reads and writes are computed:
+  ``minmax`` (the default when absent), ``percentile99.9``, ``percentile99.99``, ``percentile99.999``
+  or ``entropy`` (see ``engine.passes.calibration``). ``layerlab tune`` writes the method the
+  sensitivity sweep measured best for the layer; plans without the field read as before.
 
 A top-level ``"ops": "int8"`` (default ``"fp32"``) also quantizes the ops that are not layers
 (Add, Concat, MaxPool, Reshape ...) wherever ONNX Runtime's quantizer can, as whole-model
@@ -47,7 +51,7 @@ from typing import Any
 
 from engine.errors import SettingsError
 
-__all__ = ["OPS_PRECISIONS", "PRECISIONS", "PRUNE_MODES", "LayerSettings", "Plan", "PruneSettings"]
+__all__ = ["CALIBRATIONS", "OPS_PRECISIONS", "PRECISIONS", "PRUNE_MODES", "LayerSettings", "Plan", "PruneSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,8 @@ PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic", "auto")
 PRUNE_MODES = ("unstructured", "structured")
 OPS_PRECISIONS = ("fp32", "int8")  # the plan's "ops": what the non-layer ops run in
 _CRITERIA = ("l1", "l2", "data")
+#: int8 calibration methods (computed in engine.passes.calibration)
+CALIBRATIONS = ("minmax", "percentile99.9", "percentile99.99", "percentile99.999", "entropy")
 
 
 @dataclass(frozen=True)
@@ -90,10 +96,13 @@ class LayerSettings:
     precision: str | None = "fp32"
     prune: PruneSettings | None = None
     rank: int | None = None
+    calibration: str | None = None  # int8 calibration method; None: minmax
 
     def __post_init__(self) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise SettingsError(f"precision {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
+        if self.calibration is not None and self.calibration not in CALIBRATIONS:
+            raise SettingsError(f"calibration {self.calibration!r}: must be one of {', '.join(CALIBRATIONS)}")
         if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1):
             raise SettingsError(f"rank {self.rank!r}: must be a whole number >= 1 or null")
 
@@ -109,15 +118,17 @@ class LayerSettings:
             out["precision"] = self.precision
         out["prune"] = self.prune.to_dict() if self.prune else None
         out["rank"] = self.rank
+        if self.calibration is not None:
+            out["calibration"] = self.calibration
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str, inherit_precision: bool) -> LayerSettings:
         if not isinstance(data, dict):
             raise SettingsError(f"{where}: expected an object, got {type(data).__name__}")
-        unknown = set(data) - {"precision", "prune", "rank"}
+        unknown = set(data) - {"precision", "prune", "rank", "calibration"}
         if unknown:
-            raise SettingsError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (known: precision, prune, rank)")
+            raise SettingsError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (known: precision, prune, rank, calibration)")
         prune = data.get("prune")
         try:
             if prune is not None:
@@ -125,7 +136,7 @@ class LayerSettings:
                     raise SettingsError(f"prune {prune!r}: expected {{'ratio': r, 'mode': ..., 'criterion': ..., 'reconstruct': ...}}")
                 prune = PruneSettings(**prune)
             precision = data.get("precision", None if inherit_precision else "fp32")
-            return cls(precision=precision, prune=prune, rank=data.get("rank"))
+            return cls(precision=precision, prune=prune, rank=data.get("rank"), calibration=data.get("calibration"))
         except (SettingsError, TypeError) as exc:
             raise SettingsError(f"{where}: {exc}") from None
 

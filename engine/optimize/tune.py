@@ -40,7 +40,7 @@ from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_
 if TYPE_CHECKING:
     from engine.model.session import Session, Trial
 
-__all__ = ["Round", "TuneOptions", "TuneResult", "round_trials", "route_plan", "to_session", "tune_job"]
+__all__ = ["Round", "TuneOptions", "TuneResult", "round_trials", "route_plan", "sweep_calibration", "to_session", "tune_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ class TuneOptions:
     # works on the target's routine tables; evaluation stays here. None: this machine.
     target: Any = None
     executor: Any = None  # engine.evaluate.executors.Executor for the sweep; None: in this process
+    # int8 calibration methods the sweep tries per layer (engine.passes.calibration.METHODS); each int8
+    # layer of the route uses the one with its smallest measured drop (same speed, so DPRS needs no choice)
+    calibration: tuple[str, ...] = ("minmax",)
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -149,9 +152,22 @@ class TuneResult:
         return {n: s.precision or "fp32" for n, s in self.plan.layers.items()}
 
 
-def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32") -> Plan:
-    """A plan pinning every layer to its routine (fp32 where ``routines`` says nothing)."""
-    return Plan(LayerSettings("fp32"), {n.name: LayerSettings(routines.get(n.name, "fp32")) for n in graph.layers}, ops)
+def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32",
+               calibration: Mapping[str, str] | None = None) -> Plan:
+    """A plan pinning every layer to its routine (fp32 where ``routines`` says nothing); ``calibration``:
+    layer -> int8 calibration method, written for the layers that run int8."""
+    calibration = calibration or {}
+
+    def settings(name: str) -> LayerSettings:
+        routine = routines.get(name, "fp32")
+        return LayerSettings(routine, calibration=calibration.get(name) if routine == "int8" else None)
+
+    return Plan(LayerSettings("fp32"), {n.name: settings(n.name) for n in graph.layers}, ops)
+
+
+def sweep_calibration(sens: Sensitivity) -> dict[str, str]:
+    """Layer -> the calibration method the sweep measured best for its int8 routine (MinMax left out)."""
+    return {n: ls.calibration for n, ls in sens.layers.items() if ls.calibration and ls.calibration != "minmax"}
 
 
 def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = TuneOptions(),
@@ -179,7 +195,8 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         assert profile is not None
         prof = profile
     reused = [reuse.describe("profile", why)]
-    sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0)
+    sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0,
+                          calibration=options.calibration)
 
     def sweep_job(settings: SweepSettings) -> Job[Sensitivity]:
         return (sensitivity_job(graph, evaluator, settings) if options.executor is None
@@ -198,6 +215,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
             why = f"{len(missing.layers or ())} layer(s) swept"
     reused.append(reuse.describe("sensitivity", why))
     logger.info("tune %s: %s", graph.label, "; ".join(reused))
+    methods = sweep_calibration(sens)
     pinned = _plan_pins(graph, plan)
     constraints = dprs.Constraints(max_drop=options.max_drop, memory_limit=options.memory_limit)
     rounds: list[Round] = []
@@ -209,7 +227,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         route = dprs.solve(problem, constraints)
         if not route.feasible:
             logger.info("tune round %d: DPRS found no feasible route (%s: %s)", i + 1, route.binding, route.detail)
-        rplan = route_plan(graph, route.routines)
+        rplan = route_plan(graph, route.routines, calibration=methods)
         if rounds and _layer_routines(graph, route.routines) == rounds[-1].routines:
             break  # nothing left to revert
         model, ms, metric = yield from _build_and_measure(graph, rplan, calibration, evaluator, feeds, options, i)
@@ -238,10 +256,10 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
         full = {n.name: routines.get(n.name, "fp32") for n in graph.nodes}
         lat, drop, nbytes = dprs.route_cost(problem, full)
-        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, routines), calibration, evaluator,
+        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, routines, calibration=methods), calibration, evaluator,
                                                           feeds, options, len(rounds))
         rounds.append(Round(_layer_routines(graph, routines), lat, ms, metric, drop, nbytes, added=sorted(adds)))
-        built.append((dprs.Route(full, lat, drop, nbytes, 0.0), model, route_plan(graph, routines)))
+        built.append((dprs.Route(full, lat, drop, nbytes, 0.0), model, route_plan(graph, routines, calibration=methods)))
     # Predictions can be wrong where ORT fuses across layers: also measure the plain all-int8 route when
     # its summed drops fit, and keep whichever measures fastest within the budget.
     problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
@@ -251,17 +269,17 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     fits = drop <= options.max_drop + _TOL and (options.memory_limit is None or nbytes <= options.memory_limit)
     if fits and all(_layer_routines(graph, uniform) != r.routines for r in rounds):
         yield Progress(3, 5, "measuring the all-int8 route")
-        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, uniform), calibration, evaluator,
+        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, uniform, calibration=methods), calibration, evaluator,
                                                           feeds, options, len(rounds))
         rounds.append(Round(_layer_routines(graph, uniform), lat, ms, metric, drop, nbytes))
-        built.append((dprs.Route(uniform, lat, drop, nbytes, 0.0), model, route_plan(graph, uniform)))
+        built.append((dprs.Route(uniform, lat, drop, nbytes, 0.0), model, route_plan(graph, uniform, calibration=methods)))
     ok = [k for k, r in enumerate(rounds) if base_eval.metric - r.metric <= options.max_drop + _TOL]
     int8 = [k for k in ok if "int8" in rounds[k].routines.values()]
     if int8:
         best = min(int8, key=lambda k: rounds[k].ms_measured.median)
         r = rounds[best]
         yield Progress(3, 5, "measuring the best route with its ops in int8 too")
-        oplan = route_plan(graph, r.routines, "int8")
+        oplan = route_plan(graph, r.routines, "int8", calibration=methods)
         model, ms, metric = yield from _build_and_measure(graph, oplan, calibration, evaluator, feeds, options,
                                                           len(rounds))
         rounds.append(Round(dict(r.routines), predicted_ms(prof, graph, r.routines, "int8"), ms, metric,
@@ -339,7 +357,7 @@ def round_trials(result: TuneResult, graph: ModelGraph) -> list[Trial]:
     from engine.model.session import Measurement, Trial
 
     return [Trial(
-        plan=route_plan(graph, r.routines, r.ops).to_dict(), routines=dict(r.routines),
+        plan=route_plan(graph, r.routines, r.ops, sweep_calibration(result.sensitivity)).to_dict(), routines=dict(r.routines),
         predicted=Measurement(ms=r.ms_predicted, metric=result.baseline_metric - r.drop_predicted, bytes=r.weight_bytes),
         measured=Measurement(r.ms_measured.median, r.ms_measured.p10, r.ms_measured.p90, r.metric),
         label=f"tune round {i + 1}" + (" (ops int8)" if r.ops != "fp32" else "")

@@ -71,6 +71,7 @@ def apply_plan(
         if s.precision in by_precision:
             # a factored layer is two nodes now: both take its precision
             by_precision[s.precision] += list(lowrank_names(name)) if name in ranks else [name]
+    methods = {n: s.calibration for n, s in settings.items() if s.precision == "int8" and s.calibration and n not in ranks}
     if by_precision["int8"]:
         unknown = [
             n.name
@@ -82,7 +83,7 @@ def apply_plan(
     steps: list[tuple[str, Callable[[onnx.ModelProto], PassResult]]] = [
         ("prune", PrunePass(prune, calibration=calibration, skip_refused=from_default, shapes=graph_shapes(graph))),
         ("low-rank", LowRankPass(ranks, calibration=calibration)),
-        ("precision", PrecisionPass(calibration=calibration, **by_precision,
+        ("precision", PrecisionPass(calibration=calibration, **by_precision, int8_calibration=methods,
                                     int8_ops_except=_layer_nodes(settings, ranks) if plan.ops == "int8" else None)),
     ]
     model, notes, modified, done = graph.model, [], False, []

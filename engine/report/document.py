@@ -18,7 +18,7 @@ from typing import Union
 
 from engine.report.words import speed_words
 from engine.errors import LayerLabError
-from engine.report.export import LayerRow, layer_rows, routine_names
+from engine.report.export import LayerRow, layer_rows, routine_label, routine_names
 from engine.report.charts import (
     Drawing,
     bar_chart,
@@ -147,7 +147,7 @@ def _comparison(session: Session) -> list[Block]:
 
 def _layer_table(rows: list[LayerRow]) -> Table:
     body = tuple(
-        (r.name, r.op, r.precision, r.prune or "–", str(r.rank) if r.rank is not None else "–", r.routine,
+        (r.name, r.op, r.precision, r.prune or "–", str(r.rank) if r.rank is not None else "–", routine_label(r),
          _ms(r.ms), _ms(r.fp32_ms), _num(r.drop, 3), _count(r.macs), _count(r.params))
         for r in rows
     )

@@ -28,7 +28,7 @@ from engine.model.session import Session
 from engine.io.session_file import to_data
 from engine.io.files import atomic_write_text
 
-__all__ = ["LayerRow", "layer_rows", "routine_names", "layer_csv", "write_layer_csv", "write_plan", "export_model"]
+__all__ = ["LayerRow", "layer_rows", "routine_label", "routine_names", "layer_csv", "write_layer_csv", "write_plan", "export_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ class LayerRow:
     precision: str = "fp32"  # the plan's setting ("auto": DPRS chooses the routine)
     prune: str = ""  # "30% structured" when the plan prunes the layer
     rank: int | None = None  # the low-rank rank when the plan factors the layer
+    calibration: str | None = None  # an int8 layer's calibration method when the plan names one
+
+
+def routine_label(row: LayerRow) -> str:
+    """The routine as the report prints it: ``int8 · percentile99.99`` when the plan names a calibration."""
+    return f"{row.routine} · {row.calibration}" if row.calibration and row.routine == "int8" else row.routine
 
 
 def _number(value: Any) -> float | None:
@@ -96,6 +102,16 @@ def _flat(data: Any, keys: tuple[str, ...]) -> dict[str, float]:
         if isinstance(table, Mapping):
             return {str(k): n for k, v in table.items() if (n := _number(v)) is not None}
     return {k: n for k, v in _entries(data).items() if (n := _number(v.get("ms"))) is not None}
+
+
+def _plan_calibration(plan: Any, name: str) -> str | None:
+    if plan is None:
+        return None
+    if hasattr(plan, "settings_for"):
+        return plan.settings_for(name).calibration
+    entry = ((to_data(plan) or {}).get("layers") or {}).get(name) or {}
+    value = entry.get("calibration")
+    return value if isinstance(value, str) else None
 
 
 def _plan_precision(plan: Any, name: str) -> str | None:
@@ -148,6 +164,7 @@ def layer_rows(session: Session) -> list[LayerRow]:
                 precision=precision or "fp32",
                 prune=prune,
                 rank=rank,
+                calibration=_plan_calibration(session.plan, node.name),
             )
         )
     return rows
@@ -172,7 +189,7 @@ def layer_csv(session: Session) -> str:
                      "macs", "params"])
     for row in rows:
         drops = [_cell(row.drops.get(r)) for r in routines]
-        writer.writerow([row.name, row.op, row.precision, row.prune, _cell(row.rank), row.routine, _cell(row.ms),
+        writer.writerow([row.name, row.op, row.precision, row.prune, _cell(row.rank), routine_label(row), _cell(row.ms),
                          *drops, _cell(row.macs), row.params])
     return buffer.getvalue()
 

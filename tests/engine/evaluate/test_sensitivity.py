@@ -170,3 +170,27 @@ def test_ppocr_cached_equals_naive(ppocr_model: Path, monkeypatch: pytest.Monkey
         results.append(sweep(graph, evaluator, SweepSettings(routines=("int8", "fp16"), layers=layers, cached=cached)))
     assert results[0].to_dict() == results[1].to_dict()
     assert all(math.isfinite(ls.sqnr_db["int8"]) for ls in results[0].layers.values())
+
+
+def test_each_layer_keeps_the_calibration_with_the_smallest_drop(digits: ModelGraph, digits_eval: Path,
+                                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    evaluator = _fidelity(digits_eval, tmp_path_factory, 60)
+    methods = ("minmax", "percentile99.9", "entropy")
+    both = sweep(digits, evaluator, SweepSettings(routines=("int8",), layers=LAYERS, calibration=methods))
+    for method in methods:  # each method's drop is the one a sweep of that method alone measures
+        alone = sweep(digits, evaluator, SweepSettings(routines=("int8",), layers=LAYERS, calibration=(method,)))
+        for name in LAYERS:
+            assert both.layers[name].method_drops[method] == pytest.approx(alone.layers[name].drops["int8"], abs=1e-12)
+    chosen = set()
+    for name in LAYERS:
+        measured = both.layers[name]
+        best = min(methods, key=lambda m: (measured.method_drops[m], methods.index(m)))
+        assert measured.calibration == best and measured.drops["int8"] == measured.method_drops[best]
+        chosen.add(best)
+    distinct = {round(both.layers[n].method_drops[m], 9) for n in LAYERS for m in methods}
+    assert len(distinct) > len(LAYERS)  # the methods give distinct drops
+    again = Sensitivity.from_json(both.to_json())
+    assert again.layers["/fc1/Gemm"].method_drops == both.layers["/fc1/Gemm"].method_drops
+    assert again.layers["/fc1/Gemm"].calibration == both.layers["/fc1/Gemm"].calibration
+    with pytest.raises(SettingsError, match="calibration 'kl'"):
+        sweep(digits, evaluator, SweepSettings(calibration=("kl",)))

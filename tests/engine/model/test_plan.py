@@ -88,3 +88,16 @@ def test_check_plan_accepts_a_good_plan() -> None:
     graph = build_graph(builders.residual_net())
     plan = Plan(layers={"block0_a": LayerSettings("int8", PruneSettings(0.5, "structured")), "fc": LayerSettings("int8_dynamic")})
     assert check_plan(plan, graph) == []
+
+
+def test_calibration_field_round_trips_and_old_plans_read_as_before() -> None:
+    from engine.model.plan import LayerSettings, Plan
+
+    plan = Plan.from_json('{"layers": {"a": {"precision": "int8", "calibration": "percentile99.99"}, "b": {"precision": "int8"}}}')
+    assert plan.settings_for("a").calibration == "percentile99.99"
+    assert plan.settings_for("b").calibration is None
+    assert "calibration" not in plan.to_dict()["layers"]["b"]  # plans without it are written as before
+    assert Plan.from_json(plan.to_json()) == plan
+    with pytest.raises(SettingsError, match="calibration 'kl'"):
+        Plan.from_json('{"layers": {"a": {"precision": "int8", "calibration": "kl"}}}')
+    assert LayerSettings("int8", calibration="entropy").to_dict()["calibration"] == "entropy"
