@@ -31,6 +31,8 @@ def fp16_layers(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
     graph = model.graph
     inits = initializers(graph)
     fp16_out: dict[str, str] = {}  # fp32 tensor name -> its fp16 twin
+    twins: set[str] = set()  # fp16 weight copies made (sets and appends: linear in the graph size)
+    added: set[str] = set()  # names of the Casts made here
     out: list[onnx.NodeProto] = []
     for n in graph.node:
         if n.name not in nodes:
@@ -43,22 +45,28 @@ def fp16_layers(model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
                 if inits[t].data_type != onnx.TensorProto.FLOAT:
                     continue
                 twin = f"{t}_fp16"
-                if twin not in fp16_out.values():
-                    set_initializer(graph, twin, numpy_helper.to_array(inits[t]).astype(np.float16))
+                if twin not in twins:
+                    twins.add(twin)
+                    if twin in inits:
+                        set_initializer(graph, twin, numpy_helper.to_array(inits[t]).astype(np.float16))
+                    else:
+                        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[t]).astype(np.float16), twin))
                 fp16_out[t] = twin
             elif t not in fp16_out:
                 fp16_out[t] = f"{t}_fp16"
                 out.append(helper.make_node("Cast", [t], [fp16_out[t]], name=f"{n.name}_cast_in{i}", to=onnx.TensorProto.FLOAT16))
+                added.add(out[-1].name)
             n.input[i] = fp16_out[t]
         casts = []
         for j, t in enumerate(n.output):
             fp16_out[t] = f"{t}_fp16"
             n.output[j] = fp16_out[t]
             casts.append(helper.make_node("Cast", [fp16_out[t]], [t], name=f"{n.name}_cast_out{j}", to=onnx.TensorProto.FLOAT))
+            added.add(casts[-1].name)
         out += [n, *casts]
     # adjacent fp16 layers read each other's fp16 tensors directly: drop Casts nobody reads
     read = {t for node in out for t in node.input} | {o.name for o in graph.output}
-    out = [node for node in out if node.op_type != "Cast" or node.output[0] in read or not node.name.startswith(tuple(nodes))]
+    out = [node for node in out if node.op_type != "Cast" or node.output[0] in read or node.name not in added]
     del graph.node[:]
     graph.node.extend(out)
     drop_unused_initializers(graph)
