@@ -28,6 +28,10 @@ Fields of one entry (all optional):
   ``minmax`` (the default when absent), ``percentile99.9``, ``percentile99.99``, ``percentile99.999``
   or ``entropy`` (see ``engine.passes.calibration``). ``layerlab tune`` writes the method the
   sensitivity sweep measured best for the layer; plans without the field read as before.
+- ``cle``: ``true`` equalizes this Conv with the Conv it feeds (cross-layer equalization,
+  ``engine.passes.cle``; exact, fp32 outputs unchanged). ``bias_correction``: ``true`` folds this
+  int8 layer's mean output error on the calibration samples into its bias
+  (``engine.passes.bias_correction``). Both default to ``false`` and are written only when true.
 
 A top-level ``"ops": "int8"`` (default ``"fp32"``) also quantizes the ops that are not layers
 (Add, Concat, MaxPool, Reshape ...) wherever ONNX Runtime's quantizer can, as whole-model
@@ -97,12 +101,17 @@ class LayerSettings:
     prune: PruneSettings | None = None
     rank: int | None = None
     calibration: str | None = None  # int8 calibration method; None: minmax
+    cle: bool = False  # cross-layer equalization with the Conv this one feeds
+    bias_correction: bool = False  # empirical bias correction of this int8 layer
 
     def __post_init__(self) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise SettingsError(f"precision {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
         if self.calibration is not None and self.calibration not in CALIBRATIONS:
             raise SettingsError(f"calibration {self.calibration!r}: must be one of {', '.join(CALIBRATIONS)}")
+        for name in ("cle", "bias_correction"):
+            if not isinstance(getattr(self, name), bool):
+                raise SettingsError(f"{name} {getattr(self, name)!r}: must be true or false")
         if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1):
             raise SettingsError(f"rank {self.rank!r}: must be a whole number >= 1 or null")
 
@@ -120,15 +129,19 @@ class LayerSettings:
         out["rank"] = self.rank
         if self.calibration is not None:
             out["calibration"] = self.calibration
+        for name in ("cle", "bias_correction"):
+            if getattr(self, name):
+                out[name] = True
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str, inherit_precision: bool) -> LayerSettings:
         if not isinstance(data, dict):
             raise SettingsError(f"{where}: expected an object, got {type(data).__name__}")
-        unknown = set(data) - {"precision", "prune", "rank", "calibration"}
+        known = ("precision", "prune", "rank", "calibration", "cle", "bias_correction")
+        unknown = set(data) - set(known)
         if unknown:
-            raise SettingsError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (known: precision, prune, rank, calibration)")
+            raise SettingsError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
         prune = data.get("prune")
         try:
             if prune is not None:
@@ -136,7 +149,8 @@ class LayerSettings:
                     raise SettingsError(f"prune {prune!r}: expected {{'ratio': r, 'mode': ..., 'criterion': ..., 'reconstruct': ...}}")
                 prune = PruneSettings(**prune)
             precision = data.get("precision", None if inherit_precision else "fp32")
-            return cls(precision=precision, prune=prune, rank=data.get("rank"), calibration=data.get("calibration"))
+            return cls(precision=precision, prune=prune, rank=data.get("rank"), calibration=data.get("calibration"),
+                       cle=data.get("cle", False), bias_correction=data.get("bias_correction", False))
         except (SettingsError, TypeError) as exc:
             raise SettingsError(f"{where}: {exc}") from None
 

@@ -14,15 +14,16 @@ DequantizeLinear); MatMul layers have no bias and are left as they are.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from engine.passes.base import clone, set_initializer
+from engine.passes.base import PassResult, clone, set_initializer
+from engine.passes.precision import prepare
 
-__all__ = ["correct_biases", "output_errors"]
+__all__ = ["BiasCorrectionPass", "correct_biases", "output_errors"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,3 +117,24 @@ def correct_biases(fp32: onnx.ModelProto, int8: onnx.ModelProto, layers: Iterabl
             done.append(layer)
     logger.info("bias correction of %d int8 layer(s) on %d sample(s)", len(done), len(samples))
     return model, done
+
+
+class BiasCorrectionPass:
+    """``precision`` (a PrecisionPass), then bias correction of ``layers`` against its fp32 input."""
+
+    def __init__(self, precision: Callable[[onnx.ModelProto], PassResult], layers: Iterable[str],
+                 samples: Sequence[Mapping[str, np.ndarray]] | None) -> None:
+        self.precision = precision
+        self.layers = list(layers)
+        self.samples = list(samples or [])
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        result = self.precision(model)
+        if not self.samples:
+            return PassResult(result.model, result.modified, [*result.notes, "bias correction skipped: it needs calibration samples (--calib)"])
+        corrected, done = correct_biases(prepare(clone(model)), result.model, self.layers, self.samples)
+        missed = sorted(set(self.layers) - set(done))
+        notes = [*result.notes, f"bias correction of {len(done)} int8 layer(s)"]
+        if missed:
+            notes.append(f"no quantized bias to correct in {len(missed)} layer(s): {', '.join(missed[:5])}")
+        return PassResult(corrected, True, notes)

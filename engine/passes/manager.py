@@ -25,6 +25,8 @@ from engine.ir.ops import op_facts
 from engine.model.plan import Plan
 from engine.passes.base import PassResult
 from engine.passes.lowrank import LowRankPass, lowrank_names, lowrank_problem
+from engine.passes.bias_correction import BiasCorrectionPass
+from engine.passes.cle import CLEPass
 from engine.passes.precision import PrecisionPass
 from engine.passes.prune import PrunePass, can_prune, graph_shapes
 
@@ -80,11 +82,14 @@ def apply_plan(
         ]
         if unknown:
             raise SettingsError(f"{graph.label}: shapes unknown at {unknown[0]!r}; give concrete input shapes (--input NAME=SHAPE)")
+    precision = PrecisionPass(calibration=calibration, **by_precision, int8_calibration=methods,
+                              int8_ops_except=_layer_nodes(settings, ranks) if plan.ops == "int8" else None)
+    corrected = [n for n, s in settings.items() if s.bias_correction and s.precision == "int8" and n not in ranks]
     steps: list[tuple[str, Callable[[onnx.ModelProto], PassResult]]] = [
         ("prune", PrunePass(prune, calibration=calibration, skip_refused=from_default, shapes=graph_shapes(graph))),
         ("low-rank", LowRankPass(ranks, calibration=calibration)),
-        ("precision", PrecisionPass(calibration=calibration, **by_precision, int8_calibration=methods,
-                                    int8_ops_except=_layer_nodes(settings, ranks) if plan.ops == "int8" else None)),
+        ("equalization", CLEPass({n for n, s in settings.items() if s.cle and n not in ranks and n not in prune})),
+        ("precision", BiasCorrectionPass(precision, corrected, calibration) if corrected else precision),
     ]
     model, notes, modified, done = graph.model, [], False, []
     for label, step in steps:
