@@ -135,8 +135,11 @@ def _histogram(method: str, values: dict[str, list[np.ndarray]]) -> dict[str, tu
         collector = HistogramCollector("entropy", False, 128, 128, None, None)
     else:
         collector = HistogramCollector("percentile", False, 2048, None, float(method[len("percentile"):]), None)
+    # One flat array per tensor: what the collector makes of equal shapes, and it also takes samples
+    # of different sizes (a text line's width), which np.asarray of the list would refuse.
+    flat = {t: np.concatenate([v.reshape(-1) for v in arrays]) for t, arrays in values.items()}
     with contextlib.redirect_stdout(io.StringIO()):  # the collector prints its progress
-        collector.collect(values)
+        collector.collect(flat)
         result = collector.compute_collection_result()
     return {name: (np.asarray(r[0]).reshape(1), np.asarray(r[1]).reshape(1)) for name, r in result.items()}
 

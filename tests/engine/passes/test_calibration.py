@@ -141,3 +141,16 @@ def test_a_layer_calibrated_by_percentile_reads_its_input_through_the_percentile
     assert scale(mixed, "conv_0_relu_out") == scale(plain, "conv_0_relu_out")  # conv_1's input: MinMax in both
     with pytest.raises(SettingsError, match="calibration method 'kl'"):
         PrecisionPass(int8=["conv_1"], int8_calibration={"conv_1": "kl"})
+
+
+def test_samples_of_different_sizes_calibrate() -> None:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="r")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "w"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    samples = [{"x": np.linspace(-1, 1, 5, dtype=np.float32)[None]}, {"x": np.linspace(-3, 2, 9, dtype=np.float32)[None]}]
+    ranges = collect_ranges(model, samples, ("minmax", "percentile99.9")).ranges
+    np.testing.assert_array_equal(ranges["minmax"]["y"][1], [2.0])
+    assert ranges["percentile99.9"]["y"][1][0] <= 2.0 and ranges["minmax"]["x"][0][0] == -3.0
