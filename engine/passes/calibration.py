@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = CALIBRATIONS  # the plan's names for them
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16}
-_UNKNOWN_DIM = 64  # a symbolic dim, for the chunk size estimate only
+_UNKNOWN_DIM = 1  # a symbolic dim, for the chunk size estimate only (batch-like dims are 1; a guess above 1 multiplies per dim)
 _DEFAULT_MAX_BYTES = 512 << 20
 
 
