@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["Dim", "Edit", "Refused", "Regroup", "SetCount", "SliceBounds", "SliceParam", "SplitSizes", "apply_edit"]
+__all__ = ["Dim", "Edit", "Refused", "Regroup", "SetCount", "SliceBounds", "SliceParam", "SplitSizes", "apply_edit", "through", "who"]
 
 logger = logging.getLogger(__name__)
 
@@ -187,3 +188,18 @@ def attr(node: onnx.NodeProto, name: str, default: object) -> object:
         if a.name == name:
             return helper.get_attribute_value(a)
     return default
+
+
+def who(node: onnx.NodeProto) -> str:
+    """The op as error messages name it."""
+    return f"{node.op_type} {node.name!r}"
+
+
+def through(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
+    """Input 0 and output 0 share the channel layout."""
+    if t == node.input[0]:
+        b.add(node.output[0], dim, node)
+    elif t == node.output[0]:
+        b.add(node.input[0], dim, node)
+    else:
+        raise Refused(f"the channels reach a parameter input of {who(node)}")

@@ -4,20 +4,20 @@ A handler is called when a tensor the op reads or writes joins a group (``t`` wi
 maps the indices to the op's other tensors (``b.add``), records the constants and attributes that
 shrink (``b.edit`` / ``b.join``), names the op's role (``b.member``) and raises ``Refused`` with the
 reason when the op ties the channels to something that cannot shrink. Handlers are looked up by op
-type in ``HANDLERS``; an op without one refuses the group.
+type in ``HANDLERS`` (this module's handlers plus ``prune_layout_handlers``); an op without one refuses the group.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import onnx
 
-from engine.passes.prune_dims import Dim, Refused, Regroup, SetCount, SliceBounds, SliceParam, SplitSizes, attr
+from engine.passes.prune_dims import Dim, Refused, SetCount, SliceParam, attr, through, who
+from engine.passes.prune_layout_handlers import LAYOUT_HANDLERS
 
 __all__ = ["HANDLERS"]
 
@@ -43,40 +43,26 @@ def _handles(*ops: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def _who(node: onnx.NodeProto) -> str:
-    return f"{node.op_type} {node.name!r}"
-
-
-def _through(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    """Input 0 and output 0 share the channel layout."""
-    if t == node.input[0]:
-        b.add(node.output[0], dim, node)
-    elif t == node.output[0]:
-        b.add(node.input[0], dim, node)
-    else:
-        raise Refused(f"the channels reach a parameter input of {_who(node)}")
-
-
 @_handles(*_UNARY, "Clip")
 def _unary(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     b.member(node, "activation")
-    _through(b, node, t, dim)
+    through(b, node, t, dim)
 
 
 @_handles(*_POOLS)
 def _pool(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     if dim.axis != 1:
-        raise Refused(f"{_who(node)} pools over the pruned axis {dim.axis}")
+        raise Refused(f"{who(node)} pools over the pruned axis {dim.axis}")
     b.member(node, "pool")
-    _through(b, node, t, dim)
+    through(b, node, t, dim)
 
 
 @_handles("Softmax", "LogSoftmax")
 def _softmax(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     axis = int(attr(node, "axis", -1)) % b.rank(t)
     if axis == dim.axis:
-        raise Refused(f"{_who(node)} normalizes over the pruned axis")
-    _through(b, node, t, dim)
+        raise Refused(f"{who(node)} normalizes over the pruned axis")
+    through(b, node, t, dim)
 
 
 @_handles(*_BINARY)
@@ -104,9 +90,9 @@ def _binary(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
 @_handles("BatchNormalization", "InstanceNormalization")
 def _norm(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     if dim.axis != 1 or t not in (node.input[0], node.output[0]):
-        raise Refused(f"{_who(node)}: channels on axis {dim.axis}, not 1")
+        raise Refused(f"{who(node)}: channels on axis {dim.axis}, not 1")
     b.member(node, "per-channel params")
-    _through(b, node, t, dim)
+    through(b, node, t, dim)
     for slot in range(1, 5 if node.op_type == "BatchNormalization" else 3):
         b.need_const(node, slot)
         b.edit(SliceParam(b.index(node), slot, 0, node.output[0]))
@@ -115,8 +101,8 @@ def _norm(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
 @_handles("LayerNormalization")
 def _layernorm(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     if dim.axis >= int(attr(node, "axis", -1)) % b.rank(t):
-        raise Refused(f"{_who(node)} normalizes over the pruned axis (its mean and variance would change)")
-    _through(b, node, t, dim)
+        raise Refused(f"{who(node)} normalizes over the pruned axis (its mean and variance would change)")
+    through(b, node, t, dim)
 
 
 @_handles("Conv")
@@ -126,10 +112,10 @@ def _conv(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     cout, cin = w.shape[0], w.shape[1] * group
     i = b.index(node)
     if dim.axis != 1 or t not in (node.input[0], node.output[0]):
-        raise Refused(f"{_who(node)}: channels on axis {dim.axis} or its weight input")
+        raise Refused(f"{who(node)}: channels on axis {dim.axis} or its weight input")
     depthwise = group > 1 and group == cin
     if group > 1 and not depthwise:
-        raise Refused(f"{_who(node)} is grouped ({group} groups of {cin // group} channels); only depthwise convs are pruned along")
+        raise Refused(f"{who(node)} is grouped ({group} groups of {cin // group} channels); only depthwise convs are pruned along")
     if group == 1:
         if t == node.input[0]:
             b.member(node, "consumer")
@@ -145,7 +131,7 @@ def _conv(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
         rows = tuple((r[:, None] * mult + np.arange(mult)).reshape(-1) for r in dim.rows)
         b.add(node.output[0], Dim(1, rows), node)
     elif mult != 1:
-        raise Refused(f"{_who(node)} is depthwise with multiplier {mult}: its outputs are pruned from its input")
+        raise Refused(f"{who(node)} is depthwise with multiplier {mult}: its outputs are pruned from its input")
     else:
         b.add(node.input[0], dim, node)
     b.member(node, "depthwise")
@@ -159,7 +145,7 @@ def _conv(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
 def _conv_transpose(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     b.need_const(node, 1)
     if int(attr(node, "group", 1)) != 1 or dim.axis != 1:
-        raise Refused(f"{_who(node)} is grouped or pruned on axis {dim.axis}")
+        raise Refused(f"{who(node)} is grouped or pruned on axis {dim.axis}")
     i = b.index(node)
     if t == node.input[0]:
         b.member(node, "consumer")
@@ -170,7 +156,7 @@ def _conv_transpose(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
         if len(node.input) > 2 and node.input[2]:
             b.edit(SliceParam(i, 2, 0, t))
     else:
-        raise Refused(f"the channels reach the weight of {_who(node)}")
+        raise Refused(f"the channels reach the weight of {who(node)}")
 
 
 @_handles("Gemm")
@@ -178,7 +164,7 @@ def _gemm(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     w = b.need_const(node, 1)
     trans_b, i = int(attr(node, "transB", 0)), b.index(node)
     if attr(node, "transA", 0) or dim.axis != 1 or t not in (node.input[0], node.output[0]):
-        raise Refused(f"{_who(node)} uses transA or reads the channels as its weight")
+        raise Refused(f"{who(node)} uses transA or reads the channels as its weight")
     if t == node.input[0]:
         b.member(node, "consumer")
         b.edit(SliceParam(i, 1, 1 if trans_b else 0, t))
@@ -197,7 +183,7 @@ def _matmul(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     a, w, out = node.input[0], node.input[1], node.output[0]
     ra, rb, ro = b.rank(a), b.rank(w), b.rank(out)
     if ra < 2 or rb < 2:
-        raise Refused(f"{_who(node)} multiplies a vector")
+        raise Refused(f"{who(node)} multiplies a vector")
     rows = dim.rows
     if t == a and dim.axis == ra - 1:  # contracted: b's rows shrink too
         b.member(node, "consumer" if b.const(w) is not None else "contraction")
@@ -225,244 +211,4 @@ def _matmul(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
             b.join(node, slot, ax, out)
 
 
-@_handles("Flatten")
-def _flatten(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    shape = b.shape(node.input[0])
-    if t != node.input[0] or int(attr(node, "axis", 1)) != 1 or dim.axis != 1:
-        raise Refused(f"{_who(node)}: only a Flatten at axis 1 of the pruned tensor is followed")
-    if shape is None or any(d is None for d in shape[2:]):
-        raise Refused(f"{_who(node)}: the spatial size of its input is unknown")
-    hw = math.prod(shape[2:])
-    b.member(node, "flatten")
-    b.add(node.output[0], Dim(1, tuple((r[:, None] * hw + np.arange(hw)).reshape(-1) for r in dim.rows)), node)
-
-
-@_handles("Transpose")
-def _transpose(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    perm = list(attr(node, "perm", list(reversed(range(b.rank(t))))))
-    if t == node.input[0]:
-        b.add(node.output[0], Dim(perm.index(dim.axis), dim.rows), node)
-    else:
-        b.add(node.input[0], Dim(perm[dim.axis], dim.rows), node)
-
-
-@_handles("Unsqueeze", "Squeeze")
-def _squeeze(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    short, long = (node.input[0], node.output[0]) if node.op_type == "Unsqueeze" else (node.output[0], node.input[0])
-    axes = b.const(node.input[1]) if len(node.input) > 1 else attr(node, "axes", None)
-    if axes is None:
-        raise Refused(f"{_who(node)}: its axes are not constant")
-    n = b.rank(long)
-    kept = [i for i in range(n) if i not in {int(a) % n for a in np.ravel(axes)}]
-    if t == short:
-        b.add(long, Dim(kept[dim.axis], dim.rows), node)
-    elif dim.axis in kept:
-        b.add(short, Dim(kept.index(dim.axis), dim.rows), node)
-    else:
-        raise Refused(f"{_who(node)} squeezes the pruned axis")
-
-
-@_handles("Pad")
-def _pad(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    pads = b.const(node.input[1]) if len(node.input) > 1 and node.input[1] else attr(node, "pads", None)
-    n = b.rank(t)
-    if pads is None or len(node.input) > 3 and node.input[3]:
-        raise Refused(f"{_who(node)}: pads not constant or given per axis")
-    pads = np.ravel(pads)
-    if pads[dim.axis] or pads[dim.axis + n]:
-        raise Refused(f"{_who(node)} pads the pruned axis")
-    b.member(node, "pad")
-    _through(b, node, t, dim)
-
-
-@_handles("Resize", "Upsample")
-def _resize(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    b.member(node, "resize")
-    _through(b, node, t, dim)
-    sizes = node.input[3] if len(node.input) > 3 and node.input[3] else ""
-    if sizes:
-        if b.const(sizes) is None:
-            raise Refused(f"{_who(node)}: its sizes are computed at run time")
-        b.edit(SetCount(b.index(node), "shape", int(b.const(sizes)[dim.axis]), node.output[0], 3, dim.axis))
-
-
-@_handles("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceProd")
-def _reduce(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    """A reduction over other axes keeps the channels (moved down by the axes dropped before them)."""
-    n = b.rank(node.input[0])
-    axes = b.const(node.input[1]) if len(node.input) > 1 and node.input[1] else attr(node, "axes", None)
-    if axes is None:
-        raise Refused(f"{_who(node)} reduces over all axes")
-    axes = {int(a) % n for a in np.ravel(axes)}
-    keep = int(attr(node, "keepdims", 1))
-    kept = [i for i in range(n) if keep or i not in axes]  # output axis i reads input axis kept[i]
-    if t == node.input[0]:
-        if dim.axis in axes:
-            raise Refused(f"{_who(node)} reduces over the pruned axis")
-        b.add(node.output[0], Dim(kept.index(dim.axis), dim.rows), node)
-    elif t == node.output[0]:
-        b.add(node.input[0], Dim(kept[dim.axis], dim.rows), node)
-    else:
-        raise Refused(f"the channels reach the axes of {_who(node)}")
-
-
-@_handles("Concat")
-def _concat(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    axis = int(attr(node, "axis", 0)) % b.rank(node.output[0])
-    if axis != dim.axis:
-        for name in [*node.input, node.output[0]]:
-            if name != t:
-                b.add(name, dim, node) if b.const(name) is None else b.join(node, list(node.input).index(name), dim.axis, t)
-        return
-    sizes = [(b.shape(n) or [None] * (axis + 1))[axis] for n in node.input]
-    if any(s is None for s in sizes):
-        raise Refused(f"{_who(node)}: the channel count of an input is unknown")
-    b.member(node, "concat")
-    offsets = np.cumsum([0, *sizes])
-    if t == node.output[0]:
-        for name, lo, hi in zip(node.input, offsets, offsets[1:]):
-            part = dim.window(int(lo), int(hi))
-            if not part.empty:
-                b.add(name, part, node)
-        return
-    for name, lo, hi in zip(node.input, offsets, offsets[1:]):
-        if name == t:
-            return b.add(node.output[0], dim.shifted(int(lo)), node)
-
-
-@_handles("Split")
-def _split(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    axis = int(attr(node, "axis", 0)) % b.rank(node.input[0])
-    if axis != dim.axis:
-        for name in [node.input[0], *node.output]:
-            if name != t:
-                b.add(name, dim, node)
-        return
-    sizes = [(b.shape(n) or [None] * (axis + 1))[axis] for n in node.output]
-    if any(s is None for s in sizes):
-        raise Refused(f"{_who(node)}: the size of an output is unknown")
-    b.member(node, "split")
-    offsets = np.cumsum([0, *sizes])
-    whole = dim
-    if t != node.input[0]:
-        k = list(node.output).index(t)
-        whole = dim.shifted(int(offsets[k]))
-        b.add(node.input[0], whole, node)
-    for name, lo, hi in zip(node.output, offsets, offsets[1:]):
-        part = whole.window(int(lo), int(hi))
-        if name != t and not part.empty:
-            b.add(name, part, node)
-    b.edit(SplitSizes(b.index(node), tuple(int(s) for s in sizes), node.input[0]))
-
-
-@_handles("Slice")
-def _slice(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    starts, ends = b.const(node.input[1]), b.const(node.input[2])
-    axes = b.const(node.input[3]) if len(node.input) > 3 and node.input[3] else np.arange(len(np.ravel(starts)))
-    steps = b.const(node.input[4]) if len(node.input) > 4 and node.input[4] else np.ones(len(np.ravel(starts)))
-    if starts is None or ends is None or axes is None or steps is None:
-        raise Refused(f"{_who(node)}: its bounds are computed at run time")
-    n = b.rank(node.input[0])
-    where = [i for i, a in enumerate(np.ravel(axes)) if int(a) % n == dim.axis]
-    if not where:
-        return _through(b, node, t, dim)
-    pos = where[0]
-    size = (b.shape(node.input[0]) or [None] * n)[dim.axis]
-    if int(np.ravel(steps)[pos]) != 1 or size is None:
-        raise Refused(f"{_who(node)} slices the pruned axis with a step or an unknown size")
-    start, end = (int(np.clip(v + size if v < 0 else v, 0, size)) for v in (np.ravel(starts)[pos], np.ravel(ends)[pos]))
-    b.member(node, "slice")
-    whole = dim if t == node.input[0] else dim.shifted(start)
-    if t != node.input[0]:
-        b.add(node.input[0], whole, node)
-    part = whole.window(start, end)
-    if t != node.output[0] and not part.empty:
-        b.add(node.output[0], part, node)
-    b.edit(SliceBounds(b.index(node), pos, start, end, node.input[0]))
-
-
-@_handles("Reshape")
-def _reshape(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    src, dst = (node.input[0], node.output[0]) if t == node.input[0] else (node.output[0], node.input[0])
-    mapped = _map_axis(b.shape(src), b.shape(dst), dim)
-    if mapped is None:
-        raise Refused(f"{_who(node)} mixes the pruned axis with others in a way that cannot be traced")
-    out_axis = (mapped if dst == node.output[0] else dim).axis
-    target = b.const(node.input[1])
-    where = (node, 1, out_axis) if target is not None else _shape_piece(b, node.input[1], out_axis)
-    if where is None:
-        raise Refused(f"{_who(node)}: the pruned entry of its target shape is computed at run time")
-    b.member(node, "reshape")
-    b.add(dst, mapped, node)
-    owner, slot, entry = where
-    if int(b.const(owner.input[slot])[entry]) > 0:
-        old = b.shape(node.output[0])[out_axis]
-        b.edit(SetCount(b.index(owner), "shape", old, node.output[0], slot, entry))
-
-
-def _shape_piece(b: Any, shape: str, axis: int) -> tuple[onnx.NodeProto, int, int] | None:
-    """A target shape built by Concat (batch and sequence read at run time, the rest constant):
-    the constant input and entry that hold ``axis``."""
-    concat = b.producer.get(shape)
-    if concat is None or concat.op_type != "Concat":
-        return None
-    start = 0
-    for slot, piece in enumerate(concat.input):
-        size = (b.shape(piece) or [None])[0]
-        if size is None:
-            return None
-        if start <= axis < start + size:
-            return (concat, slot, axis - start) if b.const(piece) is not None else None
-        start += size
-    return None
-
-
-def _map_axis(src: list[int | None] | None, dst: list[int | None] | None, dim: Dim) -> Dim | None:
-    """The same channels after a reshape (compared from the innermost axis, so a dynamic batch is fine)."""
-    if src is None or dst is None or any(d is None for d in src[dim.axis:]):
-        return None
-    inner, size = math.prod(src[dim.axis + 1:]), src[dim.axis]
-    after = 1
-    for j in range(len(dst) - 1, -1, -1):  # dst axes from the innermost out
-        if dst[j] is None or after > inner or inner % after:
-            return None
-        if after == inner and dst[j] == size:
-            return Dim(j, dim.rows)
-        if after == inner and dst[j] < size:
-            break  # the innermost part of a split
-        if after * dst[j] >= inner * size:  # merged with neighbouring axes
-            step = inner // after
-            outer = dst[j] // (size * step)
-            if outer * size * step != dst[j]:
-                return None
-            base = np.arange(outer)[:, None, None] * size * step + np.arange(step)[None, None, :]
-            return Dim(j, tuple((base + r[None, :, None] * step).reshape(-1) for r in dim.rows))
-        after *= dst[j]
-    else:
-        return None
-    # split of the pruned axis into dst[k..j] (k < j): channels must go in whole blocks of the outer axis
-    span, k = dst[j], j
-    while span < size and k > 0:
-        k -= 1
-        if dst[k] is None:
-            return None
-        span *= dst[k]
-    if span != size:
-        return None
-    block = size // dst[k]
-    rows = []
-    for r in dim.rows:
-        heads = np.unique(r // block)
-        if not np.array_equal(np.sort(r), (heads[:, None] * block + np.arange(block)).reshape(-1)):
-            raise Regroup(block)
-        rows.append(heads)
-    return Dim(k, tuple(rows))
-
-
-@_handles("Shape")
-def _shape(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
-    """Reading the shape is harmless while only other axes are picked out of it."""
-    for user in b.users(node.output[0]):
-        index = b.const(user.input[1]) if user.op_type == "Gather" and len(user.input) > 1 else None
-        if index is None or dim.axis in {int(i) % b.rank(t) for i in np.ravel(index)}:
-            raise Refused(f"{_who(node)} reads the pruned channel count")
+HANDLERS.update(LAYOUT_HANDLERS)
