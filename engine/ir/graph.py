@@ -9,12 +9,11 @@ the user gives concrete input shapes, and whatever cannot be computed is ``None`
 from __future__ import annotations
 
 import hashlib
-import heapq
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -22,6 +21,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper
 
 from engine.errors import ModelError, SettingsError
+from engine.ir.topology import all_inputs, topological_order  # topological_order re-exported
 from engine.ir.fold import fold_constants
 from engine.ir.ops import Shape, count_macs, op_facts
 from engine.ir.shapes import TensorInfo, apply_input_shapes, infer_shapes
@@ -218,7 +218,7 @@ def build_graph(
     edges = [
         Edge(producers[t], n.name, t)
         for n in model.graph.node
-        for t in dict.fromkeys(_all_inputs(n))
+        for t in dict.fromkeys(all_inputs(n))
         if t in producers and producers[t] != n.name
     ]
     graph_inputs = [tensors.get(i.name, TensorInfo(i.name, None, None)) for i in model.graph.input if i.name not in inits]
@@ -252,44 +252,6 @@ def upgrade_opset(model: onnx.ModelProto, minimum: int = 13) -> onnx.ModelProto:
     return converted
 
 
-def topological_order(graph: onnx.GraphProto, label: str = "<model>") -> list[int]:
-    """Indices of ``graph.node`` in a topological order, keeping the file's order where it is free.
-
-    Raises ModelError naming a node on a cycle.
-    """
-    producers: dict[str, int] = {}
-    for i, n in enumerate(graph.node):
-        for o in n.output:
-            if o:
-                producers[o] = i
-    deps: list[set[int]] = [set() for _ in graph.node]
-    users: list[list[int]] = [[] for _ in graph.node]
-    for i, n in enumerate(graph.node):
-        for t in _all_inputs(n):
-            j = producers.get(t)
-            if j is not None and j != i and j not in deps[i]:
-                deps[i].add(j)
-                users[j].append(i)
-            elif j == i:
-                raise ModelError(f"{label}: node {n.name or n.op_type!r} consumes its own output (a cycle)")
-    waiting = [len(d) for d in deps]
-    ready = [i for i, w in enumerate(waiting) if w == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for u in users[i]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                heapq.heappush(ready, u)
-    if len(order) != len(graph.node):
-        stuck = next(i for i, w in enumerate(waiting) if w > 0)
-        name = graph.node[stuck].name or graph.node[stuck].op_type
-        raise ModelError(f"{label}: the graph has a cycle through node {name!r}")
-    return order
-
-
 # --- helpers -------------------------------------------------------------------------------
 
 
@@ -321,23 +283,6 @@ def _name_nodes(graph: onnx.GraphProto) -> None:
                 name += "_"
             n.name = name
         seen.add(n.name)
-
-
-def _subgraph_inputs(node: onnx.NodeProto) -> Iterable[str]:
-    """Outer-scope names a node's subgraphs (If/Loop/Scan bodies) read: implicit inputs."""
-    for attr in node.attribute:
-        graphs = ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else []) + list(attr.graphs)
-        for g in graphs:
-            local = {i.name for i in g.input} | {t.name for t in g.initializer}
-            local |= {o for n in g.node for o in n.output}
-            for n in g.node:
-                for t in list(n.input) + list(_subgraph_inputs(n)):
-                    if t and t not in local:
-                        yield t
-
-
-def _all_inputs(node: onnx.NodeProto) -> list[str]:
-    return [t for t in node.input if t] + list(_subgraph_inputs(node))
 
 
 def _constants_to_initializers(graph: onnx.GraphProto) -> None:
