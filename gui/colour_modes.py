@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MODES", "ColourValues", "default_mode", "layers_by_name", "node_values", "sensitivity_drop"]
+__all__ = ["MODES", "ColourValues", "default_mode", "layers_by_name", "node_values", "sensitivity_drop", "structural_drop"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 MODES: dict[str, str] = {
     "kind": "Layer / op",
     "sensitivity": "Sensitivity (accuracy drop)",
+    "structural": "Structural drop (prune / rank)",
     "latency": "Latency",
     "routine": "Routine chosen",
     "macs": "MACs",
@@ -42,12 +43,12 @@ class ColourValues:
 
     @property
     def numeric(self) -> bool:
-        return self.mode in ("sensitivity", "latency", "macs")
+        return self.mode in ("sensitivity", "structural", "latency", "macs")
 
 
 def sensitivity_drop(layer_sensitivity: Any) -> tuple[str, float] | None:
     """The drop the view colours by: int8 (static) when measured, else the worst routine's drop."""
-    drops = dict(getattr(layer_sensitivity, "drops", {}) or {})
+    drops = {k: v for k, v in (getattr(layer_sensitivity, "drops", {}) or {}).items() if not _structural(k)}
     if not drops:
         return None
     for key in ("int8", "int8_static"):
@@ -55,6 +56,23 @@ def sensitivity_drop(layer_sensitivity: Any) -> tuple[str, float] | None:
             return key, float(drops[key])
     key = max(drops, key=lambda k: drops[k])
     return key, float(drops[key])
+
+
+def _structural(routine: str) -> bool:
+    return routine.startswith(("prune:", "rank:"))  # the engine's structural routine names
+
+
+def structural_drop(layer_sensitivity: Any) -> tuple[str, float] | None:
+    """The structural drop the view colours by: prune:0.5 when measured (a group's root), else the
+    largest rank's (the gentlest factorisation), else the worst structural drop."""
+    drops = {k: float(v) for k, v in (getattr(layer_sensitivity, "drops", {}) or {}).items() if _structural(k)}
+    if not drops:
+        return None
+    if "prune:0.5" in drops:
+        return "prune:0.5", drops["prune:0.5"]
+    ranks = sorted((k for k in drops if k.startswith("rank:")), key=lambda k: float(k.split(":")[1]))
+    key = ranks[-1] if ranks else max(drops, key=lambda k: drops[k])
+    return key, drops[key]
 
 
 def default_mode(session: Any) -> str:
@@ -90,6 +108,9 @@ def node_values(session: Any, mode: str) -> ColourValues:
         return _latency(session.profile, out)
     if mode == "sensitivity":
         return _sensitivity(session.sensitivity, out)
+    if mode == "structural":
+        return _sensitivity(session.sensitivity, out, structural_drop,
+                            "no structural drops yet (sweep with structural variants)")
     if mode == "routine":
         route = session.route
         routines = dict(getattr(route, "routines", {}) or {}) if route is not None else {}
@@ -123,14 +144,15 @@ def _latency(profile: Any, out: ColourValues) -> ColourValues:
     return out
 
 
-def _sensitivity(sensitivity: Any, out: ColourValues) -> ColourValues:
+def _sensitivity(sensitivity: Any, out: ColourValues, pick: Any = sensitivity_drop,
+                 none_picked: str = "") -> ColourValues:
     out.unit = "drop"
     layers = dict(getattr(sensitivity, "layers", {}) or {}) if sensitivity is not None else {}
     if not layers:
         out.missing = "no sensitivity yet (needs an evaluator)"
         return out
     for name, ls in layers.items():
-        picked = sensitivity_drop(ls)
+        picked = pick(ls)
         if picked is None:
             continue
         out.values[name] = picked[1]
@@ -143,6 +165,8 @@ def _sensitivity(sensitivity: Any, out: ColourValues) -> ColourValues:
         elif sqnr is not None:
             lines.append(f"  SQNR: {float(sqnr):.1f} dB")
         out.tooltips[name] = "\n".join(lines)
+    if not out.values and none_picked:
+        out.missing = none_picked
     return out
 
 

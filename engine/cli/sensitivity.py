@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--routines", default="int8,int8_dynamic,fp16", help="comma-separated (default: all three)")
     p.add_argument("--layers", help="comma-separated layer names (default: every layer)")
     p.add_argument("--recover", action="store_true", help="also measure the drop recovered when all layers but one change")
+    p.add_argument("--structural", action="store_true",
+                   help="also measure prune:0.25/0.5 per prune group and rank:0.25/0.5 (of break-even) per factorable "
+                        "layer, one whole-model evaluation each")
     p.add_argument("--naive", action="store_true", help="one full evaluation per layer (slow; the reference)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: its default)")
     p.add_argument("--json", action="store_true", help='print {"baseline", "layers": [...]} as JSON')
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         layers=tuple(n.strip() for n in args.layers.split(",") if n.strip()) if args.layers else None,
         recover=args.recover,
         cached=not args.naive,
+        structural=args.structural,
         threads=args.threads,
         calibration=tuple(m.strip() for m in args.calibration.split(",") if m.strip()),
     )
@@ -56,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         print(result.to_json())
         return 0
     print(f"baseline {evaluator.metric_name}: {result.baseline:.4f}" + ("" if result.complete else " (incomplete)"))
-    routines = [r for r in settings.routines if any(r in ls.drops for ls in result.layers.values())]
+    from engine.evaluate.structural import STRUCTURAL
+
+    routines = [r for r in (*settings.routines, *STRUCTURAL) if any(r in ls.drops for ls in result.layers.values())]
     width = max([len(n) for n in result.layers] + [5])
     print(f"{'layer':<{width}}  " + "  ".join(f"{'drop ' + r:>18} {'SQNR dB':>8}" for r in routines))
     for ls in result.layers.values():

@@ -27,6 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "when it exists for the same model, shapes and evaluator, its profile and sensitivity are reused")
     p.add_argument("--json", action="store_true", help="print baseline, route and rounds as JSON")
     add_target_arguments(p)
+    p.add_argument("--structural", action="store_true",
+                   help="also let the route prune groups (prune:0.25/0.5) and factor layers (rank:0.25/0.5 of break-even), "
+                        "each variant's drop and end-to-end time measured first")
     p.add_argument("--executor", default="local", metavar="local[:N]|ray[=ADDRESS]",
                    help="where the sensitivity sweep runs (see layerlab sensitivity --help)")
     p.add_argument("--calibration", default="minmax", metavar="M,...",
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         target=remote_target(args),
         executor=parse_executor(args.executor),
         calibration=tuple(m.strip() for m in args.calibration.split(",") if m.strip()),
+        structural=args.structural,
     )
     path, defaults = resolve_model(args.model)
     eval_path = evaluator_path(args)

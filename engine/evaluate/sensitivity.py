@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 
 from engine.evaluate.calibration import calibration_for
+from engine.evaluate.structural import measure_structural
 from engine.errors import SettingsError
 from engine.evaluate.evaluator import Evaluator, create_session, ensure_reference, run_samples
 from engine.ir.graph import ModelGraph, upgrade_opset
@@ -145,6 +146,9 @@ class SweepSettings:
     # int8 calibration methods to try per layer (engine.passes.calibration.METHODS): each is an int8 variant
     # of the same speed; the layer keeps the one with the smallest drop (ties: the first named).
     calibration: tuple[str, ...] = ("minmax",)
+    # Also the structural variants (engine.evaluate.structural: prune:0.25/0.5 per prune group,
+    # rank:0.25/0.5 of break-even per factorable layer), one whole-model evaluation each: opt-in.
+    structural: bool = False
 
 
 def sweep(graph: ModelGraph, evaluator: Evaluator, settings: SweepSettings | None = None) -> Sensitivity:
@@ -228,6 +232,12 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                     done += 1
             result.layers[name] = measured
             yield Progress(done, total, f"{name} done")
+        if settings.structural:
+            chosen = [n.name for n in graph.layers if (settings.layers is None or n.name in settings.layers)
+                      and (settings.share is None or n.name in settings.share)]
+            found = yield from measure_structural(graph, evaluator, result.baseline, chosen, settings.threads)
+            for name, drops in found.items():
+                result.layers.setdefault(name, LayerSensitivity(name)).drops.update(drops)
         result.complete = True
     except Cancelled:
         logger.info("sensitivity cancelled after %d layers", len(result.layers))

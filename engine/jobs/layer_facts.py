@@ -6,6 +6,9 @@ curve (``engine.passes.lowrank``). On a real model these take 0.4-0.65 s per lay
 GUI thread, so ``layer_facts_job`` computes them for every layer right after the model opens and the
 window caches the result per model. When the engine offers ``prune_group(graph, layer)`` the facts also
 carry each layer's prune group (the layers that shrink with it), for the view to highlight.
+With calibration data (``layer_facts_job(..., evaluator=...)``: the evaluator's calibration, never
+random inputs) the energy curve is the data-aware one, the energy of the layer's output on that data
+(``energy_curve(..., gram)``, as the whitened low-rank pass keeps it); ``RankFacts.data_aware`` says which.
 No Qt here; the result is plain picklable data.
 """
 
@@ -14,13 +17,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+import numpy as np
 
 from engine.errors import LayerLabError
 from engine.ir.ops import op_facts
 from engine.jobs.loaded import load_graph
 from engine.progress import Cancelled, Job, Progress
 from engine.passes import lowrank, prune
+from engine.passes.reconstruct import input_gram
 
 __all__ = ["RankFacts", "LayerFacts", "layer_facts", "layer_facts_job", "group_members"]
 
@@ -34,6 +40,7 @@ class RankFacts:
     max_rank: int  # largest allowed rank (break-even - 1)
     break_even: int
     energy: tuple[float, ...]
+    data_aware: bool = False  # the energy of the layer's output on calibration data, not of the weight
 
 
 @dataclass
@@ -55,7 +62,7 @@ def group_members(group: Any) -> tuple[str, ...]:
     return tuple(str(getattr(m, "name", m)) for m in members)
 
 
-def _rank_facts(graph: Any, layer: str) -> RankFacts | str:
+def _rank_facts(graph: Any, layer: str, calibration: Sequence[dict[str, Any]] | None = None) -> RankFacts | str:
     node = graph.node(layer)
     if not op_facts(node.op_type).lowrank:
         return f"{node.op_type} cannot be factored (Gemm, MatMul and Conv can)"
@@ -65,6 +72,12 @@ def _rank_facts(graph: Any, layer: str) -> RankFacts | str:
     even = int(lowrank.break_even_rank(graph, layer))
     if even <= 1:
         return "the layer is too small: no rank is cheaper than the layer itself"
+    if calibration:
+        try:
+            gram = input_gram(graph.model, layer, calibration)
+            return RankFacts(even - 1, even, tuple(float(e) for e in lowrank.energy_curve(graph, layer, gram)), True)
+        except (LayerLabError, ValueError, KeyError, np.linalg.LinAlgError) as exc:  # the weight's curve still helps
+            logger.info("data-aware energy of %s failed (%s); showing the weight's", layer, exc)
     return RankFacts(even - 1, even, tuple(float(e) for e in lowrank.energy_curve(graph, layer)))
 
 
@@ -76,8 +89,9 @@ def _guarded(what: str, layer: str, compute: Any) -> Any:
         return f"check failed: {exc}"
 
 
-def layer_facts(graph: Any) -> Job[LayerFacts]:
-    """Compute the facts of every layer of ``graph``; yields after each layer, returns what it has when cancelled."""
+def layer_facts(graph: Any, calibration: Sequence[dict[str, Any]] | None = None) -> Job[LayerFacts]:
+    """Compute the facts of every layer of ``graph``; yields after each layer, returns what it has when cancelled.
+    ``calibration``: input feeds for the data-aware energy curves (None: the weights' curves)."""
     facts = LayerFacts(graph.sha256)
     find_group = getattr(prune, "prune_group", None)  # offered by the pruning work when it has landed
     layers = graph.layers
@@ -87,7 +101,7 @@ def layer_facts(graph: Any) -> Job[LayerFacts]:
             name = node.name
             facts.prune[name] = (_guarded("prune check", name, lambda: prune.can_prune(graph, name))
                                  if op_facts(node.op_type).prunable else f"{node.op_type} cannot be pruned")
-            facts.rank[name] = _guarded("rank facts", name, lambda: _rank_facts(graph, name))
+            facts.rank[name] = _guarded("rank facts", name, lambda: _rank_facts(graph, name, calibration))
             if find_group is not None and facts.prune[name] is None:
                 members = _guarded("prune group", name, lambda: group_members(find_group(graph, name)))
                 if not isinstance(members, str):
@@ -99,8 +113,15 @@ def layer_facts(graph: Any) -> Job[LayerFacts]:
     return facts
 
 
-def layer_facts_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Job[LayerFacts]:
-    """Load the model (as the window did) and compute ``layer_facts``."""
+def layer_facts_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                    evaluator: str | Path | None = None) -> Job[LayerFacts]:
+    """Load the model (as the window did) and compute ``layer_facts``; with ``evaluator`` (a path) its
+    calibration samples give the data-aware energy curves (none when it has only random inputs)."""
     yield Progress(0, 0, "loading the model")
     graph = load_graph(path, input_shapes)
-    return (yield from layer_facts(graph))
+    calibration = None
+    if evaluator is not None:
+        from engine.evaluate.evaluator import load_evaluator
+
+        calibration = list(load_evaluator(evaluator).calibration() or []) or None  # never the scored samples
+    return (yield from layer_facts(graph, calibration))

@@ -18,6 +18,10 @@ route's predicted latency agrees with it:
 
 Drops come from the sensitivity (negative drops, i.e. noise, count as 0; a routine without a
 measured drop is not offered); weight bytes are 4 B/param for fp32, 2 for fp16, 1 for int8.
+
+Structural routines (``prune:<ratio>``, ``rank:<fraction>``; ``engine.optimize.structural``) are
+offered like the others when the profile times them and the sweep measured their drop: fp32 weights
+at (1 - ratio) or ``fraction`` of the params, and a pair cost forbids a pruned root with a factored consumer.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from engine.optimize import dprs
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph
 from engine.measure.predict import CONVERTS
+from engine.evaluate.structural import is_structural
+from engine.optimize.structural import forbidden_pairs
 
 if TYPE_CHECKING:
     from engine.measure.profiler import Profile
@@ -75,7 +81,7 @@ def build_problem(
                 drops.setdefault(node.name, {})[r] = max(float(known.drops[r]), 0.0) if known else 0.0
         times[node.name] = offered
         params = int(node.params or 0)
-        nbytes[node.name] = {r: params * BYTES_PER_PARAM.get(r, 4) for r in offered}
+        nbytes[node.name] = {r: _weight_bytes(params, r) for r in offered}
     if graph.nodes:
         run_ms = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
         first = graph.nodes[0].name
@@ -83,6 +89,9 @@ def build_problem(
     pairs: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
     _add_converts(graph, profile, times, pairs)
     _add_borders(graph, profile, times, pairs)
+    if any(is_structural(r) for offered in times.values() for r in offered):
+        for key, table in forbidden_pairs(graph, times).items():
+            pairs.setdefault(key, {}).update(table)
     edges = list(dict.fromkeys([(e.src, e.dst) for e in graph.edges if e.src != e.dst] + list(pairs)))
     unknown_pins = sorted(set(pinned) - layer_names)
     if unknown_pins:
@@ -96,6 +105,16 @@ def build_problem(
         weight_bytes=nbytes,
         pinned={n: frozenset({r}) for n, r in pinned.items()},
     )
+
+
+def _weight_bytes(params: int, routine: str) -> int:
+    """fp32/fp16/int8 bytes per param; a pruned root keeps (1 - ratio) of its params, rank f of break-even
+    keeps f of them (k (m + n) params with k = f m n / (m + n)), both in fp32."""
+    if routine.startswith("prune:"):
+        return int(params * (1 - float(routine.split(":")[1]))) * 4
+    if routine.startswith("rank:"):
+        return int(params * float(routine.split(":")[1])) * 4
+    return params * BYTES_PER_PARAM.get(routine, 4)
 
 
 def _add(pairs: dict, src: str, dst: str, times: Mapping[str, Mapping[str, float]], cost: Any) -> None:

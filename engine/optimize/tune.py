@@ -13,6 +13,9 @@ the plain all-int8 route when its summed drops fit, and the best route so far wi
 layers quantized too (the plan's ``"ops": "int8"``, as ORT's whole-model quantization does), which
 removes Dequantize/Quantize round trips where the model tolerates it. The fastest candidate within
 the budget wins, timed against fp32 in one interleaved run.
+
+With ``structural`` the routes may also prune groups and factor layers: the sweep measures those
+variants' drops and ``engine.optimize.structural`` their end-to-end times (see its approximations).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from engine.measure.profiler import Profile, ProfileOptions, Stats, measure_late
 from engine.optimize.fill import next_layers, worst_layers
 from engine.optimize.routes import build_problem
 from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_job
+from engine.evaluate.structural import STRUCTURAL, is_structural, layer_settings
+from engine.optimize.structural import with_structural
 
 if TYPE_CHECKING:
     from engine.model.session import Session, Trial
@@ -68,6 +73,9 @@ class TuneOptions:
     # int8 calibration methods the sweep tries per layer (engine.passes.calibration.METHODS); each int8
     # layer of the route uses the one with its smallest measured drop (same speed, so DPRS needs no choice)
     calibration: tuple[str, ...] = ("minmax",)
+    # Also offer structural routines (prune:0.25/0.5 per prune group, rank:0.25/0.5 of break-even):
+    # the sweep measures their drops, each variant is timed end to end (engine.optimize.structural).
+    structural: bool = False
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -153,13 +161,16 @@ class TuneResult:
 
 
 def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32",
-               calibration: Mapping[str, str] | None = None) -> Plan:
+               calibration: Mapping[str, str] | None = None, data: bool = True) -> Plan:
     """A plan pinning every layer to its routine (fp32 where ``routines`` says nothing); ``calibration``:
-    layer -> int8 calibration method, written for the layers that run int8."""
+    layer -> int8 calibration method, written for the layers that run int8. A structural routine
+    becomes its prune or rank entry (``data``: reconstruct, as the sweep measured it)."""
     calibration = calibration or {}
 
     def settings(name: str) -> LayerSettings:
         routine = routines.get(name, "fp32")
+        if is_structural(routine):
+            return layer_settings(graph, name, routine, data)
         return LayerSettings(routine, calibration=calibration.get(name) if routine == "int8" else None)
 
     return Plan(LayerSettings("fp32"), {n.name: settings(n.name) for n in graph.layers}, ops)
@@ -196,7 +207,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         prof = profile
     reused = [reuse.describe("profile", why)]
     sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0,
-                          calibration=options.calibration)
+                          calibration=options.calibration, structural=options.structural)
 
     def sweep_job(settings: SweepSettings) -> Job[Sensitivity]:
         return (sensitivity_job(graph, evaluator, settings) if options.executor is None
@@ -221,13 +232,18 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     rounds: list[Round] = []
     built: list[tuple[dprs.Route, onnx.ModelProto, Plan]] = []
     calibration = calibration_for(graph, evaluator)
+    # With structural routines, DPRS works on ``tables``: the profile plus each variant's end-to-end time.
+    offer, data, tables = options.routines, not calibration.random, prof
+    if options.structural:
+        sens, tables = yield from with_structural(graph, evaluator, sens, prof, calibration, feeds, options)
+        offer = (*options.routines, *STRUCTURAL)
     for i in range(options.max_rounds):
         yield Progress(3, 5, f"round {i + 1}: solving")
-        problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
+        problem = build_problem(graph, tables, sens, pinned=pinned, routines=offer)
         route = dprs.solve(problem, constraints)
         if not route.feasible:
             logger.info("tune round %d: DPRS found no feasible route (%s: %s)", i + 1, route.binding, route.detail)
-        rplan = route_plan(graph, route.routines, calibration=methods)
+        rplan = route_plan(graph, route.routines, calibration=methods, data=data)
         if rounds and _layer_routines(graph, route.routines) == rounds[-1].routines:
             break  # nothing left to revert
         model, ms, metric = yield from _build_and_measure(graph, rplan, calibration, evaluator, feeds, options, i)
@@ -247,42 +263,42 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         last = rounds[-1] if rounds else None
         if last is None or base_eval.metric - last.metric > options.max_drop + _TOL:
             break
-        adds = next_layers(graph, prof, sens, last.routines, pinned, options.max_drop - (base_eval.metric - last.metric),
-                           options.routines)
+        adds = next_layers(graph, tables, sens, last.routines, pinned, options.max_drop - (base_eval.metric - last.metric),
+                           offer)
         if not adds:
             break
         routines = {**last.routines, **adds}
         yield Progress(3, 5, f"round {len(rounds) + 1}: {len(adds)} more layer(s) within the budget")
-        problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
+        problem = build_problem(graph, tables, sens, pinned=pinned, routines=offer)
         full = {n.name: routines.get(n.name, "fp32") for n in graph.nodes}
         lat, drop, nbytes = dprs.route_cost(problem, full)
-        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, routines, calibration=methods), calibration, evaluator,
+        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, routines, calibration=methods, data=data), calibration, evaluator,
                                                           feeds, options, len(rounds))
         rounds.append(Round(_layer_routines(graph, routines), lat, ms, metric, drop, nbytes, added=sorted(adds)))
-        built.append((dprs.Route(full, lat, drop, nbytes, 0.0), model, route_plan(graph, routines, calibration=methods)))
+        built.append((dprs.Route(full, lat, drop, nbytes, 0.0), model, route_plan(graph, routines, calibration=methods, data=data)))
     # Predictions can be wrong where ORT fuses across layers: also measure the plain all-int8 route when
     # its summed drops fit, and keep whichever measures fastest within the budget.
-    problem = build_problem(graph, prof, sens, pinned=pinned, routines=options.routines)
+    problem = build_problem(graph, tables, sens, pinned=pinned, routines=offer)
     uniform = {n: ("int8" if "int8" in problem.times[n] else "fp32") for n in problem.nodes}
     uniform.update({n: next(iter(r)) for n, r in problem.pinned.items()})
     lat, drop, nbytes = dprs.route_cost(problem, uniform)
     fits = drop <= options.max_drop + _TOL and (options.memory_limit is None or nbytes <= options.memory_limit)
     if fits and all(_layer_routines(graph, uniform) != r.routines for r in rounds):
         yield Progress(3, 5, "measuring the all-int8 route")
-        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, uniform, calibration=methods), calibration, evaluator,
+        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, uniform, calibration=methods, data=data), calibration, evaluator,
                                                           feeds, options, len(rounds))
         rounds.append(Round(_layer_routines(graph, uniform), lat, ms, metric, drop, nbytes))
-        built.append((dprs.Route(uniform, lat, drop, nbytes, 0.0), model, route_plan(graph, uniform, calibration=methods)))
+        built.append((dprs.Route(uniform, lat, drop, nbytes, 0.0), model, route_plan(graph, uniform, calibration=methods, data=data)))
     ok = [k for k, r in enumerate(rounds) if base_eval.metric - r.metric <= options.max_drop + _TOL]
     int8 = [k for k in ok if "int8" in rounds[k].routines.values()]
     if int8:
         best = min(int8, key=lambda k: rounds[k].ms_measured.median)
         r = rounds[best]
         yield Progress(3, 5, "measuring the best route with its ops in int8 too")
-        oplan = route_plan(graph, r.routines, "int8", calibration=methods)
+        oplan = route_plan(graph, r.routines, "int8", calibration=methods, data=data)
         model, ms, metric = yield from _build_and_measure(graph, oplan, calibration, evaluator, feeds, options,
                                                           len(rounds))
-        rounds.append(Round(dict(r.routines), predicted_ms(prof, graph, r.routines, "int8"), ms, metric,
+        rounds.append(Round(dict(r.routines), predicted_ms(tables, graph, r.routines, "int8"), ms, metric,
                             r.drop_predicted, r.weight_bytes, ops="int8"))
         built.append((built[best][0], model, oplan))
         if base_eval.metric - metric <= options.max_drop + _TOL:

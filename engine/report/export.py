@@ -19,7 +19,7 @@ import io
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -167,7 +167,27 @@ def layer_rows(session: Session) -> list[LayerRow]:
                 calibration=_plan_calibration(session.plan, node.name),
             )
         )
-    return rows
+    return _mark_group_members(session.graph, rows)
+
+
+def _mark_group_members(graph: Any, rows: list[LayerRow]) -> list[LayerRow]:
+    """A structured prune shrinks its whole group: the other layers of the group say so ("50% structured,
+    with conv2"), since the plan names only the layer that carries the choice."""
+    from engine.passes.prune import prune_group
+
+    index = {row.name: i for i, row in enumerate(rows)}
+    out = list(rows)
+    for row in rows:
+        if not row.prune.endswith(" structured"):
+            continue
+        try:
+            members = prune_group(graph, row.name).layers
+        except (LayerLabError, ValueError, KeyError):
+            continue
+        for other in members:
+            if other in index and other != row.name and not out[index[other]].prune:
+                out[index[other]] = replace(out[index[other]], prune=f"{row.prune}, with {row.name}")
+    return out
 
 
 def routine_names(rows: list[LayerRow]) -> list[str]:
