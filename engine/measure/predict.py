@@ -13,7 +13,7 @@ from engine.ir.graph import ModelGraph
 
 from engine.measure.tables import AdaptCost, LayerProfile, Profile
 
-__all__ = ["CONVERTS", "context_scale", "convert_sites", "predict_ms", "reached_layers"]
+__all__ = ["CONVERTS", "context_scale", "context_shares", "convert_sites", "predict_ms", "reached_layers"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +65,17 @@ def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str],
     Reorders (priced as an fp32 Transpose); whether it does depends on the model, so each border
     cost is weighted by how many such adapts the all-int8 / all-fp32 runs showed per border there.
     Where two int8 layers are connected directly, their tensor stays int8 (``convert_sites``); fp16
-    layers pay a Cast on the same terms.
+    layers pay a Cast on the same terms. An op costs what it did in the run whose layers around it
+    ran like the route's: each layer pays its share of the change (``context_shares``).
     """
     chosen = {n: r for n, r in routines.items() if r != "fp32"}
     if ops == "int8" and any(lp.int8_ops is not None for lp in profile.layers):
         return _predict_ops_int8(profile, graph, chosen)
     total = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
+    shares = context_shares(profile, graph)
     for lp in profile.layers:
         r = chosen.get(lp.name)
-        total += lp.routines[r] if r is not None and r in lp.routines else lp.ms
+        total += lp.routines[r] + shares.get(lp.name, {}).get(r, 0.0) if r is not None and r in lp.routines else lp.ms
     producers = {o: n for n in graph.nodes for o in n.outputs}
     consumers: dict[str, list[Any]] = {}
     for n in graph.nodes:
@@ -90,6 +92,44 @@ def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str],
         borders = _borders(graph, {**{n.name: "fp32" for n in graph.layers}, **chosen}, routine, producers, consumers)
         total += weight * sum(profile.adapt_ms(t, kind) or 0.0 for t in borders)
     return total
+
+
+def context_shares(profile: Profile, graph: ModelGraph) -> dict[str, dict[str, float]]:
+    """layer -> routine -> ms the ops next to it gain (or lose) when it runs that routine.
+
+    An op's time depends on the layers around it: ORT fuses a bias Add into an fp32 MatMul but runs it
+    on its own after an int8 one, and folds it into MatMulIntegerToFloat after an int8_dynamic one. The
+    profile has each op's time in every routine's whole-model run (``LayerProfile.context``). Of the n
+    layers reached from the op through ops, each running routine r adds 1/n of the op's change from
+    the fp32 run to r's: the op then costs a mix of its measured times, weighted by how many of its
+    layers run each routine, exact when all run one routine (and r's run converted them all), never
+    outside what was measured (per-routine shares over only the layers a run converted would count a
+    change twice when two routines' runs both show it, e.g. a slow fp32 run). A unary term per
+    layer: the same in DPRS (``engine.optimize.routes``) as here."""
+    by_name = {lp.name: lp for lp in profile.layers}
+    nodes = {n.name: n for n in graph.nodes}
+    producers = {o: n for n in graph.nodes for o in n.outputs}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.nodes:
+        for t in dict.fromkeys(n.inputs):
+            consumers.setdefault(t, []).append(n)
+    shares: dict[str, dict[str, float]] = {}
+    for lp in profile.layers:
+        node = nodes.get(lp.name)
+        if lp.tunable or not lp.context or node is None:
+            continue
+        around: dict[str, Any] = {}
+        for tensors, upstream in ((node.inputs, True), (node.outputs, False)):
+            for t in tensors:
+                if t:
+                    found, _ = reached_layers(t, producers, consumers, upstream, past_open_ends=True)
+                    around.update((n.name, n) for n in found)
+        for routine, ms in lp.context.items():
+            for name in around:
+                if name in by_name and routine in by_name[name].routines:
+                    table = shares.setdefault(name, {})
+                    table[routine] = table.get(routine, 0.0) + (ms - lp.ms) / len(around)
+    return shares
 
 
 def _predict_ops_int8(profile: Profile, graph: ModelGraph, chosen: Mapping[str, str]) -> float:
@@ -134,8 +174,10 @@ def _island(tensor: str, same: Any, producers: Mapping[str, Any], consumers: Map
     return not open_end and bool(layers) and all(same(node) for node in layers)
 
 
-def reached_layers(tensor: str, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool) -> tuple[list[Any], bool]:
-    """Layers reached from ``tensor`` through ops, and whether a graph input/output (open end) was reached."""
+def reached_layers(tensor: str, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool,
+                   past_open_ends: bool = False) -> tuple[list[Any], bool]:
+    """Layers reached from ``tensor`` through ops, and whether a graph input/output or a constant (open end)
+    was reached; ``past_open_ends``: walk on past them (an op next to a constant still sits next to its layers)."""
     frontier, seen, found, open_end = [tensor], set(), {}, False
     while frontier and len(seen) < _ISLAND_LIMIT:
         t = frontier.pop()
@@ -145,6 +187,8 @@ def reached_layers(tensor: str, producers: Mapping[str, Any], consumers: Mapping
         nodes = ([producers[t]] if t in producers else []) if upstream else consumers.get(t, [])
         if not nodes:
             open_end = True
+            if past_open_ends:
+                continue
             break
         for node in nodes:
             if node.tunable:

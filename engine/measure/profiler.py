@@ -263,6 +263,9 @@ def _assemble(graph: ModelGraph, results: Mapping[str, dict[str, Any]], micro: M
         lp = LayerProfile(n.name, n.op_type, n.tunable, float(nodes.get(n.name, 0.0)))
         if n.name in with_ops:
             lp.int8_ops = float(with_ops[n.name])
+        if not n.tunable:
+            lp.context = {r: float(d["nodes"].get(n.name, 0.0)) for r, d in results.items()
+                          if r not in ("fp32", OPS_INT8) and d.get("nodes")}
         if n.tunable:
             for routine, data in results.items():
                 if routine == OPS_INT8:

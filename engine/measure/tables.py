@@ -45,6 +45,9 @@ class LayerProfile:
     routines: dict[str, float] = field(default_factory=dict)
     unsupported: dict[str, str] = field(default_factory=dict)
     int8_ops: float | None = None  # time in the model with every layer and op in int8 (plans with "ops": "int8")
+    # Ops only: time in each routine's whole-model run, where the layers around the op ran that routine
+    # (fusions change with them: a bias Add fused into an fp32 MatMul runs on its own after an int8 one).
+    context: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -6,7 +6,9 @@ the two layers whose routines decide it. Costs follow ``engine.measure.predict.p
 route's predicted latency agrees with it:
 
 - unary: the node's time under the routine (fp32 and ops: the fp32 run's time); ORT's fixed run cost
-  is added to the first node, the same for every routine, so it never changes the choice;
+  is added to the first node, the same for every routine, so it never changes the choice; a layer's
+  routine also carries its share of how the ops around it change in that routine's run
+  (``engine.measure.predict.context_shares``);
 - int8: a Quantize on each activation input and a Dequantize on each output, priced by the profile's
   micro-measurements; where an int8 layer feeds another int8 layer directly the pair costs ~0 (ORT
   fuses it), so those two are paid only when the neighbour is not int8;
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from engine.optimize import dprs
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph
-from engine.measure.predict import CONVERTS
+from engine.measure.predict import CONVERTS, context_shares
 from engine.evaluate.structural import is_structural
 from engine.optimize.structural import forbidden_pairs
 
@@ -82,6 +84,10 @@ def build_problem(
         times[node.name] = offered
         params = int(node.params or 0)
         nbytes[node.name] = {r: _weight_bytes(params, r) for r in offered}
+    for name, extra in context_shares(profile, graph).items():  # ops around a layer change with its routine
+        for r, ms in extra.items():
+            if name in times and r != "fp32" and r in times[name]:
+                times[name][r] += ms
     if graph.nodes:
         run_ms = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
         first = graph.nodes[0].name

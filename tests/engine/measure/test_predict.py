@@ -61,3 +61,69 @@ def test_every_layer_int8_and_one_fp16(fixed) -> None:
     assert predict_ms(profile, graph, dict.fromkeys(_INT8, "int8")) == pytest.approx(int8, abs=1e-12)
     fp16 = _RUN + _FP32["conv_0"] + _FP16["conv_1"] + _FP32["conv_2"] + 3 * _RELU + 2 * _CAST
     assert predict_ms(profile, graph, {"conv_1": "fp16"}) == pytest.approx(fp16, abs=1e-12)
+
+
+def _with_context(fixed: tuple, context: dict[str, float]) -> tuple:
+    """The fixed profile with every Relu at ``context`` (routine -> ms) in those routines' runs."""
+    from dataclasses import replace
+
+    graph, profile = fixed
+    layers = [replace(lp, context=dict(context)) if not lp.tunable else lp for lp in profile.layers]
+    return graph, replace(profile, layers=layers)
+
+
+def test_an_op_costs_what_it_did_in_the_run_of_its_layers_routine(fixed) -> None:
+    """ORT fuses a bias Add/Relu into an fp32 layer but runs it alone after an int8 one: each Relu took
+    0.3 ms in the all-int8 run, 0.1 in the fp32 one. All int8: the int8 run's times; one layer int8:
+    each Relu next to it (conv_0_relu between conv_0 and conv_1, conv_1_relu between conv_1 and conv_2)
+    pays half the change; conv_2_relu, next to conv_2 alone, none."""
+    graph, profile = _with_context(fixed, {"int8": 0.3})
+    base = predict_ms(fixed[1], graph, dict.fromkeys(_INT8, "int8"))
+    assert predict_ms(profile, graph, dict.fromkeys(_INT8, "int8")) == pytest.approx(base + 3 * (0.3 - _RELU), abs=1e-12)
+    one = predict_ms(fixed[1], graph, {"conv_1": "int8"})
+    assert predict_ms(profile, graph, {"conv_1": "int8"}) == pytest.approx(one + 2 * (0.3 - _RELU) / 2, abs=1e-12)
+    assert predict_ms(profile, graph, {}) == pytest.approx(predict_ms(fixed[1], graph, {}), abs=1e-12)
+
+
+def test_a_change_two_runs_both_show_is_not_counted_twice(fixed) -> None:
+    """A slow fp32 run (the Relus took 0.1 there, 0.03 in both the int8 and the fp16 runs): with conv_0
+    fp16 and conv_1 int8, conv_0_relu costs 0.03 (a mix of measured times), not 0.1 - 2 * 0.07."""
+    from engine.measure.predict import context_shares
+
+    graph, profile = _with_context(fixed, {"int8": 0.03, "fp16": 0.03})
+    shares = context_shares(profile, graph)
+    between = shares["conv_0"]["fp16"] + shares["conv_1"]["int8"]  # conv_0_relu's halves
+    assert between == pytest.approx(0.03 - _RELU, abs=1e-12)
+    mixed = predict_ms(profile, graph, {"conv_0": "fp16", "conv_1": "int8"})
+    plain = predict_ms(fixed[1], graph, {"conv_0": "fp16", "conv_1": "int8"})
+    # conv_0_relu all the way, conv_1_relu half (conv_2 stays fp32), conv_2_relu untouched
+    assert mixed == pytest.approx(plain + (0.03 - _RELU) * 1.5, abs=1e-12)
+
+
+def test_dprs_prices_the_ops_context_as_predict_ms_does(fixed) -> None:
+    from itertools import product
+
+    from engine.optimize import dprs
+    from engine.optimize.routes import build_problem
+
+    graph, profile = _with_context(fixed, {"int8": 0.3, "fp16": 0.02})
+    problem = build_problem(graph, profile, None, routines=("fp32", "int8", "fp16"))
+    names = [n.name for n in graph.layers]
+    for choice in product(("fp32", "int8", "fp16"), repeat=len(names)):
+        routes = dict(zip(names, choice))
+        full = {n.name: routes.get(n.name, "fp32") for n in graph.nodes}
+        assert dprs.route_cost(problem, full)[0] == pytest.approx(predict_ms(profile, graph, routes), abs=1e-9), routes
+
+
+def test_the_profile_keeps_each_ops_time_in_every_routines_run() -> None:
+    """``_assemble`` fills ``context`` for ops (not layers, not the ops-in-int8 run) from the runs' node times."""
+    from engine.measure.profiler import _assemble
+    from engine.measure.timing import Calibration
+
+    graph = build_graph(builders.conv_stack(n=2, channels=4, size=6))
+    ops = [n.name for n in graph.nodes if not n.tunable]
+    run = lambda ms: {"ok": True, "e2e": {"median": 1.0, "p10": 1.0, "p90": 1.0}, "nodes": {n.name: ms for n in graph.nodes}}
+    results = {"fp32": run(0.1), "int8": run(0.2), "int8_ops": run(0.05), "fp16": {"ok": False, "unsupported": {}}}
+    prof = _assemble(graph, results, {}, Calibration(0.0, 0.0), 1, {"provider": "CPUExecutionProvider"}, {}, True)
+    assert ops and all(prof.layer(n).context == {"int8": 0.2} for n in ops)
+    assert all(lp.context == {} for lp in prof.layers if lp.tunable)
