@@ -92,8 +92,8 @@ def test_a_change_two_runs_both_show_is_not_counted_twice(fixed) -> None:
 
     graph, profile = _with_context(fixed, {"int8": 0.03, "fp16": 0.03})
     shares = context_shares(profile, graph)
-    between = shares["conv_0"]["fp16"] + shares["conv_1"]["int8"]  # conv_0_relu's halves
-    assert between == pytest.approx(0.03 - _RELU, abs=1e-12)
+    assert shares["conv_0"]["fp16"] == pytest.approx((0.03 - _RELU) / 2, abs=1e-12)  # half of conv_0_relu's change
+    assert shares["conv_1"]["int8"] == pytest.approx(0.03 - _RELU, abs=1e-12)  # halves of both Relus beside it
     mixed = predict_ms(profile, graph, {"conv_0": "fp16", "conv_1": "int8"})
     plain = predict_ms(fixed[1], graph, {"conv_0": "fp16", "conv_1": "int8"})
     # conv_0_relu all the way, conv_1_relu half (conv_2 stays fp32), conv_2_relu untouched
