@@ -156,8 +156,11 @@ class TuneResult:
         }
 
     def layer_routines(self) -> dict[str, str]:
-        """The routine of every layer (ops left out: they always run fp32)."""
-        return {n: s.precision or "fp32" for n, s in self.plan.layers.items()}
+        """The routine of every layer (ops left out: they always run fp32); a pruned or factored layer's is its
+        structural routine (prune:r, rank:f), the plan's precision otherwise."""
+        chosen = self.route.routines
+        return {n: chosen[n] if is_structural(chosen.get(n, "")) else s.precision or "fp32"
+                for n, s in self.plan.layers.items()}
 
 
 def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32",

@@ -94,3 +94,12 @@ def test_tune_structural_on_digits_gives_a_valid_plan_within_budget(digits: Mode
     assert evaluate(result.model, evaluator).metric == result.metric
     rebuilt = build_variant(digits, result.plan, calibration_for(digits, evaluator)).model
     assert evaluate(rebuilt, evaluator).metric == result.metric
+    # the route tune reports names the structural routines the plan carries
+    for name, routine in result.layer_routines().items():
+        settings = result.plan.settings_for(name)
+        if routine.startswith("prune:"):
+            assert settings.prune is not None and settings.prune.ratio == float(routine[6:])
+        elif routine.startswith("rank:"):
+            assert settings.rank is not None
+        else:
+            assert settings.prune is None and settings.rank is None and routine == settings.precision
