@@ -207,6 +207,10 @@ class QtInspector(QWidget):
         settings = self.session.plan.settings_for(node.name) if self.session.plan is not None else None
         if settings is not None and settings.precision == "int8":
             lines.append(f"int8 calibration: {settings.calibration or 'minmax'}")
+            if settings.cle:
+                lines.append("cross-layer equalization: with the Conv it feeds")
+            if settings.bias_correction:
+                lines.append("bias correction: on the calibration samples")
         self.facts.setText("\n".join(lines))
 
     def _show_results(self) -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["format_count", "resolve_model", "input_shapes", "load_graph", "shape_text", "shapes_text",
+__all__ = ["add_int8_arguments", "int8_choices", "format_count", "resolve_model", "input_shapes", "load_graph", "shape_text", "shapes_text",
            "add_model_arguments", "add_shape_arguments", "evaluator_path", "add_target_arguments", "remote_target"]
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,23 @@ def evaluator_path(args: argparse.Namespace, *, required: bool = True) -> str | 
     if required:
         raise LayerLabError(f"{model}: give an evaluator with --eval (a .py file or an .npz)")
     return None
+
+
+def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sweep's int8 variants per layer (tune and sensitivity): calibration methods and int8 methods."""
+    parser.add_argument("--calibration", default="minmax", metavar="M,...",
+                        help="int8 calibration methods to try per layer, the smallest drop wins: minmax, percentile99.9, "
+                             "percentile99.99, percentile99.999, entropy (default: minmax)")
+    parser.add_argument("--int8-methods", default="", metavar="M,...",
+                        help="per-layer int8 methods to try on top of each calibration method, alone and together, the "
+                             "smallest drop wins: cle (cross-layer equalization of the Conv pair the layer starts), "
+                             "bias_correction (default: none)")
+
+
+def int8_choices(args: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    """``calibration`` and ``int8_methods`` for SweepSettings or TuneOptions, from ``add_int8_arguments``."""
+    split = lambda text: tuple(m.strip() for m in text.split(",") if m.strip())
+    return {"calibration": split(args.calibration), "int8_methods": split(args.int8_methods)}
 
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:

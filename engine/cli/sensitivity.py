@@ -6,7 +6,7 @@ import argparse
 import logging
 import math
 
-from engine.cli.common import add_model_arguments, evaluator_path, load_graph, resolve_model
+from engine.cli.common import add_int8_arguments, add_model_arguments, int8_choices, evaluator_path, load_graph, resolve_model
 
 __all__ = ["add_parser", "run"]
 
@@ -29,9 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", default="local", metavar="local[:N]|ray[=ADDRESS]",
                    help="where the sweep runs: local (this process), local:N worker processes, ray (a local Ray "
                         "instance) or ray=ADDRESS (an existing Ray cluster)")
-    p.add_argument("--calibration", default="minmax", metavar="M,...",
-                   help="int8 calibration methods to try per layer, the smallest drop wins: minmax, percentile99.9, "
-                        "percentile99.99, percentile99.999, entropy (default: minmax)")
+    add_int8_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -53,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         cached=not args.naive,
         structural=args.structural,
         threads=args.threads,
-        calibration=tuple(m.strip() for m in args.calibration.split(",") if m.strip()),
+        **int8_choices(args),
     )
     result = run_job(executor.sweep_job(graph, evaluator, settings), stderr_progress("sensitivity"))
     if args.json:

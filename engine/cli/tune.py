@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, add_target_arguments, load_graph, remote_target, resolve_model, shapes_text
+from engine.cli.common import add_int8_arguments, add_model_arguments, int8_choices, add_target_arguments, load_graph, remote_target, resolve_model, shapes_text
 
 __all__ = ["add_parser", "parse_bytes", "run"]
 
@@ -32,9 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "each variant's drop and end-to-end time measured first")
     p.add_argument("--executor", default="local", metavar="local[:N]|ray[=ADDRESS]",
                    help="where the sensitivity sweep runs (see layerlab sensitivity --help)")
-    p.add_argument("--calibration", default="minmax", metavar="M,...",
-                   help="int8 calibration methods to try per layer, the smallest drop wins: minmax, percentile99.9, "
-                        "percentile99.99, percentile99.999, entropy (default: minmax)")
+    add_int8_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -75,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         target=remote_target(args),
         executor=parse_executor(args.executor),
-        calibration=tuple(m.strip() for m in args.calibration.split(",") if m.strip()),
+        **int8_choices(args),
         structural=args.structural,
     )
     path, defaults = resolve_model(args.model)

@@ -32,7 +32,7 @@ from engine.evaluate.evaluator import Evaluator, create_session, ensure_referenc
 from engine.ir.graph import ModelGraph, upgrade_opset
 from engine.progress import Cancelled, Job, Progress, run
 from engine.passes.calibration import METHODS
-from engine.passes.layer_variants import ROUTINES, VariantBuilder, applicable
+from engine.passes.layer_variants import INT8_METHODS, ROUTINES, VariantBuilder, applicable, parse_variant
 from engine.evaluate.subgraph import ActivationCache, Suffix, cut_candidates, diff_suffix, serialized_initializers, typed, value_infos
 
 __all__ = ["ROUTINES", "LayerSensitivity", "Sensitivity", "SweepSettings", "sensitivity_job", "sweep", "sweep_layers"]
@@ -48,9 +48,13 @@ class LayerSensitivity:
     drops: dict[str, float] = field(default_factory=dict)
     sqnr_db: dict[str, float] = field(default_factory=dict)
     recovered: dict[str, float] = field(default_factory=dict)
-    # int8 with several calibration methods: the drop of each; ``drops["int8"]`` is the smallest, of ``calibration``
+    # int8 with several calibration methods or int8 methods: the drop of each variant
+    # (``engine.passes.layer_variants.variant_name``); ``drops["int8"]`` is the smallest, of the variant
+    # ``calibration`` [+ ``cle``] [+ ``bias_correction``]
     method_drops: dict[str, float] = field(default_factory=dict)
     calibration: str | None = None
+    cle: bool = False
+    bias_correction: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "drops": dict(self.drops), "sqnr_db": _finite_or_none(self.sqnr_db)}
@@ -59,6 +63,9 @@ class LayerSensitivity:
         if self.method_drops:
             out["method_drops"] = dict(self.method_drops)
             out["calibration"] = self.calibration
+        for name in ("cle", "bias_correction"):
+            if getattr(self, name):
+                out[name] = True
         return out
 
     @classmethod
@@ -73,6 +80,8 @@ class LayerSensitivity:
                 {str(k): float(v) for k, v in data.get("recovered", {}).items()},
                 {str(k): float(v) for k, v in data.get("method_drops", {}).items()},
                 None if data.get("calibration") is None else str(data["calibration"]),
+                data.get("cle") is True,
+                data.get("bias_correction") is True,
             )
         except (AttributeError, TypeError, ValueError) as exc:
             raise SettingsError(f"{where}: layer {data['name']!r}: {exc}") from None
@@ -149,6 +158,9 @@ class SweepSettings:
     # Also the structural variants (engine.evaluate.structural: prune:0.25/0.5 per prune group,
     # rank:0.25/0.5 of break-even per factorable layer), one whole-model evaluation each: opt-in.
     structural: bool = False
+    # per-layer int8 methods (engine.passes.layer_variants.INT8_METHODS: "cle", "bias_correction") tried
+    # on top of each calibration method, alone and together; the smallest drop wins as above.
+    int8_methods: tuple[str, ...] = ()
 
 
 def sweep(graph: ModelGraph, evaluator: Evaluator, settings: SweepSettings | None = None) -> Sensitivity:
@@ -206,17 +218,16 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                     continue
                 yield Progress(done, total, f"{name} {routine}")
                 best = None
-                for method in (settings.calibration if routine == "int8" else ("minmax",)):
-                    candidate = builder.build([name], routine, method)
+                for candidate_name, candidate in builder.variants(name, routine, settings.calibration, settings.int8_methods):
                     candidate_suffix = diff_suffix(base, candidate, base_inits, base_infos)
                     value = yield from context.metric(candidate, candidate_suffix)
-                    if routine == "int8" and len(settings.calibration) > 1:
-                        measured.method_drops[method] = result.baseline - value
+                    if routine == "int8" and (len(settings.calibration) > 1 or settings.int8_methods):
+                        measured.method_drops[candidate_name] = result.baseline - value
                     if best is None or value > best[0]:
-                        best = (value, method, candidate, candidate_suffix)
-                metric, method, variant, suffix = best
+                        best = (value, candidate_name, candidate, candidate_suffix)
+                metric, chosen, variant, suffix = best
                 if measured.method_drops:
-                    measured.calibration = method
+                    measured.calibration, measured.cle, measured.bias_correction = parse_variant(chosen)
                 measured.drops[routine] = result.baseline - metric
                 sqnr = _layer_sqnr(graph, name, variant, suffix, probe, settings) if suffix and probe else None
                 if sqnr is not None:
@@ -311,6 +322,9 @@ def _plan(graph: ModelGraph, settings: SweepSettings) -> list[tuple[str, str]]:
     bad = [m for m in settings.calibration if m not in METHODS] or ([] if settings.calibration else ["(none)"])
     if bad:
         raise SettingsError(f"calibration {bad[0]!r}: choose from {', '.join(METHODS)}")
+    wrong = [m for m in settings.int8_methods if m not in INT8_METHODS]
+    if wrong:
+        raise SettingsError(f"int8 method {wrong[0]!r}: choose from {', '.join(INT8_METHODS)}")
     unknown = [r for r in settings.routines if r not in ROUTINES]
     if unknown or not settings.routines:
         raise SettingsError(f"routines {', '.join(unknown) or '(none)'}: choose from {', '.join(ROUTINES)}")

@@ -75,11 +75,14 @@ def missing_sweep(sens: Sensitivity, graph: ModelGraph, routines: Sequence[str],
 
 def merge(old: Sensitivity, new: Sensitivity) -> Sensitivity:
     """``old`` with what ``new`` measured added (``new`` wins where both have a value)."""
-    layers = {name: LayerSensitivity(name, dict(ls.drops), dict(ls.sqnr_db)) for name, ls in old.layers.items()}
+    layers = {name: replace(ls, drops=dict(ls.drops), sqnr_db=dict(ls.sqnr_db)) for name, ls in old.layers.items()}
     for name, ls in new.layers.items():
         into = layers.setdefault(name, LayerSensitivity(name))
         into.drops.update(ls.drops)
         into.sqnr_db.update(ls.sqnr_db)
+        if "int8" in ls.drops:  # the int8 variant the new sweep chose goes with its drop
+            into.method_drops, into.calibration = dict(ls.method_drops), ls.calibration
+            into.cle, into.bias_correction = ls.cle, ls.bias_correction
     return Sensitivity(old.baseline, old.metric_name or new.metric_name, layers, old.complete and new.complete,
                        {**old.whole_model, **new.whole_model})
 

@@ -38,6 +38,7 @@ from engine.model.plan import LayerSettings, Plan
 from engine.measure.profiler import Profile, ProfileOptions, Stats, measure_latency, predict_ms, profile_job
 from engine.optimize.fill import next_layers, worst_layers
 from engine.optimize.routes import build_problem
+from engine.passes.layer_variants import parse_variant, variant_name
 from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_job
 from engine.evaluate.structural import STRUCTURAL, is_structural, layer_settings
 from engine.optimize.structural import with_structural
@@ -76,6 +77,9 @@ class TuneOptions:
     # Also offer structural routines (prune:0.25/0.5 per prune group, rank:0.25/0.5 of break-even):
     # the sweep measures their drops, each variant is timed end to end (engine.optimize.structural).
     structural: bool = False
+    # per-layer int8 methods the sweep tries on top (engine.passes.layer_variants.INT8_METHODS: "cle",
+    # "bias_correction"); the route's int8 layers use the variant with the smallest measured drop
+    int8_methods: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
@@ -166,22 +170,27 @@ class TuneResult:
 def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32",
                calibration: Mapping[str, str] | None = None, data: bool = True) -> Plan:
     """A plan pinning every layer to its routine (fp32 where ``routines`` says nothing); ``calibration``:
-    layer -> int8 calibration method, written for the layers that run int8. A structural routine
-    becomes its prune or rank entry (``data``: reconstruct, as the sweep measured it)."""
+    layer -> int8 variant (``engine.passes.layer_variants.variant_name``: a calibration method, with
+    ``+cle`` and ``+bias_correction`` when the sweep chose them), written for the layers that run int8.
+    A structural routine becomes its prune or rank entry (``data``: reconstruct, as the sweep measured it)."""
     calibration = calibration or {}
 
     def settings(name: str) -> LayerSettings:
         routine = routines.get(name, "fp32")
         if is_structural(routine):
             return layer_settings(graph, name, routine, data)
-        return LayerSettings(routine, calibration=calibration.get(name) if routine == "int8" else None)
+        if routine != "int8" or name not in calibration:
+            return LayerSettings(routine)
+        method, cle, corrected = parse_variant(calibration[name])
+        return LayerSettings(routine, calibration=None if method == "minmax" else method, cle=cle, bias_correction=corrected)
 
     return Plan(LayerSettings("fp32"), {n.name: settings(n.name) for n in graph.layers}, ops)
 
 
 def sweep_calibration(sens: Sensitivity) -> dict[str, str]:
-    """Layer -> the calibration method the sweep measured best for its int8 routine (MinMax left out)."""
-    return {n: ls.calibration for n, ls in sens.layers.items() if ls.calibration and ls.calibration != "minmax"}
+    """Layer -> the int8 variant the sweep measured best for its int8 routine (plain MinMax left out)."""
+    chosen = {n: variant_name(ls.calibration or "minmax", ls.cle, ls.bias_correction) for n, ls in sens.layers.items()}
+    return {n: v for n, v in chosen.items() if v != "minmax"}
 
 
 def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = TuneOptions(),
@@ -210,7 +219,8 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         prof = profile
     reused = [reuse.describe("profile", why)]
     sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0,
-                          calibration=options.calibration, structural=options.structural)
+                          calibration=options.calibration, structural=options.structural,
+                          int8_methods=options.int8_methods)
 
     def sweep_job(settings: SweepSettings) -> Job[Sensitivity]:
         return (sensitivity_job(graph, evaluator, settings) if options.executor is None

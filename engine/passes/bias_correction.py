@@ -23,12 +23,13 @@ from onnx import numpy_helper
 from engine.passes.base import PassResult, clone, set_initializer
 from engine.passes.precision import prepare
 
-__all__ = ["BiasCorrectionPass", "correct_biases", "output_errors"]
+__all__ = ["BiasCorrectionPass", "correct_biases", "output_errors", "session_with_outputs"]
 
 logger = logging.getLogger(__name__)
 
 
-def _session(model: onnx.ModelProto, outputs: Iterable[str]):  # -> onnxruntime.InferenceSession
+def session_with_outputs(model: onnx.ModelProto, outputs: Iterable[str]):  # -> onnxruntime.InferenceSession
+    """A CPU session of ``model`` that also outputs ``outputs``."""
     import onnxruntime as ort
 
     extended = clone(model)
@@ -43,7 +44,7 @@ def output_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, tensors: Sequenc
                   samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Mean (int8 - fp32) per channel (axis 1, or the last axis of a rank-2 tensor) of each pair
     (fp32 tensor, int8 tensor), keyed by the int8 tensor."""
-    ref, quant = _session(fp32, [r for r, _ in tensors]), _session(int8, [q for _, q in tensors])
+    ref, quant = session_with_outputs(fp32, [r for r, _ in tensors]), session_with_outputs(int8, [q for _, q in tensors])
     sums: dict[str, np.ndarray] = {}
     for sample in samples:
         feed_ref = {i.name: sample[i.name] for i in ref.get_inputs()}

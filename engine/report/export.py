@@ -53,7 +53,7 @@ class LayerRow:
     precision: str = "fp32"  # the plan's setting ("auto": DPRS chooses the routine)
     prune: str = ""  # "30% structured" when the plan prunes the layer
     rank: int | None = None  # the low-rank rank when the plan factors the layer
-    calibration: str | None = None  # an int8 layer's calibration method when the plan names one
+    calibration: str | None = None  # an int8 layer's calibration method (+ CLE, bias correction) when the plan names one
 
 
 def routine_label(row: LayerRow) -> str:
@@ -105,13 +105,20 @@ def _flat(data: Any, keys: tuple[str, ...]) -> dict[str, float]:
 
 
 def _plan_calibration(plan: Any, name: str) -> str | None:
+    """The int8 method as the report prints it: ``percentile99.9``, ``minmax + CLE + bias correction``..."""
     if plan is None:
         return None
     if hasattr(plan, "settings_for"):
-        return plan.settings_for(name).calibration
-    entry = ((to_data(plan) or {}).get("layers") or {}).get(name) or {}
-    value = entry.get("calibration")
-    return value if isinstance(value, str) else None
+        s = plan.settings_for(name)
+        method, cle, corrected = s.calibration, s.cle, s.bias_correction
+    else:
+        entry = ((to_data(plan) or {}).get("layers") or {}).get(name) or {}
+        method = entry.get("calibration") if isinstance(entry.get("calibration"), str) else None
+        cle, corrected = entry.get("cle") is True, entry.get("bias_correction") is True
+    extras = ["CLE"] * bool(cle) + ["bias correction"] * bool(corrected)
+    if not extras:
+        return method
+    return " + ".join([method or "minmax", *extras])
 
 
 def _plan_precision(plan: Any, name: str) -> str | None:

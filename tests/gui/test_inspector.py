@@ -119,3 +119,15 @@ def test_layer_options_come_from_the_worker_once_per_model(qtbot, settings, tmp_
     assert abs(facts.rank["conv_1"].energy[-1] - 1.0) < 1e-9 and facts.prune["conv_1"] is None
     qtbot.waitUntil(lambda: window.inspector.rank_on.isEnabled(), timeout=5000)
     assert not window.inspector.energy_plot.isHidden()
+
+
+def test_facts_name_the_int8_methods_of_the_plan(window) -> None:
+    from engine.model.plan import LayerSettings, Plan
+
+    session, inspector = window.session, window.inspector
+    session.set_plan(Plan(layers={"/conv2/Conv": LayerSettings("int8", calibration="entropy", cle=True, bias_correction=True)}))
+    window.graph_view.select(["/conv2/Conv"])
+    facts = inspector.facts.text()
+    assert "int8 calibration: entropy" in facts and "cross-layer equalization" in facts and "bias correction" in facts
+    window.graph_view.select(["/conv1/Conv"])
+    assert "bias correction" not in inspector.facts.text()

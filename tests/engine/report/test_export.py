@@ -84,3 +84,20 @@ def test_auto_precision_takes_the_routes_choice(tmp_path: Path) -> None:
     export_model(s, tmp_path / "optimized.onnx")  # would refuse "auto" if it reached apply_plan
     ops = [n.op_type for n in onnx.load(tmp_path / "optimized.onnx").graph.node]
     assert "DequantizeLinear" in ops
+
+
+def test_rows_name_the_int8_methods_the_plan_chose(tmp_path: Path) -> None:
+    from engine.model.plan import LayerSettings
+    from engine.report.export import routine_label
+
+    s = make_session(tmp_path)
+    first, second, third = (n.name for n in s.graph.layers[:3])
+    s.set_plan(Plan(layers={first: LayerSettings("int8", calibration="entropy", bias_correction=True),
+                            second: LayerSettings("int8", cle=True), third: LayerSettings("int8", calibration="entropy")}))
+    rows = {r.name: r for r in layer_rows(s)}
+    assert rows[first].calibration == "entropy + bias correction"
+    assert rows[second].calibration == "minmax + CLE"
+    assert rows[third].calibration == "entropy"
+    from dataclasses import replace
+
+    assert routine_label(replace(rows[first], routine="int8")) == "int8 · entropy + bias correction"
