@@ -32,6 +32,8 @@ Fields of one entry (all optional):
   ``engine.passes.cle``; exact, fp32 outputs unchanged). ``bias_correction``: ``true`` folds this
   int8 layer's mean output error on the calibration samples into its bias
   (``engine.passes.bias_correction``). Both default to ``false`` and are written only when true.
+- ``smoothquant``: a number alpha in [0, 1] migrates this MatMul/Gemm's activation outliers into its
+  weights (``engine.passes.smoothquant``; fp32 outputs unchanged); absent or ``null``: not done.
 
 A top-level ``"ops": "int8"`` (default ``"fp32"``) also quantizes the ops that are not layers
 (Add, Concat, MaxPool, Reshape ...) wherever ONNX Runtime's quantizer can, as whole-model
@@ -103,6 +105,7 @@ class LayerSettings:
     calibration: str | None = None  # int8 calibration method; None: minmax
     cle: bool = False  # cross-layer equalization with the Conv this one feeds
     bias_correction: bool = False  # empirical bias correction of this int8 layer
+    smoothquant: float | None = None  # SmoothQuant migration strength alpha; None: not done
 
     def __post_init__(self) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
@@ -112,6 +115,9 @@ class LayerSettings:
         for name in ("cle", "bias_correction"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"{name} {getattr(self, name)!r}: must be true or false")
+        sq = self.smoothquant
+        if sq is not None and (isinstance(sq, bool) or not isinstance(sq, (int, float)) or not 0 <= sq <= 1):
+            raise SettingsError(f"smoothquant {sq!r}: must be a number in [0, 1] or null")
         if self.rank is not None and (isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1):
             raise SettingsError(f"rank {self.rank!r}: must be a whole number >= 1 or null")
 
@@ -132,13 +138,15 @@ class LayerSettings:
         for name in ("cle", "bias_correction"):
             if getattr(self, name):
                 out[name] = True
+        if self.smoothquant is not None:
+            out["smoothquant"] = self.smoothquant
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str, inherit_precision: bool) -> LayerSettings:
         if not isinstance(data, dict):
             raise SettingsError(f"{where}: expected an object, got {type(data).__name__}")
-        known = ("precision", "prune", "rank", "calibration", "cle", "bias_correction")
+        known = ("precision", "prune", "rank", "calibration", "cle", "bias_correction", "smoothquant")
         unknown = set(data) - set(known)
         if unknown:
             raise SettingsError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
@@ -150,7 +158,8 @@ class LayerSettings:
                 prune = PruneSettings(**prune)
             precision = data.get("precision", None if inherit_precision else "fp32")
             return cls(precision=precision, prune=prune, rank=data.get("rank"), calibration=data.get("calibration"),
-                       cle=data.get("cle", False), bias_correction=data.get("bias_correction", False))
+                       cle=data.get("cle", False), bias_correction=data.get("bias_correction", False),
+                       smoothquant=data.get("smoothquant"))
         except (SettingsError, TypeError) as exc:
             raise SettingsError(f"{where}: {exc}") from None
 

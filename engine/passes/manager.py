@@ -27,6 +27,7 @@ from engine.passes.base import PassResult
 from engine.passes.lowrank import LowRankPass, lowrank_names, lowrank_problem
 from engine.passes.bias_correction import BiasCorrectionPass
 from engine.passes.cle import CLEPass
+from engine.passes.smoothquant import SmoothQuantPass
 from engine.passes.precision import PrecisionPass
 from engine.passes.prune import PrunePass, can_prune, graph_shapes
 
@@ -89,6 +90,8 @@ def apply_plan(
         ("prune", PrunePass(prune, calibration=calibration, skip_refused=from_default, shapes=graph_shapes(graph))),
         ("low-rank", LowRankPass(ranks, calibration=calibration)),
         ("equalization", CLEPass({n for n, s in settings.items() if s.cle and n not in ranks and n not in prune})),
+        ("smoothquant", SmoothQuantPass({n: s.smoothquant for n, s in settings.items()
+                                         if s.smoothquant is not None and n not in ranks}, calibration)),
         ("precision", BiasCorrectionPass(precision, corrected, calibration) if corrected else precision),
     ]
     model, notes, modified, done = graph.model, [], False, []
