@@ -8,13 +8,16 @@ yield often (at least once a second) and keep what it has measured in its partia
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Generator, TypeVar
+from typing import Callable, Generator, Iterator, TypeVar
 
-__all__ = ["Progress", "Job", "run", "Cancelled", "stderr_progress"]
+__all__ = ["Progress", "Job", "run", "Cancelled", "stderr_progress", "forwarding", "report", "in_thread"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +97,57 @@ def stderr_progress(label: str) -> Callable[[Progress], None]:
             print(file=sys.stderr)
 
     return show
+
+
+# --- progress from plain functions ------------------------------------------------------------
+# A pass deep inside a plain function call (int8 of a huge graph inside apply_plan) reports with
+# ``report``; whoever called the function listens with ``forwarding`` (the CLI) or runs it through
+# ``in_thread`` (a job, so the window's worker relays it). Listeners are per thread.
+
+_listeners = threading.local()
+
+
+@contextlib.contextmanager
+def forwarding(callback: Callable[[Progress], None]) -> Iterator[None]:
+    """While inside, ``report`` in this thread passes its progress to ``callback``."""
+    stack = _listeners.__dict__.setdefault("stack", [])
+    stack.append(callback)
+    try:
+        yield
+    finally:
+        stack.remove(callback)
+
+
+def report(progress: Progress) -> None:
+    """Pass ``progress`` to the listeners of this thread (none: nothing happens)."""
+    for callback in list(getattr(_listeners, "stack", ())):
+        callback(progress)
+
+
+def in_thread(fn: Callable[[], T], message: str = "working", poll: float = 0.25) -> Job[T]:
+    """``fn()`` as a job: run in a thread, its ``report``s yielded as they come (a heartbeat at least every
+    ``poll`` seconds, so a cancel is seen); its exception is raised here. Cancelled, the job stops waiting
+    and the thread finishes on its own (its result is dropped)."""
+    inbox: queue.Queue[Progress] = queue.Queue()
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        with forwarding(inbox.put):
+            try:
+                outcome["value"] = fn()
+            except BaseException as exc:  # handed to the job's caller below
+                outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name=f"layerlab-{message}", daemon=True)
+    worker.start()
+    last = Progress(0, 0, message)
+    while worker.is_alive() or not inbox.empty():
+        try:
+            last = inbox.get(timeout=poll)
+        except queue.Empty:
+            pass
+        yield last
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]

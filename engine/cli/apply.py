@@ -73,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     samples = load_calibration(args.calib, [t.name for t in graph.inputs]) if args.calib else None
     eval_path = None if samples else evaluator_path(args, required=False)
     evaluator = load_evaluator(eval_path) if eval_path else None
-    result = build_variant(graph, plan, calibration_for(graph, evaluator, samples, str(args.calib or "")))
+    from engine.progress import forwarding, stderr_progress
+
+    with forwarding(stderr_progress("apply")):  # int8 of a huge graph reports its calibration and windows
+        result = build_variant(graph, plan, calibration_for(graph, evaluator, samples, str(args.calib or "")))
     after = build_graph(result.model, shapes, path=Path(args.output))  # validated before anything is written
     onnx.save(result.model, args.output)
     print(f"{path} -> {args.output}" + ("" if result.modified else "  (unchanged: the plan is all fp32)"))

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 from engine.errors import LayerLabError
 from engine.jobs.layer_facts import layer_facts_job
 from engine.jobs.loaded import load_graph, load_job_evaluator
-from engine.progress import Job, Progress
+from engine.progress import Job, Progress, in_thread
 from engine.model.session import Measurement, Trial
 
 __all__ = ["JOBS", "OPEN_MODEL", "PROFILE", "SENSITIVITY", "MEASURE", "TUNE", "EXPORT_PLAN", "LAYER_FACTS", "register",
@@ -128,7 +128,7 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
     ev = load_job_evaluator(evaluator, path, input_shapes) if evaluator is not None else None
     calibration = calibration_for(graph, ev)
     resolved = _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})
-    built = build_variant(graph, resolved, calibration)
+    built = yield from in_thread(lambda: build_variant(graph, resolved, calibration), "building the variant")
     yield Progress(1, 3, "timing the variant and fp32 in turns")
     stats = yield from interleaved_latency({"fp32": graph.model, "plan": built.model}, random_feeds(graph),
                                            threads or physical_cores(), repeats)

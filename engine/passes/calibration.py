@@ -36,7 +36,7 @@ from onnx import TensorProto
 
 from engine.errors import SettingsError
 from engine.model.plan import CALIBRATIONS
-from engine.progress import Job, Progress, run
+from engine.progress import Job, Progress, report, run
 
 __all__ = ["METHODS", "RangeSet", "calibration_tensors", "collect_ranges", "ranges_job", "to_tensors_data"]
 
@@ -195,7 +195,7 @@ def ranges_job(model: onnx.ModelProto, samples: Sequence[Mapping[str, np.ndarray
 def collect_ranges(model: onnx.ModelProto, samples: Sequence[Mapping[str, np.ndarray]], methods: Sequence[str] = ("minmax",),
                    max_bytes: int = _DEFAULT_MAX_BYTES) -> RangeSet:
     """``ranges_job`` run to the end."""
-    return run(ranges_job(model, samples, methods, max_bytes))
+    return run(ranges_job(model, samples, methods, max_bytes), report)  # to whoever listens (engine.progress.forwarding)
 
 
 def to_tensors_data(ranges: Mapping[str, tuple[np.ndarray, np.ndarray]]):  # -> onnxruntime TensorsData

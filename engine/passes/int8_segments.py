@@ -59,20 +59,36 @@ def _window_model(base: onnx.ModelProto, nodes: list[onnx.NodeProto], types: Map
     return model
 
 
-def _quantize(model: onnx.ModelProto, nodes: list[str], ranges: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> onnx.ModelProto:
-    """The QDQ quantizer with LayerLab's settings (as ``precision._static_int8`` gives ``quantize_static``)."""
+def _quantize(model: onnx.ModelProto, nodes: list[str], ranges: Mapping[str, tuple[np.ndarray, np.ndarray]],
+              fast: bool = True) -> onnx.ModelProto:
+    """The QDQ quantizer with LayerLab's settings (as ``precision._static_int8`` gives ``quantize_static``);
+    ``fast``: per-channel weights quantized whole (``engine.passes.int8_weights``, the same numbers)."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
+    from engine.passes import int8_weights
     from engine.passes.calibration import to_tensors_data
 
+    if fast:
+        # Every tensor of a window is typed already (``cuttable``): ORT's save, shape inference and reload
+        # of each window would change nothing; its metadata flag says it was done.
+        from onnxruntime.quantization.quant_utils import add_infer_metadata
+
+        model = _copy(model)
+        add_infer_metadata(model)
     touched = {t for n in model.graph.node for t in list(n.input) + list(n.output)}
     data = to_tensors_data({t: r for t, r in ranges.items() if t in touched})
     ops = list(set(QLinearOpsRegistry) | set(QDQRegistry))
-    quantizer = QDQQuantizer(model, True, False, QuantType.QInt8.tensor_type, QuantType.QUInt8.tensor_type,
+    quantizer = (int8_weights.FastQDQQuantizer if fast else QDQQuantizer)(model, True, False, QuantType.QInt8.tensor_type, QuantType.QUInt8.tensor_type,
                              data, nodes, [], ops, {})
     return quantizer.quantize_model()
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
 
 
 def _adjusted(graph: onnx.GraphProto, chosen: set[str] | None, ranges: Mapping[str, tuple[np.ndarray, np.ndarray]]

@@ -40,7 +40,7 @@ from engine.passes.calibration import METHODS, RangeSet, collect_ranges, to_tens
 from engine.passes.base import PassResult, clone, drop_unused_initializers, initializers, set_initializer
 from engine.passes.fp16 import fp16_layers
 from engine.passes.int8_segments import cuttable, segmented_int8
-from engine.progress import Progress, run
+from engine.progress import Progress, report, run
 
 __all__ = [
     "ROUTINES",
@@ -143,6 +143,7 @@ def _log_progress() -> Callable[[Progress], None]:
     last = [time.monotonic()]
 
     def show(p: Progress) -> None:
+        report(p)  # to apply's progress line or the window's job (engine.progress.forwarding / in_thread)
         if time.monotonic() - last[0] >= 2.0 or p.done == p.total:
             last[0] = time.monotonic()
             logger.info("%s (%d/%d)", p.message, p.done, p.total)

@@ -61,3 +61,25 @@ def test_subgraphs_are_not_cut() -> None:
     branch = onnx.helper.make_graph([], "b", [], [])
     model.graph.node.append(onnx.helper.make_node("If", ["c"], [], then_branch=branch, else_branch=branch))
     assert not cuttable(model)
+
+
+def test_windowed_int8_reports_progress_to_apply_and_to_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The calibration pass and every window report through engine.progress: apply's line and a job see them."""
+    from engine.progress import Progress, forwarding, in_thread
+
+    model = builders.conv_stack(40, channels=4, size=4)  # 80 nodes: 3 windows of 32
+    calib = random_calibration(model, 2)
+    monkeypatch.setattr(precision, "SEGMENT_ABOVE", 2)
+    seen: list[Progress] = []
+    with forwarding(seen.append):
+        direct = PrecisionPass(int8=["conv_1", "conv_34"], calibration=calib)(model).model
+    windows = [p for p in seen if p.message.startswith("int8: window")]
+    assert [(p.done, p.total) for p in windows] == [(0, 3), (1, 3), (2, 3)]
+    relayed: list[Progress] = []
+    job = in_thread(lambda: PrecisionPass(int8=["conv_1", "conv_34"], calibration=calib)(model).model)
+    threaded = run(job, relayed.append)
+    # a heartbeat repeats the last report: the windows in order, each at least once
+    assert list(dict.fromkeys(p.message for p in relayed if p.message.startswith("int8: window"))) == [p.message for p in windows]
+    assert threaded.SerializeToString() == direct.SerializeToString()
+    with pytest.raises(ValueError, match="boom"):
+        run(in_thread(lambda: (_ for _ in ()).throw(ValueError("boom"))))
