@@ -43,6 +43,7 @@ from engine.measure.timing import (
     Calibration,
     adapt_model,
     calibrate,
+    check_provider,
     fit_overhead,
     make_session,
     physical_cores,
@@ -100,6 +101,8 @@ def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -
     """Profile ``graph``: yields Progress at least every second; cancelled, returns what it has."""
     import onnxruntime as ort
 
+    # Before anything: a missing provider would otherwise fail the fp32 run and read as bad inputs.
+    check_provider(options.provider, graph.label)
     threads = options.threads or physical_cores()
     feeds = dict(options.feeds) if options.feeds is not None else random_feeds(graph, options.seed)
     env = {"ort": ort.__version__, "provider": options.provider, "threads": threads, "cpu": cpu_model()}

@@ -31,7 +31,8 @@ from engine.measure.attribution import read_trace
 from engine.errors import LayerLabError
 from engine.progress import Progress
 
-__all__ = ["PROVIDER", "Calibration", "adapt_model", "calibrate", "fit_overhead", "make_session", "physical_cores", "time_runs"]
+__all__ = ["PROVIDER", "Calibration", "adapt_model", "calibrate", "check_provider", "fit_overhead", "make_session",
+           "physical_cores", "time_runs"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,13 @@ def physical_cores() -> int:
     return max(1, (os.cpu_count() or 2))
 
 
+def check_provider(provider: str, label: str) -> None:
+    """LayerLabError (one line, naming what this ONNX Runtime has) unless ``provider`` is available here."""
+    if provider not in ort.get_available_providers():
+        raise LayerLabError(f"{label}: execution provider {provider} is not available here "
+                            f"(ONNX Runtime {ort.__version__} has: {', '.join(ort.get_available_providers())})")
+
+
 def make_session(
     model: onnx.ModelProto | bytes,
     threads: int,
@@ -74,9 +82,7 @@ def make_session(
 ) -> ort.InferenceSession:
     """An ORT session as users deploy it (ORT_ENABLE_ALL, CPU unless ``provider`` names another execution
     provider, with CPU as its fallback); LayerLabError when ORT refuses the model or lacks the provider."""
-    if provider not in ort.get_available_providers():
-        raise LayerLabError(f"{label}: execution provider {provider} is not available here "
-                            f"(ONNX Runtime {ort.__version__} has: {', '.join(ort.get_available_providers())})")
+    check_provider(provider, label)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads

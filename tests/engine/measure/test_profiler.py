@@ -196,3 +196,21 @@ def test_cli_json_and_trace(tmp_path: Path, capsys, monkeypatch) -> None:
     text = capsys.readouterr().out
     assert "coverage" in text and "fc0" in text and "int8_dynamic" in text
     assert main(["profile", str(model), "--threads", "0"]) == 2
+
+
+def test_unavailable_provider_is_one_line_before_any_measuring(tmp_path: Path, capsys, monkeypatch) -> None:
+    from engine.cli.main import main
+
+    monkeypatch.setenv("LAYERLAB_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "mlp.onnx"
+    onnx.save(builders.gemm_mlp(), model)
+    assert main(["profile", str(model), "--provider", "NoSuchExecutionProvider"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # no progress line: nothing was calibrated or timed first
+    assert "execution provider NoSuchExecutionProvider is not available here" in err[0] and "mlp.onnx" in err[0]
+    assert "generated inputs" not in err[0]  # the inputs are fine: it is the provider
+    seen: list = []
+    with pytest.raises(LayerLabError, match="NoSuchExecutionProvider is not available"):
+        run(profile_job(build_graph(builders.gemm_mlp()), _options(tmp_path, provider="NoSuchExecutionProvider")),
+            seen.append)
+    assert seen == []
