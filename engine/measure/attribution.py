@@ -26,6 +26,7 @@ Nodes ORT fused away get 0 ms; every kernel's time lands somewhere, so the sums 
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import re
@@ -57,6 +58,8 @@ _ADAPT_KINDS = {
     "DynamicQuantizeLinear": "quantize",
     "DequantizeLinear": "dequantize",
 }
+_TYPICAL = 0.25  # a run within this share of the median run's duration is a typical one
+
 # Kernel op -> the model op it implements, for rule 4.
 _KERNEL_OPS = {
     "FusedConv": "Conv", "QLinearConv": "Conv", "ConvInteger": "Conv", "NhwcFusedConv": "Conv",
@@ -67,21 +70,43 @@ _KERNEL_OPS = {
 
 @dataclass
 class KernelTimes:
-    """Per-kernel durations from an ORT trace: name -> list of (ms, ran on the thread pool)."""
+    """Per-kernel durations from an ORT trace: name -> list of (ms, ran on the thread pool), the run each
+    sample belongs to (``sample_runs``, index into ``run_ms``) and each run's duration."""
 
     samples: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
     ops: dict[str, str] = field(default_factory=dict)
     runs: int = 0
+    sample_runs: dict[str, list[int]] = field(default_factory=dict)
+    run_ms: list[float] = field(default_factory=list)
+
+    def typical_runs(self) -> set[int]:
+        """The runs that took about as long as the median run (within ``_TYPICAL``), at least that one.
+
+        On a shared machine another process takes the core for milliseconds now and then: the stall
+        lands inside one kernel of one run, and a mean over runs carries it into that kernel (a 1 ms
+        model's kernels added up to 1.7x its end-to-end median that way). That run's total is long
+        too: leaving out the runs far from the median keeps the kernel sums those of a typical run, as
+        robust as the end-to-end median they are compared with (both hold while most runs are clean)."""
+        if not self.run_ms:
+            return set()
+        median = sorted(self.run_ms)[(len(self.run_ms) - 1) // 2]  # a run's own duration: it is always kept
+        return {i for i, ms in enumerate(self.run_ms) if abs(ms - median) <= _TYPICAL * median}
 
     def time(self, name: str, overhead_serial: float = 0.0, overhead_parallel: float = 0.0) -> float:
-        """Trimmed mean (ms) of one kernel per run, with the profiler's own overhead taken off.
+        """Mean (ms) of one kernel per typical run (``typical_runs``), with the profiler's own overhead
+        taken off; a kernel that runs several times in a run (subgraphs) counts each time.
 
         ORT stamps whole microseconds: a mean over runs resolves sub-microsecond kernels where a
-        median cannot; trimming the top and bottom tenth drops the noisy runs.
+        median cannot. Without run boundaries (a hand-made trace) the top and bottom tenth of the
+        samples are trimmed instead.
         """
         values = [ms - (overhead_parallel if par else overhead_serial) for ms, par in self.samples.get(name, [])]
         if not values:
             return 0.0
+        runs = self.sample_runs.get(name)
+        if runs is not None and len(runs) == len(values) and self.run_ms:
+            typical = self.typical_runs()
+            return max(sum(v for v, r in zip(values, runs) if r in typical) / len(typical), 0.0)
         values.sort()
         cut = len(values) // 10
         kept = values[cut : len(values) - cut] or values
@@ -102,14 +127,18 @@ class Attribution:
 def read_trace(path: str | Path, skip_runs: int = 0) -> KernelTimes:
     """Kernel durations from ORT's JSON trace, ignoring the first ``skip_runs`` runs (warm-up)."""
     events = json.loads(Path(path).read_text())
-    runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    start = runs[skip_runs] if len(runs) > skip_runs else 0
-    out = KernelTimes(runs=max(len(runs) - skip_runs, 0))
+    runs = sorted((e["ts"], e.get("dur", 0)) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    kept = runs[skip_runs:]
+    start = kept[0][0] if kept else 0
+    starts = [ts for ts, _ in kept]
+    out = KernelTimes(runs=len(kept), run_ms=[dur / 1000.0 for _, dur in kept])
     for e in events:
         name = e.get("name", "")
         if e.get("cat") != "Node" or not name.endswith("_kernel_time") or e.get("ts", 0) < start:
             continue
         kernel = name[: -len("_kernel_time")]
+        if starts:  # the run this kernel ran in: the last one that started before it
+            out.sample_runs.setdefault(kernel, []).append(bisect.bisect_right(starts, e["ts"]) - 1)
         args = e.get("args", {})
         stats = args.get("thread_scheduling_stats", {})
         subs = stats.get("sub_threads", {}) if isinstance(stats, dict) else {}
