@@ -18,6 +18,7 @@ from engine.progress import run
 from engine.model.plan import LayerSettings, Plan
 from engine.measure.predict import predict_ms
 from engine.measure.profiler import Profile, ProfileOptions, Stats, profile
+from tests.engine.optimize.tables import fixed_profile
 from engine.optimize.routes import build_problem
 from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity, SweepSettings, sweep
 
@@ -108,13 +109,6 @@ def test_unprofiled_unmeasured_and_pinned_routines_are_not_offered(digits: Model
     assert dprs.solve(problem).routines["/fc1/Gemm"] == "int8"
 
 
-def _fast(prof: Profile) -> Profile:
-    """Every layer 10x faster in int8, micro-priced adapts unscaled, ops at their fp32 times whatever runs
-    around them: the tests below decide by drops alone."""
-    layers = [replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else replace(lp, context={}) for lp in prof.layers]
-    return replace(prof, layers=layers, adapt_scale={})
-
-
 def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensitivity, metric_of,
                    ops_ms: float = 0.5, ops_drop: float = 0.0) -> list[dict[str, str]]:
     """Replace the measuring steps of tune_job by fakes; returns the routines of every built variant.
@@ -149,13 +143,13 @@ def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensiti
 
 
 def test_rounds_revert_the_worst_layer_when_the_measured_drop_is_too_high(
-    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
     names = [n.name for n in digits.layers]
     worst, second = names[2], names[4]
     drops = {n: 0.004 if n == worst else 0.002 if n == second else 0.0 for n in names}
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": drops[n]}, {"int8": 20.0}) for n in names}, True)
-    fast = _fast(prof)
+    fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     base = run(tune.evaluate_job(digits.model, evaluator)).metric
     # the measured drop is far worse than the sensitivities say while `worst` runs int8
     built = _fake_pipeline(monkeypatch, fast, sens, lambda r: base - (0.03 if r[worst] == "int8" else 0.0))
@@ -168,11 +162,11 @@ def test_rounds_revert_the_worst_layer_when_the_measured_drop_is_too_high(
 
 
 def test_the_best_route_is_also_measured_with_its_ops_in_int8(
-    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
     names = [n.name for n in digits.layers]
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
-    fast = _fast(prof)
+    fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     base = run(tune.evaluate_job(digits.model, evaluator)).metric
     options = tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))
     _fake_pipeline(monkeypatch, fast, sens, lambda r: base, ops_ms=0.4)  # faster, nothing lost: it wins
@@ -187,11 +181,11 @@ def test_the_best_route_is_also_measured_with_its_ops_in_int8(
 
 
 def test_infeasible_and_slower_routes_fall_back_to_fp32(
-    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
     names = [n.name for n in digits.layers]
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
-    fast = _fast(prof)
+    fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     _fake_pipeline(monkeypatch, fast, sens, lambda r: 0.0)  # every int8 route is a disaster
     result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(max_drop=0.01, max_rounds=2, routines=("fp32", "int8"))))
     assert not result.feasible and "no route met max_drop" in result.note
@@ -221,6 +215,9 @@ def test_tune_digits_meets_the_budget_and_saves_a_session(
     back = load_session(tmp_path / "s.json")
     assert len(back.trials) == len(result.rounds) and back.baseline.metric == result.baseline_metric
     assert back.plan.settings_for("/fc2/Gemm").precision == "fp32" and back.route.routines == result.route.routines
+    # the session says how int8 was calibrated: samples split off from the evaluator's, at the model's shape
+    assert back.calibration == result.calibration and "split off" in back.calibration.source
+    assert not back.calibration.random and back.calibration.shapes == {"input": [[1, 1, 8, 8]]}
 
 
 def test_cli_rejects_bad_input(tmp_path: Path, digits_eval: Path, capsys: pytest.CaptureFixture) -> None:
@@ -253,12 +250,12 @@ def test_ppocr_predicted_agrees_with_predict_ms(ppocr_model: Path, monkeypatch: 
 
 
 def test_the_fp32_comparison_is_interleaved(
-    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
     """A route that looked fast when timed alone but is slower than fp32 in the round-robin run is dropped."""
     names = [n.name for n in digits.layers]
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
-    fast = _fast(prof)
+    fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     _fake_pipeline(monkeypatch, fast, sens, lambda r: 1.0)
     monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(9.0, 8.0, 10.0))  # fp32 timed alone: slow
     seen: list[list[int]] = []
@@ -288,7 +285,7 @@ def test_dprs_and_predict_ms_agree_where_int8_layers_connect_directly() -> None:
     for i in range(4):
         x = b.conv(x, 8, 8, name=f"conv_{i}", relu=i % 2 == 1)  # conv_0->conv_1 direct, relu, conv_2->conv_3 direct
     graph = build_graph(make_model(b, [1, 8, 12, 12], x, [1, 8, 12, 12]))
-    prof = profile(graph, replace(FAST, routines=("fp32", "int8")))
+    prof = fixed_profile(graph)  # known numbers: the agreement is arithmetic, no timing may move it
     problem = build_problem(graph, prof, None, routines=("fp32", "int8"))
     names = [n.name for n in graph.layers]
     direct = "conv_0_out"  # conv_0's output, read by conv_1 alone
@@ -309,13 +306,13 @@ def test_dprs_and_predict_ms_agree_where_int8_layers_connect_directly() -> None:
 
 
 def test_under_the_budget_tune_adds_layers_by_time_saved_per_drop(
-    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator, prof: Profile
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
     """The tables say 0.004 a layer, so DPRS takes two within 0.01; measured, int8 costs nothing: tune
     goes on adding layers (each round reported) until none is left to add."""
     names = [n.name for n in digits.layers]
     sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.004}) for n in names}, True)
-    fast = _fast(prof)
+    fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     base = run(tune.evaluate_job(digits.model, evaluator)).metric
     built = _fake_pipeline(monkeypatch, fast, sens, lambda r: base)
     options = tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))
@@ -393,3 +390,4 @@ def test_cli_tune_with_a_session_does_not_sweep_again(
     assert again["reused"] == ["profile: reused", "sensitivity: reused"]
     # one evaluation for the fp32 baseline and one per measured round: no sweep (one per layer and routine)
     assert calls["metric"] == 1 + again["rounds"] < first
+
