@@ -87,6 +87,7 @@ def adopt(target: Session, loaded: Session) -> None:
     target.set_baseline(loaded.baseline)
     for trial in loaded.trials:
         target.add_trial(trial)
+    target.set_calibration(loaded.calibration)
     target.set_current(loaded.current)
     target.set_notes(loaded.notes)
     if loaded.path is not None and not loaded.dirty:

@@ -94,7 +94,8 @@ class QtLiveEngine(QObject):
         if path is None or not self.session.evaluator_trusted:
             if not quiet:
                 self._set_status("Sensitivity needs an evaluator (File ▸ Open evaluator…)" if path is None
-                                       else f"{path.name}: evaluator from a session file; open it yourself to run it")
+                                       else f"{path.resolve()}: evaluator named by a session file, not run; "
+                                            "open it yourself (File ▸ Open evaluator…) to run it")
             return None
         return str(path)
 
@@ -107,6 +108,11 @@ class QtLiveEngine(QObject):
             self.profile()
         if self.session.sensitivity is None and self._evaluator(quiet=True) is not None:
             self.sensitivity()
+
+    @property
+    def threads(self) -> int | None:
+        """The one thread count of Profile, Measure and Tune: the profile options' (None: the physical cores)."""
+        return getattr(self.profile_options, "threads", None)
 
     def profile(self) -> Any:
         args = self._model_args()
@@ -152,7 +158,7 @@ class QtLiveEngine(QObject):
         # the tables the window already measured: tune measures only what they lack (no second sweep)
         kwargs = {**args, "evaluator": evaluator, "max_drop": self.max_drop, "plan_dict": plan.to_dict(),
                   "options": self.tune_options, "profile": self.session.profile,
-                  "sensitivity": self.session.sensitivity}
+                  "sensitivity": self.session.sensitivity, "threads": self.threads}
         return self._run_job(catalogue.TUNE, kwargs, f"Tuning (max drop {self.max_drop:g})",
                              lambda outcome: self._tuned(plan, outcome), kind="tune")
 
@@ -174,6 +180,8 @@ class QtLiveEngine(QObject):
         session.set_baseline(outcome.baseline)
         for trial in outcome.trials:
             session.add_trial(trial)
+        if outcome.calibration is not None:  # how the int8 variants behind these trials were calibrated
+            session.set_calibration(outcome.calibration)
         session.set_route(outcome.route)
         if all(after.settings_for(n.name).prune is None and after.settings_for(n.name).rank is None
                for n in session.graph.layers):
@@ -202,7 +210,7 @@ class QtLiveEngine(QObject):
         plan = self.session.plan if self.session.plan is not None else Plan()
         prediction = self.prediction or predict_plan(self.session.graph, plan)
         kwargs = {**args, "plan": plan.to_dict(), "routines": dict(prediction.routines),
-                  "evaluator": self._evaluator(quiet=True), "repeats": self.measure_repeats}
+                  "evaluator": self._evaluator(quiet=True), "repeats": self.measure_repeats, "threads": self.threads}
         return self._run_job(catalogue.MEASURE, kwargs, "Measuring",
                              lambda m: self._measured(plan, prediction, m), kind="measure")
 
@@ -218,6 +226,8 @@ class QtLiveEngine(QObject):
         current = (self.session.plan or Plan()).to_dict() == outcome.plan
         self.session.add_trial(Trial(outcome.plan, dict(prediction.routines), predicted, outcome.measured,
                                      label=f"trial {len(self.session.trials) + 1}" + ("" if current else " (older plan)")))
+        if outcome.calibration is not None:  # the variant had int8: the report says how it was calibrated
+            self.session.set_calibration(outcome.calibration)
         if not current:
             return  # the user moved on: a result for an older plan never lands on the new one
         self.measured_plan = outcome.plan

@@ -55,6 +55,7 @@ def parse_bytes(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from engine.cli.common import evaluator_path
     from engine.errors import SettingsError
+    from engine.evaluate.calibration import describe
     from engine.evaluate.evaluator import load_evaluator
     from engine.evaluate.executors import parse_executor
     from engine.progress import run as run_job
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"route: predicted {result.ms_predicted:.3f} ms, measured {m.median:.3f} ms (p10 {m.p10:.3f}, p90 {m.p90:.3f}), "
           f"{speed_words(b.median, m.median)} than fp32{'; ops int8' if result.plan.ops != 'fp32' else ''}; {evaluator.metric_name} {result.metric:.4f} "
           f"(drop {result.baseline_metric - result.metric:+.4f}, budget {options.max_drop:g})")
-    print(f"int8 calibration: {result.calibration}" + (" (WARNING: random)" if result.calibration_random else ""))
+    if result.calibration is not None:
+        print(f"int8 calibration: {describe(result.calibration)}" + (" (WARNING: random)" if result.calibration.random else ""))
     if result.reused:
         print("tables: " + "; ".join(result.reused))
     if result.note:

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from engine.evaluate.contract import Evaluator
 from engine.ir.graph import ModelGraph
 from engine.model.plan import Plan
+from engine.model.session import CalibrationRecord
 from engine.passes.manager import ApplyResult, apply_plan
 
-__all__ = ["RANDOM_WARNING", "Calibration", "build_variant", "calibration_for", "describe"]
+__all__ = ["RANDOM_WARNING", "Calibration", "build_variant", "calibration_for", "describe", "uses_int8"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,16 @@ class Calibration:
     @property
     def warning(self) -> str | None:
         return RANDOM_WARNING if self.random else None
+
+    def record(self) -> CalibrationRecord:
+        """What a session and its report keep of it: the source, whether random, how many inputs, their shapes."""
+        shapes: dict[str, list[list[int]]] = {}
+        for sample in self.samples:
+            for name, array in sample.items():
+                seen = shapes.setdefault(name, [])
+                if list(np.shape(array)) not in seen:
+                    seen.append(list(np.shape(array)))
+        return CalibrationRecord(self.source, self.random, len(self.samples), shapes)
 
 
 def calibration_for(graph: ModelGraph, evaluator: Evaluator | None = None,
@@ -70,15 +81,18 @@ def calibration_for(graph: ModelGraph, evaluator: Evaluator | None = None,
 def build_variant(graph: ModelGraph, plan: Plan, calibration: Calibration) -> ApplyResult:
     """``apply_plan`` with ``calibration``; the random-calibration warning joins the notes when int8 is built."""
     result = apply_plan(graph, plan, calibration.samples)
-    if calibration.random and _uses_int8(graph, plan):
+    if calibration.random and uses_int8(graph, plan):
         result.notes.insert(0, RANDOM_WARNING)
     return result
 
 
-def _uses_int8(graph: ModelGraph, plan: Plan) -> bool:
+def uses_int8(graph: ModelGraph, plan: Plan) -> bool:
+    """Whether ``plan`` builds any int8 (a layer, or the ops), and so needs calibration."""
     return plan.ops == "int8" or any(plan.settings_for(n.name).precision == "int8" for n in graph.layers)
 
 
-def describe(calibration: Any) -> str:
-    """'int8 calibration: <source>' for reports and status lines."""
-    return f"int8 calibration: {calibration.source}" + (" — " + RANDOM_WARNING if calibration.random else "")
+def describe(record: CalibrationRecord) -> str:
+    """'<source>; 32 inputs at input=1x1x8x8' for reports and status lines (the random warning is apart:
+    ``RANDOM_WARNING``, shown where ``record.random``)."""
+    shapes = ", ".join(f"{name}=" + " or ".join("x".join(map(str, s)) for s in seen) for name, seen in record.shapes.items())
+    return f"{record.source}; {record.count} input(s)" + (f" at {shapes}" if shapes else "")

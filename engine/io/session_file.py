@@ -17,6 +17,7 @@ Schema (version 1; every key is written, absent values are ``null``)::
       "route": {"routines", "latency_ms", "drop", ..., "measured": <copy of current>} | null,
       "baseline": {"ms", "ms_p10", "ms_p90", "metric", "bytes"} | null,
       "current": {...same...} | null,
+      "calibration": {"source", "random", "count", "shapes"} | null,  # how int8 was calibrated
       "notes": "...",
       "machine": {"cpu", "cores", "system", "python", "onnxruntime"},  # where the profile was measured
       "saved_at": "2025-01-01T12:00:00+00:00"
@@ -42,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import LayerLabError
-from engine.model.session import Measurement, Session, Trial
+from engine.model.session import CalibrationRecord, Measurement, Session, Trial
 from engine.io.files import atomic_write_text, autosave_path, sha256_file
 from engine.io.trust import is_trusted, trust_evaluator
 from engine.io.errors import (  # re-exported: callers import these from here
@@ -192,6 +193,7 @@ def session_to_dict(session: Session, path: str | os.PathLike[str]) -> dict[str,
         "route": route,
         "baseline": to_data(session.baseline),
         "current": to_data(session.current),
+        "calibration": to_data(session.calibration),
         "notes": session.notes,
         "machine": session.machine or machine_info(),
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -296,6 +298,15 @@ def _measurement(data: Any, label: str, name: str) -> Measurement | None:
     return Measurement.from_json(data)
 
 
+def _calibration(data: Any, label: str) -> CalibrationRecord | None:
+    if data is None:
+        return None
+    try:
+        return CalibrationRecord.from_json(data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise MalformedSessionError(f"{label}: 'calibration' is malformed ({exc})", Path(label)) from None
+
+
 def load_session(
     path: str | os.PathLike[str],
     *,
@@ -362,6 +373,7 @@ def load_session(
     session.baseline = _measurement(data.get("baseline"), label, "baseline")
     session.current = _measurement(data.get("current"), label, "current")
     session.trials = trials
+    session.calibration = _calibration(data.get("calibration"), label)
     session.notes = str(data.get("notes") or "")
     session.machine = data.get("machine") if isinstance(data.get("machine"), dict) else None
     session.path = path

@@ -103,7 +103,7 @@ class PlanMeasurement:
     plan: dict[str, Any]  # the plan it was computed for: a result for an older plan never lands on a newer one
     measured: Measurement
     baseline: Measurement  # fp32 timed side by side with the variant (its metric: the evaluator's on fp32)
-    calibration: str = ""  # where int8 calibration came from
+    calibration: Any = None  # engine.model.session.CalibrationRecord when the variant has int8, else None
     notes: list[str] = field(default_factory=list)
 
 
@@ -113,10 +113,12 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
                      repeats: int = _MEASURE_REPEATS) -> Job[PlanMeasurement]:
     """Build the variant ``plan`` describes and time it against fp32 in turns (and score both, given an evaluator).
 
+    ``threads``: the window's one thread count, its profile's (None: the physical cores, as the profile takes it).
+
     ``auto`` precisions take the routine named in ``routines`` (the route), else fp32. int8 calibrates
     as everywhere else (``engine.evaluate.calibration``).
     """
-    from engine.evaluate.calibration import build_variant, calibration_for
+    from engine.evaluate.calibration import build_variant, calibration_for, uses_int8
     from engine.evaluate.evaluator import ensure_reference, evaluate_job
     from engine.measure.interleave import interleaved_latency
     from engine.measure.timing import physical_cores
@@ -141,7 +143,7 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
     b, m = stats["fp32"], stats["plan"]
     return PlanMeasurement(dict(plan), Measurement(m.median, m.p10, m.p90, metric, built.model.ByteSize()),
                            Measurement(b.median, b.p10, b.p90, base_metric, graph.model.ByteSize()),
-                           calibration.source, list(built.notes))
+                           calibration.record() if uses_int8(graph, resolved) else None, list(built.notes))
 
 
 def _resolve_auto(plan: Any, graph: Any, routines: Mapping[str, str]) -> Any:
@@ -172,6 +174,7 @@ class TuneOutcome:
     feasible: bool = True
     note: str = ""
     ops: str = "fp32"  # the plan's "ops" of the chosen route
+    calibration: Any = None  # engine.model.session.CalibrationRecord of the int8 variants tune measured
 
 
 def tune_outcome(result: Any, graph: Any) -> TuneOutcome:
@@ -184,33 +187,38 @@ def tune_outcome(result: Any, graph: Any) -> TuneOutcome:
                        Measurement(b.median, b.p10, b.p90, result.baseline_metric, graph.model.ByteSize()),
                        Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()),
                        trials, result.profile, result.sensitivity, result.feasible,
-                       "; ".join(x for x in (result.note, _calibration_warning(result)) if x), result.plan.ops)
+                       "; ".join(x for x in (result.note, _calibration_warning(result)) if x), result.plan.ops,
+                       result.calibration)
 
 
 def _calibration_warning(result: Any) -> str:
     from engine.evaluate.calibration import RANDOM_WARNING
 
-    return RANDOM_WARNING if getattr(result, "calibration_random", False) else ""
+    return RANDOM_WARNING if result.calibration is not None and result.calibration.random else ""
 
 
 def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None, evaluator: str | Path,
                    max_drop: float, plan_dict: Mapping[str, Any] | None = None,
-                   options: Any = None, profile: Any = None, sensitivity: Any = None) -> Job[TuneOutcome]:
+                   options: Any = None, profile: Any = None, sensitivity: Any = None,
+                   threads: int | None = None) -> Job[TuneOutcome]:
     """Load the model and the evaluator and run ``engine.optimize.tune.tune_job`` within ``max_drop``.
 
     ``plan_dict``: layers whose precision is not ``auto`` stay pinned (None: every layer is auto).
     ``options``: an ``engine.optimize.tune.TuneOptions`` for the effort (its max_drop is replaced by ``max_drop``).
     ``profile``, ``sensitivity``: the window's tables; tune reuses them where they fit and measures only what is missing.
+    ``threads``: the window's one thread count, the one its Profile and Measure use (None: the physical
+    cores, as they take it); it replaces any in ``options``, so baseline, predicted and measured agree.
     """
     from dataclasses import replace
 
+    from engine.measure.timing import physical_cores
     from engine.model.plan import Plan
     from engine.optimize.tune import TuneOptions, tune_job
 
     yield Progress(0, 0, "loading the model and the evaluator")
     graph = load_graph(path, input_shapes)
     plan = Plan.from_dict(dict(plan_dict), "plan") if plan_dict is not None else None
-    opts = replace(options or TuneOptions(), max_drop=float(max_drop))
+    opts = replace(options or TuneOptions(), max_drop=float(max_drop), threads=threads or physical_cores())
     result = yield from tune_job(graph, load_job_evaluator(evaluator, path, input_shapes), opts, plan, profile,
                                  sensitivity)
     return tune_outcome(result, graph)

@@ -36,6 +36,7 @@ class SessionEvents(SignalGroup):
     baseline = Signal(object)
     current = Signal(object)
     trials = Signal(object)
+    calibration = Signal(object)
     selection = Signal(object)
     notes = Signal(object)
     dirty = Signal(object)

@@ -25,7 +25,7 @@ from typing import Any
 from engine.errors import UntrustedEvaluatorError
 from engine.model.events import SessionEvents, batched
 
-__all__ = ["Session", "Trial", "Measurement"]
+__all__ = ["CalibrationRecord", "Session", "Trial", "Measurement"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,28 @@ class Trial:
         )
 
 
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """Where the int8 calibration of the session's variants came from (``engine.evaluate.calibration``):
+    the evaluator's ``calibration()``, samples split off from its scored ones, a given file, or random
+    inputs (``random``: the report shows a warning); how many inputs, and their shapes per input name."""
+
+    source: str
+    random: bool = False
+    count: int = 0
+    shapes: dict[str, list[list[int]]] = field(default_factory=dict)  # input -> its distinct shapes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "random": self.random, "count": self.count,
+                "shapes": {k: [list(s) for s in v] for k, v in self.shapes.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CalibrationRecord":
+        shapes = data.get("shapes") or {}
+        return cls(str(data["source"]), bool(data.get("random", False)), int(data.get("count") or 0),
+                   {str(k): [[int(d) for d in s] for s in v] for k, v in shapes.items()})
+
+
 class Session:
     """All state for one model. Setters replace a field and emit its signal; views never mutate fields.
 
@@ -95,6 +117,7 @@ class Session:
         "baseline",
         "current",
         "trials",
+        "calibration",
         "selection",
         "notes",
         "dirty",
@@ -115,6 +138,7 @@ class Session:
         self.baseline: Measurement | None = None  # fp32, measured
         self.current: Measurement | None = None  # the current plan's variant, measured
         self.trials: list[Trial] = []
+        self.calibration: CalibrationRecord | None = None  # how the measured int8 variants were calibrated
         self.selection: tuple[str, ...] = ()
         self.notes: str = ""
         self.path: Path | None = None  # where the session file lives
@@ -138,7 +162,7 @@ class Session:
         self.model_path = Path(path)
         self.input_shapes = dict(input_shapes or {})
         with self.batch():  # views see the new model with the old results already gone
-            for name in ("profile", "sensitivity", "route", "baseline", "current"):
+            for name in ("profile", "sensitivity", "route", "baseline", "current", "calibration"):
                 self._set(name, None)
             self._set("trials", [])
             self._set("selection", ())
@@ -181,6 +205,10 @@ class Session:
 
     def add_trial(self, trial: Trial) -> None:
         self._set("trials", [*self.trials, trial])
+
+    def set_calibration(self, record: CalibrationRecord | None) -> None:
+        """Where the int8 calibration of the variants measured in this session came from."""
+        self._set("calibration", record)
 
     def set_selection(self, names: tuple[str, ...]) -> None:
         """Selection is view state: it is announced but does not make the session dirty."""

@@ -1,8 +1,8 @@
 """What tune can take from tables already measured, and what it must still measure.
 
-A profile is reused when it was measured for the same model (sha256), the same input shapes and,
-when tune is given a thread count, the same threads; a sensitivity table when its baseline equals
-the metric tune just measured for fp32 with the same evaluator (a different evaluator, sample set
+A profile is reused when it was measured for the same model (sha256), the same input shapes and
+the same threads (tune settles on one count first, ``threads_for``, and measures with it too); a
+sensitivity table when its baseline equals the metric tune just measured for fp32 with the same evaluator (a different evaluator, sample set
 or calibration split gives another baseline) and it was complete. Only the (layer, routine) pairs the
 table lacks are swept (``missing_sweep``), and the result is merged (``merge``).
 """
@@ -19,7 +19,7 @@ from engine.ir.graph import ModelGraph
 from engine.measure.tables import Profile
 from engine.passes.layer_variants import applicable
 
-__all__ = ["merge", "missing_sweep", "profile_fits", "sensitivity_fits"]
+__all__ = ["merge", "missing_sweep", "profile_fits", "sensitivity_fits", "threads_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,17 @@ logger = logging.getLogger(__name__)
 def _shapes(graph: ModelGraph) -> dict[str, list[int]]:
     return {t.name: [int(d) for d in t.shape] for t in graph.inputs
             if t.shape is not None and all(isinstance(d, int) for d in t.shape)}
+
+
+def threads_for(threads: int | None, profile: Any, remote: bool) -> int | None:
+    """The one thread count tune profiles and measures with: ``threads``, else the profile options' (``profile``),
+    else this machine's physical cores; None on a remote target (the agent picks its own, for both)."""
+    threads = threads or getattr(profile, "threads", None)
+    if threads is None and not remote:
+        from engine.measure.timing import physical_cores
+
+        threads = physical_cores()
+    return threads
 
 
 def profile_fits(profile: Profile | None, graph: ModelGraph, threads: int | None, routines: Sequence[str]) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generator
 
 import onnx
@@ -35,6 +35,7 @@ from engine.evaluate.evaluator import Evaluator, ensure_reference, evaluate_job
 from engine.ir.graph import ModelGraph
 from engine.progress import Job, Progress
 from engine.model.plan import LayerSettings, Plan
+from engine.model.session import CalibrationRecord
 from engine.measure.profiler import Profile, ProfileOptions, Stats, measure_latency, predict_ms, profile_job
 from engine.optimize.fill import next_layers, worst_layers
 from engine.optimize.routes import build_problem
@@ -134,8 +135,7 @@ class TuneResult:
     sensitivity: Sensitivity
     feasible: bool = True
     note: str = ""
-    calibration: str = ""  # where int8 calibration came from (engine.evaluate.calibration)
-    calibration_random: bool = False
+    calibration: CalibrationRecord | None = None  # where int8 calibration came from (engine.evaluate.calibration)
     reused: list[str] = field(default_factory=list)  # "profile: reused", "sensitivity: measured (why)"
 
     @property
@@ -154,8 +154,8 @@ class TuneResult:
             "round_details": [r.to_json() for r in self.rounds],
             "feasible": self.feasible,
             "note": self.note,
-            "calibration": self.calibration,
-            "calibration_random": self.calibration_random,
+            "calibration": self.calibration.source if self.calibration else "",
+            "calibration_random": bool(self.calibration and self.calibration.random),
             "reused": list(self.reused),
         }
 
@@ -203,13 +203,16 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     from engine.measure.variants import random_feeds
     from engine.optimize import reuse
 
+    # One thread count for the profile DPRS predicts from and every latency measured against it.
+    options = replace(options, threads=reuse.threads_for(options.threads, options.profile, options.target is not None))
     threads = options.threads
     feeds = random_feeds(graph)
     yield Progress(0, 5, "measuring the fp32 baseline")
     ensure_reference(evaluator, graph.model)
     base_eval = yield from evaluate_job(graph.model, evaluator, threads=threads or 0)
     base_ms = yield from _latency(graph.model, feeds, options, f"{graph.label} [fp32]")
-    popts = options.profile or ProfileOptions(threads=threads, routines=options.routines)
+    popts = (replace(options.profile, threads=threads) if options.profile is not None
+             else ProfileOptions(threads=threads, routines=options.routines))
     why = reuse.profile_fits(profile, graph, threads, options.routines)
     if why:
         yield Progress(1, 5, "profiling")
@@ -346,7 +349,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
                             model, rplan, prof, sens, True, note)
     if note:
         logger.warning("tune %s: %s", graph.label, note)
-    result.calibration, result.calibration_random = calibration.source, calibration.random
+    result.calibration = calibration.record()
     result.reused = reused
     yield Progress(5, 5, "done")
     return result
@@ -378,6 +381,7 @@ def to_session(result: TuneResult, graph: ModelGraph, model_path: Any, evaluator
     session.set_current(Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()))
     for trial in round_trials(result, graph):
         session.add_trial(trial)
+    session.set_calibration(result.calibration)
     return session
 
 

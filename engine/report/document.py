@@ -3,8 +3,10 @@
 ``build_report(session)`` turns a session into a list of blocks (headings, facts, tables, figures,
 code); ``engine.report.html.render_html`` and ``engine.report.pdf.render_pdf`` draw the same blocks,
 so both formats say the same thing; ``engine.report.write.write_report`` picks one by file suffix. Contents: model, machine, ONNX Runtime version and date; baseline vs optimized;
-the per-layer table; sensitivity and latency bar charts; the graph coloured by routine; the Pareto
-chart of every trial; notes; the plan as JSON. Every string from the model or the session is
+where int8 calibration came from (the evaluator's ``calibration()``, samples split off from scoring,
+a given file, or random inputs, which gets a warning paragraph) and at which shapes; the per-layer
+table; sensitivity and latency bar charts; the graph coloured by routine; the Pareto chart of every
+trial; notes; the plan as JSON. Every string from the model or the session is
 escaped with ``html.escape`` (in SVG too, see ``engine.report.charts.to_svg``).
 """
 
@@ -16,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Union
 
+from engine.evaluate.calibration import RANDOM_WARNING, describe, uses_int8
 from engine.report.words import speed_words
 from engine.errors import LayerLabError
 from engine.report.export import LayerRow, layer_rows, routine_label, routine_names
@@ -61,6 +64,7 @@ class Figure:
 @dataclass(frozen=True)
 class Paragraph:
     text: str
+    warning: bool = False  # drawn so that it cannot be missed (random calibration, ...)
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,24 @@ def _comparison(session: Session) -> list[Block]:
     ]
 
 
+def _calibration(session: Session) -> list[Block]:
+    """Where int8 calibration came from and at which shapes; random inputs get a warning paragraph."""
+    record = session.calibration
+    if record is None:
+        route = to_data(session.route) if session.route is not None else None
+        routed = isinstance(route, dict) and "int8" in (route.get("routines") or {}).values()
+        if not routed and (session.plan is None or not uses_int8(session.graph, session.plan)):
+            return []  # no int8 anywhere: nothing was calibrated
+        return [Heading("int8 calibration"),
+                Paragraph("Not recorded in this session: measure or tune the plan to record where its int8 "
+                          "calibration comes from.")]
+    blocks: list[Block] = [Heading("int8 calibration"), Paragraph(f"int8 was calibrated on {describe(record)}.")]
+    if record.random:
+        blocks.append(Paragraph(f"Warning: {RANDOM_WARNING}. The metrics of the int8 variants in this report "
+                                "may be lower than they would be with real calibration data.", warning=True))
+    return blocks
+
+
 def _layer_table(rows: list[LayerRow]) -> Table:
     body = tuple(
         (r.name, r.op, r.precision, r.prune or "–", str(r.rank) if r.rank is not None else "–", routine_label(r),
@@ -182,6 +204,7 @@ def build_report(session: Session) -> Report:
     rows = layer_rows(session)
     name = session.model_path.name if session.model_path else graph.label
     blocks: list[Block] = [_header(session), Heading("Baseline vs optimized"), *_comparison(session)]
+    blocks += _calibration(session)
     blocks += [Heading("Per-layer"), _layer_table(rows)]
     labels = [r.name for r in rows]
     routines = [r for r in routine_names(rows) if r != "fp32"]

@@ -39,7 +39,8 @@ def _html_block(block: Block) -> str:
     if isinstance(block, Figure):
         return f'<figure>{to_svg(block.drawing)}<figcaption>{e(block.caption)}</figcaption></figure>'
     if isinstance(block, Paragraph):
-        return "".join(f"<p>{e(part)}</p>" for part in block.text.split("\n\n"))
+        tag = '<p class="warning">' if block.warning else "<p>"
+        return "".join(f"{tag}{e(part)}</p>" for part in block.text.split("\n\n"))
     return f"<pre>{e(block.text)}</pre>"
 
 

@@ -289,10 +289,10 @@ def _code_lines(text: str, size: float) -> list[str]:
     return [line[i : i + per_line] for line in text.splitlines() for i in range(0, max(len(line), 1), per_line)]
 
 
-def _lines(doc: _Doc, lines: list[str], size: float, font: str, x: float = _M) -> None:
+def _lines(doc: _Doc, lines: list[str], size: float, font: str, x: float = _M, color: str = "#222222") -> None:
     for line in lines:
         doc.ensure(size * 1.35)
-        doc.text(x, doc.y + size, line, size, font)
+        doc.text(x, doc.y + size, line, size, font, color=color)
         doc.y += size * 1.35
 
 
@@ -325,7 +325,8 @@ def render_pdf(report: Report) -> bytes:
         elif isinstance(block, Figure):
             _figure(doc, block)
         elif isinstance(block, Paragraph):
-            _lines(doc, _wrap(doc, block.text, _AVAIL, 9), 9, "F1")
+            font = "F2" if block.warning else "F1"  # a warning in bold red
+            _lines(doc, _wrap(doc, block.text, _AVAIL, 9, font), 9, font, color="#a40000" if block.warning else "#222222")
             doc.y += 4
         elif isinstance(block, Code):
             _lines(doc, _code_lines(block.text, 7), 7, "F3")

@@ -143,3 +143,51 @@ def test_clicking_a_trial_restores_its_plan_undoably(window) -> None:
     assert window.session.current.ms == 1.2 and not window.live._measure_timer.isActive()
     window.undo_stack.undo()
     assert window.session.plan.settings_for(name).precision == "fp32"
+
+
+def test_profile_measure_and_tune_take_one_thread_count(window, digits_eval) -> None:
+    """Baseline, predicted and measured compare only at one thread count: the profile options' goes to all three."""
+    from engine.jobs import catalogue
+
+    calls: dict[str, dict] = {}
+    window.live._run_job = lambda name, kwargs, *args, **kw: calls.setdefault(name, kwargs)
+    window.open_evaluator(digits_eval)
+    for threads in (1, None):  # None: each job takes the physical cores, the same way
+        calls.clear()
+        window.live.profile_options = ProfileOptions(threads=threads, repeats=3)
+        window.live.profile()
+        window.live.measure()
+        window.live.tune()
+        got = {catalogue.PROFILE: calls[catalogue.PROFILE]["options"].threads,
+               catalogue.MEASURE: calls[catalogue.MEASURE]["threads"], catalogue.TUNE: calls[catalogue.TUNE]["threads"]}
+        assert got == dict.fromkeys(got, threads)
+
+
+def test_an_evaluator_from_outside_the_session_folder_runs_only_once_the_user_opens_it(window, digits_eval,
+                                                                                      tmp_path, monkeypatch) -> None:
+    import shutil
+
+    monkeypatch.setenv("LAYERLAB_CACHE", str(tmp_path / "cache"))  # the trust list lives there: never the user's
+
+    from engine.io.session_file import load_session, save_session
+    from gui.qt_file_actions import adopt
+
+    elsewhere = tmp_path / "elsewhere" / "theirs.npz"
+    elsewhere.parent.mkdir()
+    shutil.copy(digits_eval, elsewhere)
+    s = window.session
+    s.set_evaluator(elsewhere)
+    (tmp_path / "sessions").mkdir()
+    save_session(s, tmp_path / "sessions" / "s.layerlab.json")
+    (tmp_path / "cache" / "trusted_evaluators.json").unlink(missing_ok=True)  # someone else's file, then
+    loaded = load_session(tmp_path / "sessions" / "s.layerlab.json")
+    assert not loaded.evaluator_trusted and loaded.evaluator_path.resolve() == elsewhere.resolve()
+    adopt(s, loaded)
+    calls = []
+    window.live._run_job = lambda name, kwargs, *args, **kw: calls.append(name)
+    assert window.live.sensitivity() is None and window.live.tune() is None and calls == []
+    status = window.status_text.text()
+    assert str(elsewhere.resolve()) in status and "not run" in status  # the full path, not only its name
+    window.open_evaluator(elsewhere)  # the user's own choice: now it runs
+    window.live.sensitivity()
+    assert calls == ["sensitivity"]

@@ -17,7 +17,7 @@ from engine.io import session_file
 from engine.optimize.dprs import Route
 from engine.ir.graph import load_model
 from engine.model.plan import Plan
-from engine.model.session import Measurement, Session, Trial
+from engine.model.session import CalibrationRecord, Measurement, Session, Trial
 from engine.io.session_file import MalformedSessionError, ModelChangedError, ModelMovedError, NewerSchemaError, SessionError, UntrustedEvaluatorError, load_session, save_session, to_data
 from engine.io.autosave import autosave, autosave_path, discard_autosave, find_autosave, recover
 from engine.io.trust import trust_evaluator
@@ -71,6 +71,8 @@ def make_session(folder: Path, hostile: bool = False, notes: str = "first try") 
         s.add_trial(Trial(plan={}, routines={}, predicted=Measurement(ms=1.1 - 0.1 * i, metric=0.91 - 0.004 * i), label=f"try {i}"))
     s.add_trial(Trial(plan=to_data(s.plan), routines=routines, predicted=Measurement(ms=0.6, metric=0.9),
                       measured=Measurement(ms=0.65, metric=0.9), label="tuned"))  # fmt: skip
+    s.set_calibration(CalibrationRecord("8 samples split off from the evaluator's 40 (not scored)", False, 8,
+                                        {"x": [[1, 3, 16, 16]]}))
     s.set_notes(notes)
     return s
 
@@ -82,7 +84,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _fields(s: Session) -> dict:
-    names = ("plan", "profile", "sensitivity", "route", "baseline", "current", "notes")
+    names = ("plan", "profile", "sensitivity", "route", "baseline", "current", "calibration", "notes")
     out = {name: to_data(getattr(s, name)) for name in names}
     out["trials"] = [t.to_json() for t in s.trials]
     out["input_shapes"] = s.input_shapes
@@ -122,6 +124,8 @@ def test_file_is_versioned_json_with_relative_paths(tmp_path: Path) -> None:
     assert data["machine"]["cores"] == os.cpu_count()
     for key in ("plan", "profile", "sensitivity", "trials", "baseline", "current", "notes", "saved_at", "evaluator"):
         assert key in data
+    assert data["calibration"] == {"source": "8 samples split off from the evaluator's 40 (not scored)",
+                                   "random": False, "count": 8, "shapes": {"x": [[1, 3, 16, 16]]}}
 
 
 def test_moved_model_names_expected_path_and_can_be_located(tmp_path: Path) -> None:
@@ -156,6 +160,12 @@ def test_newer_schema_and_malformed_files(tmp_path: Path) -> None:
     path.write_text('{"plan": {}}')
     with pytest.raises(MalformedSessionError, match="not a LayerLab session"):
         load_session(path)
+    for bad in ("split", {"random": True}, {"source": "s", "shapes": {"x": "big"}}):
+        path.write_text(json.dumps({**data, "calibration": bad}))
+        with pytest.raises(MalformedSessionError, match=r"s\.layerlab\.json: 'calibration' is malformed"):
+            load_session(path)
+    path.write_text(json.dumps({k: v for k, v in data.items() if k != "calibration"}))  # older files have none
+    assert load_session(path).calibration is None
     with pytest.raises(SessionError, match="no such session file"):
         load_session(tmp_path / "missing.json")
 

@@ -77,13 +77,15 @@ def test_jobs_take_picklable_arguments_and_run(digits_model, digits_eval, tmp_pa
     assert measured.ms > 0 and 0.5 < measured.metric <= 1.0 and measured.bytes > 0
     # fp32 was timed in turns with the variant in the same job and scored on the same samples
     assert base.ms > 0 and base.ms_p10 <= base.ms <= base.ms_p90 and base.bytes == load_graph(digits_model, SHAPES).model.ByteSize()
-    assert base.metric > 0.95 and "split off" in outcome.calibration and not outcome.notes
+    assert base.metric > 0.95 and "split off" in outcome.calibration.source and not outcome.notes
+    assert not outcome.calibration.random and outcome.calibration.shapes == {"input": [[1, 1, 8, 8]]}
     unscored = run(measure_plan_job(str(digits_model), SHAPES, plan, repeats=3))
     assert unscored.measured.metric is None and unscored.baseline.metric is None
-    assert "random inputs" in unscored.calibration and any("random inputs" in n for n in unscored.notes)
+    assert unscored.calibration.random and any("random inputs" in n for n in unscored.notes)
+    assert unscored.calibration.count == 4 and unscored.calibration.shapes == {"input": [[1, 1, 8, 8]]}
     fp32 = run(measure_plan_job(str(digits_model), SHAPES, Plan().to_dict(), repeats=3))
     assert fp32.measured.metric is None and fp32.measured.bytes != measured.bytes  # int8 weights are smaller
-    assert not fp32.notes  # no int8: random calibration is not worth a warning
+    assert not fp32.notes and fp32.calibration is None  # no int8: nothing calibrated, no warning
 
 
 def test_auto_layers_are_chosen_by_dprs_within_the_budget(graph) -> None:

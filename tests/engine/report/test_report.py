@@ -176,3 +176,40 @@ def test_every_report_field_is_escaped(tmp_path: Path) -> None:
     for field in ("folder", "input", "cpu", "cores", "system", "ort", "evaluator", "session", "notes"):
         assert _marker(field) in shown, field
         assert _marker(field) not in text, field  # only its escaped form is in the file
+
+
+def test_report_says_where_int8_calibration_came_from(tmp_path: Path) -> None:
+    s = make_session(tmp_path)  # calibrated on samples split off from the evaluator's
+    text = _html(tmp_path, s)
+    assert "int8 was calibrated on 8 samples split off from the evaluator&#x27;s 40 (not scored); 8 input(s) at " \
+           "x=1x3x16x16." in text
+    assert 'class="warning"' not in text
+    s.set_calibration(None)  # the plan has int8 but nothing recorded how it was calibrated
+    assert "Not recorded in this session" in _html(tmp_path, s)
+    s.set_plan(None)
+    s.set_route(None)
+    assert "int8 calibration" not in _html(tmp_path, s)  # no int8 anywhere: nothing to say
+
+
+def test_random_calibration_session_report_carries_the_warning(tmp_path: Path) -> None:
+    import html
+
+    from pypdf import PdfReader
+
+    from engine.evaluate.calibration import RANDOM_WARNING, calibration_for
+    from engine.io.session_file import load_session
+
+    s = make_session(tmp_path)
+    record = calibration_for(s.graph).record()  # no evaluator: random inputs at the graph's shapes
+    assert record.random and record.count == 4 and record.shapes == {"x": [[1, 3, 16, 16]]}
+    s.set_calibration(record)
+    save_session(s, tmp_path / "s.layerlab.json")
+    loaded = load_session(tmp_path / "s.layerlab.json")  # the report of the session as the file keeps it
+    assert loaded.calibration == record
+    text = _html(tmp_path, loaded)
+    assert f'<p class="warning">Warning: {html.escape(RANDOM_WARNING)}.' in text
+    assert "int8 was calibrated on random inputs (no evaluator); 4 input(s) at x=1x3x16x16." in text
+    write_report(loaded, tmp_path / "report.pdf")
+    pdf = " ".join("".join(page.extract_text() for page in PdfReader(tmp_path / "report.pdf").pages).split())
+    assert f"Warning: {RANDOM_WARNING}." in pdf
+    assert "int8 was calibrated on random inputs (no evaluator); 4 input(s) at x=1x3x16x16." in pdf
