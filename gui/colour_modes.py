@@ -40,6 +40,7 @@ class ColourValues:
     unit: str = ""
     log_scale: bool = False
     missing: str = ""  # why nothing is shown, when values and categories are both empty
+    unmeasured: list[str] = field(default_factory=list)  # layers without a value when others have one (a cancelled run)
 
     @property
     def numeric(self) -> bool:
@@ -105,9 +106,9 @@ def node_values(session: Any, mode: str) -> ColourValues:
             out.missing = "MACs unknown (give concrete input shapes)"
         return out
     if mode == "latency":
-        return _latency(session.profile, out)
+        return _unmeasured(graph, _latency(session.profile, out), session.profile, "profile")
     if mode == "sensitivity":
-        return _sensitivity(session.sensitivity, out)
+        return _unmeasured(graph, _sensitivity(session.sensitivity, out), session.sensitivity, "sweep")
     if mode == "structural":
         return _sensitivity(session.sensitivity, out, structural_drop,
                             "no structural drops yet (sweep with structural variants)")
@@ -121,6 +122,16 @@ def node_values(session: Any, mode: str) -> ColourValues:
             out.tooltips[name] = f"routine: {routine}"
         return out
     raise ValueError(f"unknown colour mode {mode!r}")
+
+
+def _unmeasured(graph: Any, out: ColourValues, table: Any, run: str) -> ColourValues:
+    """Name the layers a partial table lacks (the view hatches them, the legend counts them)."""
+    if out.values:
+        out.unmeasured = [n.name for n in graph.layers if n.name not in out.values]
+        why = f"the {run} was cancelled before it" if getattr(table, "complete", True) is False else "no value"
+        for name in out.unmeasured:
+            out.tooltips[name] = f"not measured ({why})"
+    return out
 
 
 def _latency(profile: Any, out: ColourValues) -> ColourValues:

@@ -14,7 +14,11 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetrics, QPainter, QPainterPath, QPen, QPicture, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGraphicsItem
 
-__all__ = ["NodeItem", "edge_paths", "edge_shapes", "edge_items", "LAYER_SIZE", "OP_SIZE", "shape_label", "MARK_COLOURS", "BAR_COLOUR"]
+from engine.layout.fold import fold_edges
+from engine.layout.layered import layout_graph
+
+__all__ = ["NodeItem", "lay_out", "edge_paths", "edge_shapes", "edge_items", "LAYER_SIZE", "OP_SIZE", "shape_label", "MARK_COLOURS", "BAR_COLOUR",
+           "UNMEASURED_COLOUR"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,7 @@ _SELECTED = QColor("#ff8c00")
 _TEXT_LOD = 0.45  # below this scale the text would be unreadable: draw boxes only
 _BAR_H = 13.0  # the latency bar under a layer box
 BAR_COLOUR = QColor("#d1495b")
+UNMEASURED_COLOUR = QColor("#6b6b6b")
 MARK_COLOURS = {"neighbour": QColor("#2ca02c"), "group": QColor("#9467bd")}
 _ARROW = 7.0
 
@@ -63,6 +68,7 @@ class NodeItem(QGraphicsItem):
         self.latency: tuple[float, float] | None = None  # (ms, share of the slowest layer 0..1)
         self.mark = ""  # "", "neighbour" or "group": outline drawn around the box
         self.mark_text = ""  # e.g. the neighbour's routine
+        self.unmeasured = False  # the colour mode's table lacks this layer (a cancelled run): hatched
         shape = node.out_shapes[0] if node.out_shapes else None
         self._lines = (node.op_type, node.name, shape_label(shape))
         self._pictures: dict[tuple, QPicture] = {}
@@ -99,6 +105,11 @@ class NodeItem(QGraphicsItem):
             if (latency is None) != (self.latency is None):
                 self.prepareGeometryChange()  # the bar changes the bounding rect
             self.latency = latency
+            self.refresh()
+
+    def set_unmeasured(self, unmeasured: bool) -> None:
+        if unmeasured != self.unmeasured:
+            self.unmeasured = unmeasured
             self.refresh()
 
     def set_mark(self, mark: str, text: str = "") -> None:
@@ -145,10 +156,12 @@ class NodeItem(QGraphicsItem):
             if not selected:
                 painter.setPen(Qt.PenStyle.NoPen)
             painter.drawRect(self._rect)
+            self._draw_hatch(painter, 0.0)
             self._draw_latency(painter, tier)
             return
         radius = 4.0 if self.tunable else 12.0
         painter.drawRoundedRect(self._rect, radius, radius)
+        self._draw_hatch(painter, radius)
         if self.mark:
             outline = QPen(MARK_COLOURS[self.mark], 3, Qt.PenStyle.DashLine)
             outline.setCosmetic(tier < 2)
@@ -176,6 +189,18 @@ class NodeItem(QGraphicsItem):
         if corner:
             painter.setFont(plain)
             painter.drawText(inner, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, corner)
+
+    def _draw_hatch(self, painter: QPainter, radius: float) -> None:
+        """Diagonal hatching and a dashed grey border: this layer has no value in the current colours."""
+        if not self.unmeasured:
+            return
+        painter.save()
+        painter.setBrush(QBrush(UNMEASURED_COLOUR, Qt.BrushStyle.BDiagPattern))
+        pen = QPen(UNMEASURED_COLOUR, 2, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)
+        painter.setPen(pen)
+        painter.drawRoundedRect(self._rect, radius, radius)
+        painter.restore()
 
     def _draw_latency(self, painter: QPainter, tier: int) -> None:
         if self.latency is None:
@@ -234,3 +259,17 @@ def edge_items(lines: QPainterPath, heads: QPainterPath) -> tuple[QGraphicsPathI
 def edge_paths(polylines: Iterable[Sequence[tuple[float, float]]]) -> tuple[QGraphicsPathItem, QGraphicsPathItem]:
     """All edges as one stroked path and all arrow heads as one filled path."""
     return edge_items(*edge_shapes(polylines))
+
+
+def lay_out(names: list[str], pairs: list[tuple[str, str]], layers: list[str],
+            sizes: dict[str, tuple[float, float]], compact: bool) -> tuple[Any, Any, dict[str, list[str]], set[str]]:
+    """For the view, on its layout thread: the layout, the edge shapes, each layer's neighbouring
+    layers, the nodes shown (``compact``: layers only, ops folded into the edges)."""
+    folded = fold_edges(names, pairs, layers)
+    nbrs: dict[str, list[str]] = {n: [] for n in layers}
+    for src, dst in folded:
+        nbrs[src].append(dst)
+        nbrs[dst].append(src)
+    shown, shown_pairs = (layers, list(folded)) if compact else (names, pairs)
+    layout = layout_graph(shown, shown_pairs, {n: sizes[n] for n in shown}, node_gap=28.0, rank_gap=36.0)
+    return layout, edge_shapes(layout.edges.values()), nbrs, set(shown)

@@ -91,7 +91,7 @@ class QtNetron(QObject):
         from engine.model.plan import Plan
 
         plan = session.plan if session.plan is not None else Plan()
-        prediction = window.live.prediction or window.live.predict()
+        prediction = window.live.predict_now()  # usually there already (computed at the last plan change)
         routines = dict(prediction.routines) if prediction is not None else {}
         out = Path(self._tmp.name) / f"{Path(session.model_path).stem}.variant.onnx"
         kwargs = {"path": str(session.model_path), "input_shapes": dict(session.input_shapes), "plan": plan.to_dict(),

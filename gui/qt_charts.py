@@ -14,6 +14,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from gui.colour_modes import layers_by_name
+from gui.session_links import connect_view
 
 __all__ = ["QtCharts", "layer_bars", "trial_points"]
 
@@ -84,13 +85,13 @@ class QtCharts(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.latency, 3)
         layout.addWidget(self.pareto, 2)
-        self._callback = lambda _: self.refresh()
-        for name in ("model", "profile", "route", "baseline", "current", "trials"):
-            getattr(session.events, name).connect(self._callback)
+        self._links = connect_view(session.events, {name: lambda _: self.refresh() for name in
+                                                     ("model", "profile", "route", "baseline", "current", "trials")},
+                                   "charts")
         self.refresh()
 
     def close_view(self) -> None:
-        self.session.events.disconnect(self._callback)
+        self._links.disconnect()
 
     def refresh(self) -> None:
         self._draw_latency()

@@ -5,9 +5,9 @@ asks for paths, turns errors into one-line messages, and copies a loaded session
 session through its setters (the views stay subscribed to that one object).
 
 Nothing slow runs on the GUI thread: reports (HTML, PDF), the CSV, the plan and session files are written,
-and session files read, on a background thread (``_Background``); the optimized model is built by an
-engine job in the worker process (``engine.jobs.catalogue.EXPORT_PLAN``). The finished work comes
-back to the GUI thread through a queued Qt signal.
+and session files read, on a background thread (``gui.qt_background.QtBackground``, which hands the
+result back on the GUI thread); the optimized model is built by an engine job in the worker process
+(``engine.jobs.catalogue.EXPORT_PLAN``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any, Callable
-
-from concurrent.futures import Future, ThreadPoolExecutor
 
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMessageBox
@@ -28,6 +26,7 @@ from engine.io.session_file import ModelMovedError, load_session, save_session
 from engine.io.autosave import autosave, autosave_path, find_autosave, recover
 from engine.report.export import write_layer_csv, write_plan
 from engine.report.write import write_report
+from gui.qt_background import QtBackground
 
 __all__ = ["QtFileActions", "AUTOSAVE_MS", "adopt", "EXPORTS"]
 
@@ -46,33 +45,6 @@ EXPORTS: dict[str, tuple[str, str, str]] = {
 }
 _WRITERS: dict[str, Callable[[Session, Path], Path]] = {"report": write_report, "pdf": write_report,
                                                         "plan": write_plan, "csv": write_layer_csv}
-
-
-class _Background(QObject):
-    """Run a function on one background thread; ``done(callback, result, error)`` arrives on the GUI thread."""
-
-    done = Signal(object, object, object)
-
-    def __init__(self, parent: QObject) -> None:
-        super().__init__(parent)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerlab-files")
-        self.pending = 0
-        self.done.connect(lambda callback, result, error: self._finish(callback, result, error))
-
-    def submit(self, work: Callable[[], Any], callback: Callable[[Any, BaseException | None], None]) -> Future:
-        self.pending += 1
-        future = self._pool.submit(work)
-        future.add_done_callback(lambda f: self.done.emit(callback, None if f.exception() else f.result(),
-                                                          f.exception()))
-        return future
-
-    def _finish(self, callback: Callable[[Any, BaseException | None], None], result: Any,
-                error: BaseException | None) -> None:
-        self.pending -= 1
-        callback(result, error)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 def adopt(target: Session, loaded: Session) -> None:
@@ -111,7 +83,7 @@ class QtFileActions(QObject):
         self.session = window.session
         self.ask: Callable[[str, str], bool] = self._ask
         self.choose_file: Callable[[str, str, str, bool], str] = self._choose_file
-        self.background = _Background(self)
+        self.background = QtBackground(self, "layerlab-files")
         self.timer = QTimer(self)
         self.timer.setInterval(AUTOSAVE_MS)
         self.timer.timeout.connect(self.autosave_now)
@@ -124,7 +96,7 @@ class QtFileActions(QObject):
     def close(self) -> None:
         """Stop autosaving and let a file being written finish (the window calls this when it closes)."""
         self.timer.stop()
-        self.background.shutdown()
+        self.background.shutdown(wait=True)
 
     # --- dialogs (replaced in tests) ------------------------------------------------------------
 

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import logging
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QKeySequence, QPainter, QShortcut
-from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView, QLineEdit
+from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView
 
-from engine.layout.fold import fold_edges
-from engine.layout.layered import layout_graph
 from gui.colour_modes import MODES, ColourValues, default_mode, node_values
-from gui.graph_items import LAYER_SIZE, OP_SIZE, NodeItem, edge_items, edge_shapes
+from gui.graph_items import LAYER_SIZE, OP_SIZE, NodeItem, edge_items, lay_out
 from gui.layer_options import prune_group
+from gui.qt_background import QtBackground
+from gui.qt_graph_find import QtGraphFind, step
+from gui.session_links import connect_view
 
 __all__ = ["QtGraphView", "CATEGORY_COLOURS", "COLORMAP", "COMPACT_ABOVE"]
 
@@ -54,7 +54,6 @@ class QtGraphView(QGraphicsView):
 
     coloured = Signal(object)  # a dict: values (ColourValues), lo, hi, categories {name: QColor}, latency (lo, hi)
     built = Signal()  # every box of the current model is in the scene
-    _laid_out = Signal(int, object)  # (generation, future of the background layout)
 
     def __init__(self, session: Any, parent: Any = None) -> None:
         super().__init__(parent)
@@ -65,16 +64,13 @@ class QtGraphView(QGraphicsView):
         self.compact: bool | None = None  # layers only; None: automatic (on above COMPACT_ABOVE nodes)
         self.building = False
         self._generation = 0
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layerlab-layout")
-        self._laid_out.connect(self._place)
+        self._layout = QtBackground(self, "layerlab-layout")
         self._layer_nbrs: dict[str, list[str]] = {}
         self._hottest: str | None = None
         self._syncing = False
-        self._succs: dict[str, list[str]] = {}
-        self._preds: dict[str, list[str]] = {}
-        self._ranks: dict[str, int] = {}
-        self._matches: list[str] = []
-        self._match_index = 0
+        self.succs: dict[str, list[str]] = {}  # the drawn edges and ranks, for walking (gui.qt_graph_find.step)
+        self.preds: dict[str, list[str]] = {}
+        self.ranks: dict[str, int] = {}
         self.setScene(QGraphicsScene(self))
         self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
@@ -83,16 +79,7 @@ class QtGraphView(QGraphicsView):
         self.setBackgroundBrush(QColor("#fbfbfb"))
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.scene().selectionChanged.connect(self._on_scene_selection)
-        self._search = QLineEdit(self)
-        self._search.setPlaceholderText("find node or op (Enter: next, Esc: close)")
-        self._search.setClearButtonEnabled(True)
-        self._search.resize(320, 28)
-        self._search.hide()
-        self._search.textChanged.connect(self.search)
-        self._search.returnPressed.connect(self.next_match)
-        hide = QShortcut(QKeySequence("Escape"), self._search)
-        hide.setContext(Qt.ShortcutContext.WidgetShortcut)
-        hide.activated.connect(self._hide_search)
+        self.find = QtGraphFind(self)
         for keys, slot in (
             ("Ctrl+=", lambda: self.zoom(_ZOOM_STEP)),
             ("Ctrl++", lambda: self.zoom(_ZOOM_STEP)),
@@ -110,16 +97,14 @@ class QtGraphView(QGraphicsView):
             "route": lambda _: (self.recolour(), self._mark_related(self.session.selection)),
             "selection": self._on_session_selection,
         }
-        for name, callback in self._callbacks.items():
-            getattr(session.events, name).connect(callback)
+        self._links = connect_view(session.events, self._callbacks, "graph view")
         self.rebuild()
 
     def close_view(self) -> None:
         """Stop listening to the session (the window calls this when it closes)."""
         self._generation += 1  # a layout still running lands nowhere
-        for name, callback in self._callbacks.items():
-            getattr(self.session.events, name).disconnect(callback)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._links.disconnect()
+        self._layout.shutdown()
 
     # --- building -------------------------------------------------------------------------------
 
@@ -158,30 +143,27 @@ class QtGraphView(QGraphicsView):
         work = (names, pairs, layers, sizes, compact)
         self.building = True
         if len(names) < _SYNC_BELOW:
-            self._place(self._generation, _done(_lay_out(*work)), keep_view)
+            self._place(self._generation, lay_out(*work), None, keep_view)
             return
-        future = self._pool.submit(_lay_out, *work)
         generation = self._generation
-        future.add_done_callback(lambda f: self._laid_out.emit(generation, f))
-        self._keep_view = keep_view
+        self._layout.submit(lambda: lay_out(*work),
+                            lambda result, error: self._place(generation, result, error, keep_view))
 
-    def _place(self, generation: int, future: Future, keep_view: bool | None = None) -> None:
+    def _place(self, generation: int, laid_out: Any, error: BaseException | None, keep_view: bool) -> None:
         if generation != self._generation:
             return  # a newer model (or mode) replaced this one
-        try:
-            layout, shapes, nbrs, shown = future.result()
-        except Exception:  # a layout bug must not take the window down
-            logger.exception("layout failed")
+        if error is not None:  # a layout bug must not take the window down
+            logger.error("layout failed", exc_info=error)
             self.building = False
             return
-        keep_view = getattr(self, "_keep_view", False) if keep_view is None else keep_view
-        self._ranks = dict(layout.layers)
+        layout, shapes, nbrs, shown = laid_out
+        self.ranks = dict(layout.layers)
         self._layer_nbrs = nbrs
-        self._succs = {n: [] for n in layout.positions}
-        self._preds = {n: [] for n in layout.positions}
+        self.succs = {n: [] for n in layout.positions}
+        self.preds = {n: [] for n in layout.positions}
         for src, dst in layout.edges:
-            self._succs[src].append(dst)
-            self._preds[dst].append(src)
+            self.succs[src].append(dst)
+            self.preds[dst].append(src)
         for item in edge_items(*shapes):
             self.scene().addItem(item)
         margin = 60.0
@@ -199,7 +181,7 @@ class QtGraphView(QGraphicsView):
         for node in nodes[start:end]:
             self._new_item(node, layout)
         if end < len(nodes):
-            QTimer.singleShot(0, lambda: self._add_chunk(generation, layout, nodes, end, keep_view))
+            QTimer.singleShot(0, self, lambda: self._add_chunk(generation, layout, nodes, end, keep_view))
         else:
             self._finish(keep_view)
 
@@ -263,6 +245,7 @@ class QtGraphView(QGraphicsView):
             categories = palette
         latency = node_values(self.session, "latency") if self.colour_mode != "latency" else values
         slowest = max((latency.values.get(n, 0.0) for n, item in self.items.items() if item.tunable), default=0.0)
+        unmeasured = set(values.unmeasured)
         for name, item in self.items.items():
             extra = values.tooltips.get(name, "")
             ms = latency.values.get(name) if item.tunable else None
@@ -270,6 +253,7 @@ class QtGraphView(QGraphicsView):
                 extra = f"{extra}\n{latency.tooltips.get(name, '')}".strip()
             item.set_look(fills.get(name), extra, item.badge)
             item.set_latency((ms, ms / slowest) if ms is not None and slowest > 0 else None)
+            item.set_unmeasured(name in unmeasured)
         self.coloured.emit({"values": values, "lo": lo, "hi": hi, "categories": categories,
                             "latency": slowest if latency.values else None})
 
@@ -321,10 +305,6 @@ class QtGraphView(QGraphicsView):
         else:
             self.centerOn(rect.center().x(), rect.top() + viewport.height() / (2 * scale))
 
-    def fit_width(self) -> None:
-        """Kept for callers of the old start view: the start view."""
-        self.start_view()
-
     def wheelEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
         steps = event.angleDelta().y() / 120.0
         if steps:
@@ -339,29 +319,14 @@ class QtGraphView(QGraphicsView):
         elif key == Qt.Key.Key_F and not event.modifiers():
             self.fit()
             event.accept()
-        elif key == Qt.Key.Key_Escape and self._search.isVisible():
-            self._search.hide()
+        elif key == Qt.Key.Key_Escape and self.find.box.isVisible():
+            self.find.hide()
         else:
             super().keyPressEvent(event)
 
     def step(self, key: Any) -> str | None:
-        """Move the selection along an edge (up/down) or along its rank (left/right); returns the new node."""
-        current = self.session.selection[-1] if self.session.selection else None
-        if current not in self.items:
-            target = next(iter(self.items), None)
-        else:
-            x = self.items[current].pos().x()
-            if key in (Qt.Key.Key_Up, Qt.Key.Key_Down):
-                pool = self._preds[current] if key == Qt.Key.Key_Up else self._succs[current]
-                target = min(pool, key=lambda n: abs(self.items[n].pos().x() - x), default=None)
-            else:
-                rank = self._ranks[current]
-                row = sorted((n for n, r in self._ranks.items() if r == rank), key=lambda n: self.items[n].pos().x())
-                i = row.index(current) + (1 if key == Qt.Key.Key_Right else -1)
-                target = row[i] if 0 <= i < len(row) else None
-        if target is not None:
-            self.select([target], centre=True)
-        return target
+        """Move the selection along an edge (up/down) or its rank (left/right); ``gui.qt_graph_find.step``."""
+        return step(self, key)
 
     def select(self, names: list[str], centre: bool = False) -> None:
         """Select these nodes (the session hears of it) and optionally centre on the first."""
@@ -369,31 +334,12 @@ class QtGraphView(QGraphicsView):
         if centre and names and names[0] in self.items:
             self.centerOn(self.items[names[0]])
 
-    # --- search ---------------------------------------------------------------------------------
-
     def show_search(self) -> None:
-        self._search.move(self.viewport().width() - self._search.width() - 12, 10)
-        self._search.show()
-        self._search.setFocus()
-        self._search.selectAll()
-
-    def _hide_search(self) -> None:
-        self._search.hide()
-        self.setFocus()
+        self.find.show()
 
     def search(self, text: str) -> list[str]:
-        """Select every node whose name or op type contains ``text`` (case-insensitive); centre on the first."""
-        needle = text.strip().lower()
-        self._matches = [n for n, item in self.items.items()
-                         if needle and (needle in n.lower() or needle in item.node.op_type.lower())]
-        self._match_index = 0
-        self.select(self._matches, centre=True)
-        return self._matches
-
-    def next_match(self) -> None:
-        if self._matches:
-            self._match_index = (self._match_index + 1) % len(self._matches)
-            self.centerOn(self.items[self._matches[self._match_index]])
+        """Select every node whose name or op type contains ``text``; ``gui.qt_graph_find``."""
+        return self.find.search(text)
 
     # --- selection sync --------------------------------------------------------------------------
 
@@ -439,22 +385,3 @@ class QtGraphView(QGraphicsView):
                 item.set_mark("neighbour", f"[{routine}]")
             else:
                 item.set_mark("")
-
-
-def _lay_out(names: list[str], pairs: list[tuple[str, str]], layers: list[str],
-             sizes: dict[str, tuple[float, float]], compact: bool) -> tuple[Any, Any, dict[str, list[str]], set[str]]:
-    """On the layout thread: the layout, the edge shapes, each layer's neighbouring layers, the nodes shown."""
-    folded = fold_edges(names, pairs, layers)
-    nbrs: dict[str, list[str]] = {n: [] for n in layers}
-    for src, dst in folded:
-        nbrs[src].append(dst)
-        nbrs[dst].append(src)
-    shown, shown_pairs = (layers, list(folded)) if compact else (names, pairs)
-    layout = layout_graph(shown, shown_pairs, {n: sizes[n] for n in shown}, node_gap=28.0, rank_gap=36.0)
-    return layout, edge_shapes(layout.edges.values()), nbrs, set(shown)
-
-
-def _done(value: Any) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future

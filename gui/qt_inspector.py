@@ -24,6 +24,7 @@ from gui.colour_modes import layers_by_name, sensitivity_drop
 from gui.graph_items import shape_label
 from gui.layer_options import PRECISION_ORDER, RankInfo, facts_for, layer_options, rank_info, store_facts
 from gui.plan_commands import SetPlanCommand, edit_layers
+from gui.session_links import connect_view
 
 __all__ = ["QtInspector"]
 
@@ -120,8 +121,7 @@ class QtInspector(QWidget):
         self._run_job: Callable[..., Any] | None = None
         self._callbacks = {name: (lambda _: self.refresh()) for name in ("selection", "plan", "profile", "sensitivity")}
         self._callbacks["model"] = self._model_changed
-        for name, callback in self._callbacks.items():
-            getattr(session.events, name).connect(callback)
+        self._links = connect_view(session.events, self._callbacks, "inspector")
         self.refresh()
 
     def attach_jobs(self, run_job: Callable[..., Any]) -> None:
@@ -150,8 +150,7 @@ class QtInspector(QWidget):
             self.refresh()
 
     def close_view(self) -> None:
-        for name, callback in self._callbacks.items():
-            getattr(self.session.events, name).disconnect(callback)
+        self._links.disconnect()
 
     # --- what is selected -------------------------------------------------------------------------
 

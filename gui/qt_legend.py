@@ -87,8 +87,10 @@ class QtLegend(QWidget):
             shown = (10 ** lo, 10 ** hi) if values.log_scale else (lo, hi)
             scale = f"log10 of {values.unit}: " if values.log_scale else f"{values.unit}: "
             what = MODES[values.mode].lower()
+            missing = (f"\nhatched, dashed grey border: {len(values.unmeasured)} layer(s) not measured "
+                       f"(a cancelled run; measure again to fill them in)" if values.unmeasured else "")
             self.text.setText(f"fill: {what}; {scale}{len(values.values)} nodes, "
-                              f"{shown[0]:.4g} – {shown[1]:.4g} {values.unit}")
+                              f"{shown[0]:.4g} – {shown[1]:.4g} {values.unit}{missing}")
             return
         self._plot.hide()
         self._set_swatches(info["categories"])

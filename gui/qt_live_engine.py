@@ -1,11 +1,14 @@
 """The live engine: Profile, Sensitivity, Tune and Measure jobs for the open model, and the instant prediction.
 
 After a model opens, profiling starts (and the sensitivity sweep when an evaluator is set). Every
-plan change recomputes the prediction from the cached tables at once (``engine.jobs.catalogue.predict_plan``,
-shown as the session's route); every plan *edit* (an undo-stack step) also schedules a Measure about
-a second later, replacing any earlier Measure. Jobs run in the window's worker process, named in
-``engine.jobs.catalogue`` with picklable arguments (model path, input shapes, options); results land
-in the session, a compound result (a tune, a measured trial) in one ``session.batch()``.
+plan change recomputes the prediction from the cached tables (``engine.jobs.catalogue.predict_plan``,
+shown as the session's route) in a Python thread: on a 1,000-node model DPRS and the adapt pricing take
+a second or two, which must not stall the event loop. The latest request wins: a prediction for an
+older plan (or older tables) never lands. Every plan *edit* (an undo-stack step) also schedules a
+Measure about a second later, replacing any earlier Measure; it waits for the prediction of its plan.
+Jobs run in the window's worker process, named in ``engine.jobs.catalogue`` with picklable arguments
+(model path, input shapes, options); results land in the session, a compound result (a tune, a
+measured trial) in one ``session.batch()``.
 
 The engine knows nothing of the window: the window hands it a job runner, an undo-command pusher and
 a status line, and calls ``plan_edited()`` when its undo stack moves.
@@ -14,6 +17,7 @@ a status line, and calls ``plan_edited()`` when its undo stack moves.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Any, Callable, Protocol
 
@@ -25,6 +29,8 @@ from engine.jobs.catalogue import baseline_measurement, predict_plan
 from engine.model.plan import Plan
 from engine.model.session import Measurement, Trial
 from gui.plan_commands import SetPlanCommand
+from gui.qt_background import QtBackground
+from gui.session_links import connect_view
 
 __all__ = ["QtLiveEngine", "MEASURE_DELAY_MS"]
 
@@ -61,24 +67,29 @@ class QtLiveEngine(QObject):
         self.max_drop = 0.01  # Tune's accuracy budget (metric units); the window keeps it in QSettings
         self.tune_options: Any = None  # engine.optimize.tune.TuneOptions for the effort; None = its defaults
         self.auto_measure = True
-        self.prediction: Any = None  # engine.jobs.catalogue.Prediction of the current plan
+        self.prediction: Any = None  # engine.jobs.catalogue.Prediction of the plan it was last computed for
         self.measured_plan: dict | None = None  # the plan (as JSON) the session's "current" was measured for
         self._measure_timer = QTimer(self)
         self._measure_timer.setSingleShot(True)
         self._measure_timer.setInterval(MEASURE_DELAY_MS)
         self._measure_timer.timeout.connect(self.measure)
+        self._predictor = QtBackground(self, "layerlab-predict")  # pure Python over the tables: no ORT here
+        self._requested = 0  # generation of the latest prediction request (plan, tables or budget changed)
+        self._landed = 0  # generation of ``self.prediction``; equal to ``_requested``: it is current
+        self._pending: Future | None = None
+        self._measure_when_predicted = False
+        self._tuned_route_for = -1  # a tune's measured route stands for this generation, not the prediction's
         self._callbacks = {
             "plan": lambda _: self._plan_changed(),
             "profile": lambda _: self._tables_changed(),
             "sensitivity": lambda _: self._tables_changed(),
         }
-        for name, callback in self._callbacks.items():
-            getattr(self.session.events, name).connect(callback)
+        self._links = connect_view(self.session.events, self._callbacks, "live engine")
 
     def close(self) -> None:
         self._measure_timer.stop()
-        for callback in self._callbacks.values():
-            self.session.events.disconnect(callback)
+        self._predictor.shutdown()
+        self._links.disconnect()
 
     # --- what a job needs ---------------------------------------------------------------------
 
@@ -177,6 +188,7 @@ class QtLiveEngine(QObject):
         # not in one batch: the plan's and tables' own handlers (prediction, baseline) must run before
         # the tune's measured baseline and route replace what they set
         self._push_undo(SetPlanCommand(session, session.plan, after, f"tune (max drop {self.max_drop:g})"))
+        self._tuned_route_for = self._requested  # the prediction of ``after`` must not replace the route below
         session.set_baseline(outcome.baseline)
         for trial in outcome.trials:
             session.add_trial(trial)
@@ -202,13 +214,21 @@ class QtLiveEngine(QObject):
             self._measure_timer.start()
 
     def measure(self) -> Any:
-        """Build the current plan's variant and measure it in the worker (replacing an earlier Measure)."""
+        """Build the current plan's variant and measure it in the worker (replacing an earlier Measure).
+
+        The variant is built from the prediction's routines: while that is still computing, Measure
+        starts when it lands (returns None now)."""
         self._measure_timer.stop()
         args = self._model_args()
         if args is None:
             return None
+        prediction = self.current_prediction()
+        if prediction is None:
+            self._measure_when_predicted = True
+            if self._pending is None:  # else the prediction on its way measures
+                self.predict()
+            return None
         plan = self.session.plan if self.session.plan is not None else Plan()
-        prediction = self.prediction or predict_plan(self.session.graph, plan)
         kwargs = {**args, "plan": plan.to_dict(), "routines": dict(prediction.routines),
                   "evaluator": self._evaluator(quiet=True), "repeats": self.measure_repeats, "threads": self.threads}
         return self._run_job(catalogue.MEASURE, kwargs, "Measuring",
@@ -261,18 +281,65 @@ class QtLiveEngine(QObject):
             self.session.set_baseline(baseline_measurement(graph, self.session.profile, self.session.sensitivity))
         self.predict()
 
-    def predict(self) -> Any:
-        """Recompute the route of the current plan from the cached tables (no ONNX Runtime)."""
+    def predicting(self) -> bool:
+        """True while the prediction of the latest change has not landed."""
+        return self._pending is not None and self._landed != self._requested
+
+    def current_prediction(self) -> Any:
+        """The prediction of the current plan and tables, or None while it is computing (or never asked)."""
+        return self.prediction if self.prediction is not None and self._landed == self._requested else None
+
+    def predict(self) -> None:
+        """Recompute the route of the current plan from the cached tables (no ONNX Runtime) in a thread.
+
+        The route lands in the session when it is done, unless a newer request came meanwhile."""
+        self._requested += 1
         graph = self.session.graph
         if graph is None:
-            self.prediction = None
-            return None
+            self.prediction, self._landed = None, self._requested
+            return
+        plan = Plan.from_dict(self.session.plan.to_dict()) if self.session.plan is not None else Plan()  # a snapshot
+        args = (graph, plan, self.session.profile, self.session.sensitivity, self.max_drop)
+        if self._pending is not None:
+            self._pending.cancel()  # not started yet: skip it (a started one finishes and is dropped)
+        generation = self._requested
+        self._pending = self._predictor.submit(lambda: predict_plan(*args),
+                                               lambda result, error: self._predicted(generation, result, error))
+
+    def predict_now(self) -> Any:
+        """The current prediction, computed on this thread if it is not there yet (tests, one-off exports)."""
+        current = self.current_prediction()
+        if current is not None or self.session.graph is None:
+            return current
         plan = self.session.plan if self.session.plan is not None else Plan()
+        generation = self._requested
         try:
-            self.prediction = predict_plan(graph, plan, self.session.profile, self.session.sensitivity, self.max_drop)
+            result = predict_plan(self.session.graph, plan, self.session.profile, self.session.sensitivity, self.max_drop)
         except Exception as exc:  # a half-made table must not break editing
-            logger.exception("prediction failed")
-            self._set_status(f"prediction failed: {exc}")
+            self._failed(exc)
             return None
-        self.session.set_route(self.prediction.route())
-        return self.prediction
+        self._land(generation, result)
+        return result
+
+    def _predicted(self, generation: int, result: Any, error: BaseException | None) -> None:
+        """Back on the GUI thread: land the prediction if it is still the latest request."""
+        if generation != self._requested or self._landed == generation:
+            return  # an older plan's prediction (a newer one is on its way), or predict_now got there first
+        self._pending = None
+        if error is not None:  # a half-made table must not break editing
+            self._failed(error)
+            return
+        self._land(generation, result)
+
+    def _land(self, generation: int, result: Any) -> None:
+        self.prediction, self._landed = result, generation
+        if self._tuned_route_for != generation:
+            self.session.set_route(result.route())
+        if self._measure_when_predicted:
+            self._measure_when_predicted = False
+            self.measure()
+
+    def _failed(self, exc: BaseException) -> None:
+        logger.error("prediction failed", exc_info=exc)
+        self._measure_when_predicted = False
+        self._set_status(f"prediction failed: {exc}")

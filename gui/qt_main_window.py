@@ -36,6 +36,7 @@ from gui.qt_jobs import QtJobRunner
 from gui.qt_target_menu import QtTargetMenu
 from gui.qt_worker import QtJob, QtWorker
 from gui.watchdog import install_from_env
+from gui.session_links import connect_view
 
 __all__ = ["QtMainWindow", "ORGANIZATION", "APPLICATION"]
 
@@ -100,8 +101,7 @@ class QtMainWindow(QMainWindow):
 
         self._callbacks = {"model": lambda _: self._update_title(), "dirty": lambda _: self._update_title(),
                            "evaluator": lambda _: self._update_title(), "plan": lambda _: self.plan_controls.sync()}
-        for name, callback in self._callbacks.items():
-            getattr(session.events, name).connect(callback)
+        self._links = connect_view(session.events, self._callbacks, "window")
         self._restore_layout()
         self._update_title()
         self.set_status("Open a model (File ▸ Open, Ctrl+O) or drop an .onnx file here.")
@@ -270,8 +270,8 @@ class QtMainWindow(QMainWindow):
         self.jobs.cancel(everything)
 
     def busy(self) -> bool:
-        """True while a job runs or waits."""
-        return self.jobs.worker.busy() or self.files.busy()
+        """True while a job runs or waits, a file is read or written, or the prediction is computing."""
+        return self.jobs.worker.busy() or self.files.busy() or self.live.predicting()
 
     def _undo_moved(self, _index: int) -> None:
         try:
@@ -367,8 +367,7 @@ class QtMainWindow(QMainWindow):
         if self.watchdog is not None:
             self.watchdog.stop()
         self.jobs.close()  # do not leave a worker process behind
-        for callback in self._callbacks.values():
-            self.session.events.disconnect(callback)
+        self._links.disconnect()
         self.graph_view.close_view()
         self.inspector.close_view()
         self.results.close_view()

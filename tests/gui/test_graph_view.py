@@ -147,7 +147,7 @@ def test_layers_only_folds_the_ops_into_edges(window, digits_graph) -> None:
     assert not view.layers_only  # a small model shows every node
     view.toggle_compact()
     assert view.layers_only and set(view.items) == {n.name for n in digits_graph.layers}
-    assert view._succs["/conv1/Conv"] == ["/conv2/Conv"]
+    assert view.succs["/conv1/Conv"] == ["/conv2/Conv"]
     view.toggle_compact()
     assert set(view.items) == {n.name for n in digits_graph.nodes}
 
@@ -170,3 +170,23 @@ def test_selecting_a_layer_outlines_its_prune_group(window) -> None:
     view.select(["/conv2/Conv"])
     assert view.items["/res/conv_b/Conv"].mark == "group"
     assert view.items["/conv1/Conv"].mark == "neighbour"
+
+
+def test_a_cancelled_sweep_hatches_the_layers_it_did_not_reach(window) -> None:
+    from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity
+
+    view, session, legend = window.graph_view, window.session, window.legend
+    layers = [n.name for n in session.graph.layers]
+    done = layers[:3]
+    session.set_sensitivity(Sensitivity(0.9, "accuracy", {n: LayerSensitivity(n, {"int8": 0.01}) for n in done},
+                                        complete=False))
+    assert view.colour_mode == "sensitivity"
+    assert {n for n, item in view.items.items() if item.unmeasured} == set(layers[3:])
+    missing = view.items[layers[-1]]
+    assert "not measured (the sweep was cancelled before it)" in missing.tooltip()
+    assert f"{len(layers) - 3} layer(s) not measured" in legend.text.text()
+    session.set_sensitivity(Sensitivity(0.9, "accuracy", {n: LayerSensitivity(n, {"int8": 0.01}) for n in layers},
+                                        complete=True))
+    assert not any(item.unmeasured for item in view.items.values()) and "not measured" not in legend.text.text()
+    view.set_colour_mode("kind")  # a mode without a table: nothing is hatched
+    assert not any(item.unmeasured for item in view.items.values())

@@ -33,6 +33,7 @@ def test_open_profile_sensitivity_and_measure_share_one_worker_process(qtbot, se
     w.open_evaluator(digits_eval)
     w.open_model(digits_model)
     qtbot.waitUntil(lambda: w.session.sensitivity is not None, timeout=180_000)
+    qtbot.waitUntil(lambda: w.live.current_prediction() is not None, timeout=10_000)  # Measure uses its routines
     measure = w.live.measure()
     with qtbot.waitSignal(measure.ended, timeout=120_000):
         pass
@@ -93,6 +94,7 @@ def test_results_cells_say_what_a_pending_job_will_fill(window, qtbot, digits_ev
     results.set_pending(set())
     window.live.auto_measure = False
     window.live.measure_repeats = 3
+    window.live.predict_now()  # Measure builds the variant from the prediction's routines
     job = window.live.measure()
     assert results.text("latency", "measured") == "measuring…"  # queued or running: either way it is coming
     with qtbot.waitSignal(job.ended, timeout=120_000):

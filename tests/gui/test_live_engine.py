@@ -68,10 +68,12 @@ def test_an_edit_predicts_at_once_and_measures_a_second_later(window, qtbot, fas
     with qtbot.waitSignal(job.ended, timeout=120_000):
         pass
     first = window.session.graph.layers[0].name
+    qtbot.waitUntil(lambda: window.live.current_prediction() is not None, timeout=10_000)  # of the new profile
     before = window.session.route.latency_ms
     _int8(window, first)
+    qtbot.waitUntil(lambda: window.session.route.routines[first] == "int8", timeout=10_000)  # no job needed
     route = window.session.route
-    assert route.routines[first] == "int8" and route.latency_ms != before  # no job needed for the prediction
+    assert route.latency_ms != before
     assert window.results.text("latency", "predicted").endswith("ms")
     assert window.session.current is None and window.live._measure_timer.isActive()
     qtbot.waitUntil(lambda: window.session.current is not None, timeout=60_000)
@@ -123,6 +125,7 @@ def test_quick_edits_measure_only_the_last_plan(window, qtbot) -> None:
 def test_a_newer_measure_replaces_a_running_one(window, qtbot) -> None:
     window.live.auto_measure = False
     window.live.measure_repeats = 3
+    window.live.predict_now()  # Measure builds the variant from the prediction's routines
     first = window.live.measure()
     second = window.live.measure()
     with qtbot.waitSignal(second.ended, timeout=60_000):
@@ -156,6 +159,7 @@ def test_profile_measure_and_tune_take_one_thread_count(window, digits_eval) -> 
         calls.clear()
         window.live.profile_options = ProfileOptions(threads=threads, repeats=3)
         window.live.profile()
+        window.live.predict_now()  # Measure builds the variant from the prediction's routines
         window.live.measure()
         window.live.tune()
         got = {catalogue.PROFILE: calls[catalogue.PROFILE]["options"].threads,
@@ -191,3 +195,58 @@ def test_an_evaluator_from_outside_the_session_folder_runs_only_once_the_user_op
     window.open_evaluator(elsewhere)  # the user's own choice: now it runs
     window.live.sensitivity()
     assert calls == ["sensitivity"]
+
+
+def _blocking_predictions(monkeypatch, release):
+    """``predict_plan`` that, for a plan with int8 layers, waits until ``release`` is set: the edit must not wait."""
+    import threading
+
+    from gui import qt_live_engine
+
+    real, calls = qt_live_engine.predict_plan, []
+
+    def predict(graph, plan, *args):
+        calls.append(threading.current_thread() is threading.main_thread())
+        if any(s.precision == "int8" for s in plan.layers.values()):
+            release.wait(10)
+        return real(graph, plan, *args)
+
+    monkeypatch.setattr(qt_live_engine, "predict_plan", predict)
+    return calls
+
+
+def test_the_prediction_never_blocks_the_event_loop(window, qtbot, monkeypatch) -> None:
+    import threading
+
+    window.live.auto_measure = False
+    release = threading.Event()
+    calls = _blocking_predictions(monkeypatch, release)
+    started = []
+    monkeypatch.setattr(window.live, "_run_job", lambda name, kwargs, *a, **k: started.append(kwargs["routines"]))
+    name = window.session.graph.layers[0].name
+    _int8(window, name)  # returns while the prediction is still waiting: it runs off the GUI thread
+    assert not release.is_set() and window.live.current_prediction() is None
+    assert window.live.measure() is None  # Measure waits for the routines of this plan ...
+    release.set()
+    qtbot.waitUntil(lambda: window.session.route is not None and window.session.route.routines.get(name) == "int8",
+                    timeout=10_000)
+    assert window.live.current_prediction().routines[name] == "int8" and calls and not any(calls)  # never on the GUI thread
+    assert [r[name] for r in started] == ["int8"]  # ... and starts once it landed
+
+
+def test_a_prediction_for_an_older_plan_never_lands(window, qtbot, monkeypatch) -> None:
+    import threading
+
+    window.live.auto_measure = False
+    release = threading.Event()
+    _blocking_predictions(monkeypatch, release)
+    landed = []
+    window.session.events.route.connect(lambda route: landed.append(dict(route.routines)))
+    name = window.session.graph.layers[0].name
+    _int8(window, name)  # slow: still computing when ...
+    window.undo_stack.undo()  # ... the user goes back to all fp32
+    release.set()
+    qtbot.waitUntil(lambda: bool(landed), timeout=10_000)
+    qtbot.wait(200)
+    assert landed and all(r.get(name) == "fp32" for r in landed)  # the int8 plan's route never landed
+    assert window.session.route.routines[name] == "fp32"

@@ -114,7 +114,7 @@ def test_ops_int8_is_an_undoable_plan_edit_kept_in_sync_with_the_menu(window) ->
     assert not window.ops_action.isChecked()
     window.ops_action.trigger()  # checks it
     assert window.session.plan.ops == "int8" and window.undo_stack.count() == 1
-    assert any("ops in int8" in n for n in window.live.predict().notes)
+    assert any("ops in int8" in n for n in window.live.predict_now().notes)
     window.undo_stack.undo()
     assert window.session.plan.ops == "fp32" and not window.ops_action.isChecked()
     window.undo_stack.redo()
