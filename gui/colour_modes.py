@@ -127,7 +127,7 @@ def node_values(session: Any, mode: str) -> ColourValues:
 def _unmeasured(graph: Any, out: ColourValues, table: Any, run: str) -> ColourValues:
     """Name the layers a partial table lacks (the view hatches them, the legend counts them)."""
     if out.values:
-        out.unmeasured = [n.name for n in graph.layers if n.name not in out.values]
+        out.unmeasured = [n.name for n in getattr(graph, "layers", ()) if n.name not in out.values]  # hand-made graphs may lack layers
         why = f"the {run} was cancelled before it" if getattr(table, "complete", True) is False else "no value"
         for name in out.unmeasured:
             out.tooltips[name] = f"not measured ({why})"
