@@ -127,3 +127,16 @@ def test_the_profile_keeps_each_ops_time_in_every_routines_run() -> None:
     prof = _assemble(graph, results, {}, Calibration(0.0, 0.0), 1, {"provider": "CPUExecutionProvider"}, {}, True)
     assert ops and all(prof.layer(n).context == {"int8": 0.2} for n in ops)
     assert all(lp.context == {} for lp in prof.layers if lp.tunable)
+
+
+def test_a_layer_with_its_share_never_costs_less_than_nothing(fixed) -> None:
+    """A slow fp32 run can make the ops around an int8 layer look 10 ms faster: DPRS takes no negative
+    times, so the share stops at the layer's own time (here conv_2, 1.1 ms in int8)."""
+    from engine.measure.predict import context_shares
+    from engine.optimize.routes import build_problem
+
+    graph, profile = _with_context(fixed, {"int8": -20.0})
+    shares = context_shares(profile, graph)
+    assert shares["conv_2"]["int8"] == pytest.approx(-_INT8["conv_2"], abs=1e-12)
+    problem = build_problem(graph, profile, None, routines=("fp32", "int8"))
+    assert min(t for times in problem.times.values() for t in times.values()) >= 0
