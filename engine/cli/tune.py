@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.evaluate.executors import parse_executor
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
-    from engine.optimize.tune import TuneOptions, to_session, tune_job
+    from engine.optimize.tune import TuneOptions, tune_job
+    from engine.optimize.tune_session import to_session
     from engine.report.words import speed_words
 
     if args.output is not None and args.output.suffix != ".onnx":

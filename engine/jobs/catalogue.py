@@ -168,7 +168,7 @@ class TuneOutcome:
     route: Any  # engine.optimize.dprs.Route
     baseline: Measurement
     measured: Measurement
-    trials: list[Trial]  # one per round, as engine.optimize.tune.to_session labels them
+    trials: list[Trial]  # one per round, as engine.optimize.tune_session.to_session labels them
     profile: Any
     sensitivity: Any
     feasible: bool = True
@@ -179,7 +179,7 @@ class TuneOutcome:
 
 def tune_outcome(result: Any, graph: Any) -> TuneOutcome:
     """The window's view of an ``engine.optimize.tune.TuneResult`` on ``graph``."""
-    from engine.optimize.tune import round_trials
+    from engine.optimize.tune_session import round_trials
 
     b, m = result.baseline_ms, result.ms_measured
     trials = round_trials(result, graph)

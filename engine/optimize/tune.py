@@ -34,20 +34,21 @@ from engine.evaluate.calibration import Calibration, build_variant, calibration_
 from engine.evaluate.evaluator import Evaluator, ensure_reference, evaluate_job
 from engine.ir.graph import ModelGraph
 from engine.progress import Job, Progress
-from engine.model.plan import LayerSettings, Plan
+from engine.model.plan import Plan
 from engine.model.session import CalibrationRecord
 from engine.measure.profiler import Profile, ProfileOptions, Stats, measure_latency, predict_ms, profile_job
 from engine.optimize.fill import next_layers, worst_layers
 from engine.optimize.routes import build_problem
-from engine.passes.layer_variants import parse_variant, variant_name
 from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_job
-from engine.evaluate.structural import STRUCTURAL, is_structural, layer_settings
+from engine.evaluate.structural import STRUCTURAL, is_structural
 from engine.optimize.structural import with_structural
 
 if TYPE_CHECKING:
-    from engine.model.session import Session, Trial
+    pass
 
-__all__ = ["Round", "TuneOptions", "TuneResult", "round_trials", "route_plan", "sweep_calibration", "to_session", "tune_job"]
+from engine.optimize.plans import route_plan, sweep_calibration  # route_plan re-exported
+
+__all__ = ["Round", "TuneOptions", "TuneResult", "route_plan", "tune_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -165,32 +166,6 @@ class TuneResult:
         chosen = self.route.routines
         return {n: chosen[n] if is_structural(chosen.get(n, "")) else s.precision or "fp32"
                 for n, s in self.plan.layers.items()}
-
-
-def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32",
-               calibration: Mapping[str, str] | None = None, data: bool = True) -> Plan:
-    """A plan pinning every layer to its routine (fp32 where ``routines`` says nothing); ``calibration``:
-    layer -> int8 variant (``engine.passes.layer_variants.variant_name``: a calibration method, with
-    ``+cle`` and ``+bias_correction`` when the sweep chose them), written for the layers that run int8.
-    A structural routine becomes its prune or rank entry (``data``: reconstruct, as the sweep measured it)."""
-    calibration = calibration or {}
-
-    def settings(name: str) -> LayerSettings:
-        routine = routines.get(name, "fp32")
-        if is_structural(routine):
-            return layer_settings(graph, name, routine, data)
-        if routine != "int8" or name not in calibration:
-            return LayerSettings(routine)
-        method, cle, corrected = parse_variant(calibration[name])
-        return LayerSettings(routine, calibration=None if method == "minmax" else method, cle=cle, bias_correction=corrected)
-
-    return Plan(LayerSettings("fp32"), {n.name: settings(n.name) for n in graph.layers}, ops)
-
-
-def sweep_calibration(sens: Sensitivity) -> dict[str, str]:
-    """Layer -> the int8 variant the sweep measured best for its int8 routine (plain MinMax left out)."""
-    chosen = {n: variant_name(ls.calibration or "minmax", ls.cle, ls.bias_correction) for n, ls in sens.layers.items()}
-    return {n: v for n, v in chosen.items() if v != "minmax"}
 
 
 def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = TuneOptions(),
@@ -353,50 +328,6 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     result.reused = reused
     yield Progress(5, 5, "done")
     return result
-
-
-def to_session(result: TuneResult, graph: ModelGraph, model_path: Any, evaluator_path: Any,
-               input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Session:
-    """A Session holding the tune: plan, profile, sensitivity, route, baseline/current and one Trial per round."""
-    from pathlib import Path
-
-    from engine.model.session import Measurement, Session
-
-    session = Session()
-    session.set_model(Path(model_path), graph, dict(input_shapes or {}))
-    if evaluator_path is not None:
-        session.set_evaluator(Path(evaluator_path))
-    session.set_plan(result.plan)
-    session.set_profile(result.profile)
-    if result.profile.target:  # measured on a remote target: the session's machine is that one
-        t = result.profile.target
-        session.machine = {"cpu": t.get("cpu"), "cores": t.get("cores"), "system": t.get("host"),
-                           "onnxruntime": t.get("ort"), "target": t.get("name") or t.get("address"),
-                           "providers": t.get("providers")}
-    session.set_sensitivity(result.sensitivity)
-    session.set_route(result.route)
-    b = result.baseline_ms
-    session.set_baseline(Measurement(b.median, b.p10, b.p90, result.baseline_metric, graph.model.ByteSize()))
-    m = result.ms_measured
-    session.set_current(Measurement(m.median, m.p10, m.p90, result.metric, result.model.ByteSize()))
-    for trial in round_trials(result, graph):
-        session.add_trial(trial)
-    session.set_calibration(result.calibration)
-    return session
-
-
-def round_trials(result: TuneResult, graph: ModelGraph) -> list[Trial]:
-    """One session Trial per tune round: its plan, routines, predicted and measured numbers."""
-    from engine.model.session import Measurement, Trial
-
-    return [Trial(
-        plan=route_plan(graph, r.routines, r.ops, sweep_calibration(result.sensitivity)).to_dict(), routines=dict(r.routines),
-        predicted=Measurement(ms=r.ms_predicted, metric=result.baseline_metric - r.drop_predicted, bytes=r.weight_bytes),
-        measured=Measurement(r.ms_measured.median, r.ms_measured.p10, r.ms_measured.p90, r.metric),
-        label=f"tune round {i + 1}" + (" (ops int8)" if r.ops != "fp32" else "")
-        + (f" (reverted {', '.join(r.reverted)})" if r.reverted else "")
-        + (f" (added {', '.join(r.added)})" if r.added else ""),
-    ) for i, r in enumerate(result.rounds)]
 
 
 # --- steps ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from engine.optimize import dprs
 
-from engine.optimize import tune
+from engine.optimize import tune, tune_session
 from engine.evaluate.evaluator import Evaluator, load_evaluator
 from engine.ir.graph import ModelGraph, load_model
 from engine.progress import run
@@ -173,7 +173,7 @@ def test_the_best_route_is_also_measured_with_its_ops_in_int8(
     result = run(tune.tune_job(digits, evaluator, options))
     assert result.rounds[-1].ops == "int8" and result.rounds[-1].routines == result.rounds[0].routines
     assert result.plan.ops == "int8" and result.ms_measured.median == 0.4 and result.to_json()["route"]["ops"] == "int8"
-    trials = tune.round_trials(result, digits)
+    trials = tune_session.round_trials(result, digits)
     assert trials[-1].plan["ops"] == "int8" and "ops int8" in trials[-1].label
     _fake_pipeline(monkeypatch, fast, sens, lambda r: base, ops_ms=0.4, ops_drop=0.05)  # faster but over budget
     result = run(tune.tune_job(digits, evaluator, options))
@@ -210,7 +210,7 @@ def test_tune_digits_meets_the_budget_and_saves_a_session(
     assert result.ms_measured.median <= result.baseline_ms.median or result.model is digits.model
     from engine.io.session_file import load_session, save_session
 
-    session = tune.to_session(result, digits, digits_model, digits_eval, {"input": (1, 1, 8, 8)})
+    session = tune_session.to_session(result, digits, digits_model, digits_eval, {"input": (1, 1, 8, 8)})
     save_session(session, tmp_path / "s.json")
     back = load_session(tmp_path / "s.json")
     assert len(back.trials) == len(result.rounds) and back.baseline.metric == result.baseline_metric
@@ -332,7 +332,7 @@ def test_under_the_budget_tune_adds_layers_by_time_saved_per_drop(
              for n in names if first.routines[n] == "fp32"}
     assert filled[0].added[0] == max(saved, key=saved.get) or len(filled[0].added) > 1
     assert all(b in built for b in [dict(r.routines) for r in filled])
-    assert any("added" in t.label for t in tune.round_trials(result, digits))
+    assert any("added" in t.label for t in tune_session.round_trials(result, digits))
     # 0.009 measured: no layer's 0.004 fits in what is left, none is added
     built = _fake_pipeline(monkeypatch, fast, sens, lambda r: base - 0.009 if "int8" in r.values() else base)
     result = run(tune.tune_job(digits, evaluator, replace(options, max_rounds=1)))

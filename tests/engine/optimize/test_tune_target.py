@@ -7,7 +7,8 @@ from pathlib import Path
 from engine.evaluate.evaluator import load_evaluator
 from engine.ir.graph import load_model
 from engine.measure.profiler import ProfileOptions, Stats, profile
-from engine.optimize.tune import TuneOptions, to_session, tune_job
+from engine.optimize.tune import TuneOptions, tune_job
+from engine.optimize.tune_session import to_session
 from engine.progress import Progress, run
 
 FAST = ProfileOptions(repeats=6, profile_runs=5, warmup=2, use_cache=False)

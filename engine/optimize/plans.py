@@ -1,0 +1,42 @@
+"""A route as a plan: every layer pinned to the routine DPRS chose, with the int8 variant the sweep measured best."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from engine.ir.graph import ModelGraph
+from engine.model.plan import LayerSettings, Plan
+from engine.passes.layer_variants import parse_variant, variant_name
+from engine.evaluate.sensitivity import Sensitivity
+from engine.evaluate.structural import is_structural, layer_settings
+
+__all__ = ["route_plan", "sweep_calibration"]
+
+logger = logging.getLogger(__name__)
+
+
+def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32",
+               calibration: Mapping[str, str] | None = None, data: bool = True) -> Plan:
+    """A plan pinning every layer to its routine (fp32 where ``routines`` says nothing); ``calibration``:
+    layer -> int8 variant (``engine.passes.layer_variants.variant_name``: a calibration method, with
+    ``+cle`` and ``+bias_correction`` when the sweep chose them), written for the layers that run int8.
+    A structural routine becomes its prune or rank entry (``data``: reconstruct, as the sweep measured it)."""
+    calibration = calibration or {}
+
+    def settings(name: str) -> LayerSettings:
+        routine = routines.get(name, "fp32")
+        if is_structural(routine):
+            return layer_settings(graph, name, routine, data)
+        if routine != "int8" or name not in calibration:
+            return LayerSettings(routine)
+        method, cle, corrected = parse_variant(calibration[name])
+        return LayerSettings(routine, calibration=None if method == "minmax" else method, cle=cle, bias_correction=corrected)
+
+    return Plan(LayerSettings("fp32"), {n.name: settings(n.name) for n in graph.layers}, ops)
+
+
+def sweep_calibration(sens: Sensitivity) -> dict[str, str]:
+    """Layer -> the int8 variant the sweep measured best for its int8 routine (plain MinMax left out)."""
+    chosen = {n: variant_name(ls.calibration or "minmax", ls.cle, ls.bias_correction) for n, ls in sens.layers.items()}
+    return {n: v for n, v in chosen.items() if v != "minmax"}
