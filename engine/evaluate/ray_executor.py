@@ -9,7 +9,6 @@ Without an address Ray starts a local instance bound to 127.0.0.1; with one (``a
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence

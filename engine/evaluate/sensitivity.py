@@ -33,6 +33,7 @@ from engine.ir.graph import ModelGraph, upgrade_opset
 from engine.progress import Cancelled, Job, Progress, run
 from engine.passes.calibration import METHODS
 from engine.passes.layer_variants import INT8_METHODS, ROUTINES, VariantBuilder, applicable, parse_variant
+from engine.evaluate.sqnr_probe import layer_sqnr
 from engine.evaluate.subgraph import ActivationCache, Suffix, cut_candidates, diff_suffix, serialized_initializers, typed, value_infos
 
 __all__ = ["ROUTINES", "LayerSensitivity", "Sensitivity", "SweepSettings", "sensitivity_job", "sweep", "sweep_layers"]
@@ -229,7 +230,7 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                 if measured.method_drops:
                     measured.calibration, measured.cle, measured.bias_correction = parse_variant(chosen)
                 measured.drops[routine] = result.baseline - metric
-                sqnr = _layer_sqnr(graph, name, variant, suffix, probe, settings) if suffix and probe else None
+                sqnr = layer_sqnr(graph, name, variant, suffix, probe, threads=settings.threads, optimization=settings.optimization) if suffix and probe else None
                 if sqnr is not None:
                     measured.sqnr_db[routine] = sqnr
                 done += 1
@@ -336,67 +337,6 @@ def _plan(graph: ModelGraph, settings: SweepSettings) -> list[tuple[str, str]]:
             raise SettingsError(f"{graph.label}: no layer named {missing[0]!r}")
         layers = [n for n in layers if n.name in set(settings.layers)]
     return [(n.name, r) for n in layers for r in settings.routines if applicable(n.op_type, r)]
-
-
-def _layer_sqnr(
-    graph: ModelGraph, layer: str, variant: onnx.ModelProto, suffix: Suffix, probe: ActivationCache, settings: SweepSettings
-) -> float | None:
-    """SQNR (dB) of what the layer's readers see in the variant against the fp32 output, on the probe samples."""
-    node = graph.node(layer)
-    fp32_name = node.outputs[0]
-    seen = _replacement(graph, variant, fp32_name)
-    nodes = {o: n for n in suffix.model.graph.node for o in n.output}
-    if seen not in nodes:
-        return None
-    keep, stack = [], [seen]
-    visited: set[str] = set()
-    while stack:
-        t = stack.pop()
-        n = nodes.get(t)
-        if n is None or n.name in visited:
-            continue
-        visited.add(n.name)
-        keep.append(n)
-        stack.extend(n.input)
-    order = {n.name: i for i, n in enumerate(suffix.model.graph.node)}
-    keep.sort(key=lambda n: order[n.name])
-    produced = {o for n in keep for o in n.output}
-    inits = {t.name: t for t in suffix.model.graph.initializer}
-    inputs = list(dict.fromkeys(t for n in keep for t in n.input if t and t not in produced and t not in inits))
-    if not all(probe.has(t) for t in inputs):
-        return None
-    out = onnx.ValueInfoProto(name=seen)
-    small = onnx.helper.make_graph(keep, "probe", [onnx.ValueInfoProto(name=t) for t in inputs], [out],
-                                   [inits[t] for t in {t for n in keep for t in n.input if t in inits}])
-    model = onnx.helper.make_model(small, opset_imports=list(variant.opset_import))
-    model.ir_version = variant.ir_version
-    piece = Suffix(model, inputs, [seen], len(keep))
-    count = len(probe)
-    session = create_session(typed(piece, probe.feed(0, inputs)), threads=settings.threads, optimization=settings.optimization)
-    signal = noise = 0.0
-    for k in range(count):
-        (value,) = session.run([seen], probe.feed(k, inputs))
-        ref = probe.value(fp32_name, k).astype(np.float64)
-        signal += float((ref * ref).sum())
-        noise += float(((value.astype(np.float64) - ref) ** 2).sum())
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
-
-
-def _replacement(graph: ModelGraph, variant: onnx.ModelProto, tensor: str) -> str:
-    """The tensor the base's first reader of ``tensor`` reads in the variant (a DQ output after int8)."""
-    if tensor in {o.name for o in variant.graph.output}:
-        return tensor
-    for edge in graph.edges:
-        if edge.tensor == tensor:
-            base_reader = graph.node(edge.dst)
-            slot = list(base_reader.inputs).index(tensor)
-            for n in variant.graph.node:
-                if n.name == base_reader.name and slot < len(n.input):
-                    return n.input[slot]
-            break
-    return tensor
 
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:

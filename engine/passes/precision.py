@@ -33,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from engine.errors import SettingsError
 from engine.passes.calibration import METHODS, RangeSet, collect_ranges, to_tensors_data
-from engine.passes.base import PassResult, clone, drop_unused_initializers, initializers, set_initializer
+from engine.passes.gemm_matmul import gemm_to_matmul, restore_gemms
+from engine.passes.base import PassResult, clone
 from engine.passes.fp16 import fp16_layers
 from engine.passes.int8_segments import cuttable, segmented_int8
 from engine.progress import Progress, report, run
@@ -238,70 +239,12 @@ def _dynamic_int8(model: onnx.ModelProto, nodes: list[str]) -> onnx.ModelProto:
         onnx.save(model, src)
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
                          weight_type=QuantType.QInt8)
-        result = _restore_gemms(model, onnx.load(str(dst)))
+        result = restore_gemms(model, onnx.load(str(dst)))
     wanted = set(nodes)
     for n in result.graph.node:  # ORT names the integer MatMul "<layer>_quant": give the layer its name back
         if n.name.endswith("_quant") and n.name[: -len("_quant")] in wanted:
             n.name = n.name[: -len("_quant")]
     return result
-
-
-def _restore_gemms(before: onnx.ModelProto, after: onnx.ModelProto) -> onnx.ModelProto:
-    """Put back the Gemms ORT's dynamic quantizer split into ``<name>_MatMul`` + ``<name>_Add``.
-
-    It rewrites every Gemm of the model, also those it was told not to quantize; those are untouched
-    layers and must keep their node (and name) for plans and profiles.
-    """
-    names = {n.name for n in after.graph.node}
-    originals = {n.name: n for n in before.graph.node if n.op_type == "Gemm" and n.name not in names}
-    if not originals:
-        return after
-    split = {f"{g}_{suffix}": g for g in originals for suffix in ("MatMul", "Add")}
-    nodes: list[onnx.NodeProto] = []
-    for n in after.graph.node:
-        gemm = split.get(n.name)
-        if gemm is None:
-            nodes.append(n)
-        elif n.name.endswith("_MatMul"):
-            nodes.append(originals[gemm])
-    del after.graph.node[:]
-    after.graph.node.extend(nodes)
-    have = {t.name for t in after.graph.initializer}
-    used = {t for n in nodes for t in n.input}
-    after.graph.initializer.extend(t for t in before.graph.initializer if t.name in used and t.name not in have)
-    drop_unused_initializers(after.graph)
-    return after
-
-
-def _gemm_to_matmul(model: onnx.ModelProto, names: set[str]) -> None:
-    """Split the named Gemms into MatMul (same name) + Add, in place: ORT quantizes MatMul dynamically, not Gemm."""
-    graph = model.graph
-    inits = initializers(graph)
-    out: list[onnx.NodeProto] = []
-    for n in graph.node:
-        if n.op_type != "Gemm" or n.name not in names:
-            out.append(n)
-            continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-        if attrs.get("transA", 0) or n.input[1] not in inits:
-            raise SettingsError(f"layer {n.name!r}: int8_dynamic needs a Gemm with constant B and transA=0")
-        w = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
-        w = (w.T if attrs.get("transB", 0) else w) * float(attrs.get("alpha", 1.0))
-        w_name = f"{n.name}.weight_kn"
-        set_initializer(graph, w_name, w)
-        has_bias = len(n.input) > 2 and n.input[2]
-        mid = f"{n.name}_matmul_out" if has_bias else n.output[0]
-        out.append(helper.make_node("MatMul", [n.input[0], w_name], [mid], name=n.name))
-        if has_bias:
-            beta = float(attrs.get("beta", 1.0))
-            c = n.input[2]
-            if beta != 1.0:
-                c = f"{n.name}.bias_scaled"
-                set_initializer(graph, c, numpy_helper.to_array(inits[n.input[2]]) * beta)
-            out.append(helper.make_node("Add", [mid, c], [n.output[0]], name=f"{n.name}_bias"))
-    del graph.node[:]
-    graph.node.extend(out)
-    drop_unused_initializers(graph)
 
 
 def unconverted(model: onnx.ModelProto, names: Iterable[str], routine: str) -> list[str]:
@@ -399,7 +342,7 @@ class PrecisionPass:
                 notes.append(f"ONNX Runtime left {len(missed)} int8 layer(s) in fp32: {', '.join(missed[:5])}")
         if self.int8_dynamic:
             gemms = {n.name for n in model.graph.node if n.op_type == "Gemm" and n.name in self.int8_dynamic}
-            _gemm_to_matmul(model, gemms)
+            gemm_to_matmul(model, gemms)
             model = _dynamic_int8(model, self.int8_dynamic)
         if self.fp16:
             model = fp16_layers(model, set(self.fp16))
