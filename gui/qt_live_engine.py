@@ -1,7 +1,7 @@
 """The live engine: Profile, Sensitivity, Tune and Measure jobs for the open model, and the instant prediction.
 
 After a model opens, profiling starts (and the sensitivity sweep when an evaluator is set). Every
-plan change recomputes the prediction from the cached tables (``engine.jobs.catalogue.predict_plan``,
+plan change recomputes the prediction from the cached tables (``engine.jobs.prediction.predict_plan``,
 shown as the session's route) in a Python thread: on a 1,000-node model DPRS and the adapt pricing take
 a second or two, which must not stall the event loop. The latest request wins: a prediction for an
 older plan (or older tables) never lands. Every plan *edit* (an undo-stack step) also schedules a
@@ -25,7 +25,7 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtGui import QUndoCommand
 
 from engine.jobs import catalogue
-from engine.jobs.catalogue import baseline_measurement, predict_plan
+from engine.jobs.prediction import baseline_measurement, predict_plan
 from engine.model.plan import Plan
 from engine.model.session import Measurement, Trial
 from gui.plan_commands import SetPlanCommand
@@ -67,7 +67,7 @@ class QtLiveEngine(QObject):
         self.max_drop = 0.01  # Tune's accuracy budget (metric units); the window keeps it in QSettings
         self.tune_options: Any = None  # engine.optimize.tune.TuneOptions for the effort; None = its defaults
         self.auto_measure = True
-        self.prediction: Any = None  # engine.jobs.catalogue.Prediction of the plan it was last computed for
+        self.prediction: Any = None  # engine.jobs.prediction.Prediction of the plan it was last computed for
         self.measured_plan: dict | None = None  # the plan (as JSON) the session's "current" was measured for
         self._measure_timer = QTimer(self)
         self._measure_timer.setSingleShot(True)

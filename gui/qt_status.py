@@ -55,7 +55,7 @@ class QtStatus(QWidget):
     def __init__(self, session: Any, prediction: Any = None, parent: Any = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.prediction = prediction or (lambda: None)  # -> engine.jobs.catalogue.Prediction of the current plan
+        self.prediction = prediction or (lambda: None)  # -> engine.jobs.prediction.Prediction of the current plan
         grid = QGridLayout(self)
         grid.setHorizontalSpacing(16)
         self.cells: dict[tuple[str, str], QLabel] = {}

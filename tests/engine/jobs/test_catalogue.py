@@ -48,7 +48,7 @@ def test_prediction_without_tables_is_unknown(graph) -> None:
 
 
 def test_auto_without_a_tuner_is_predicted_as_fp32_with_a_note(graph, monkeypatch) -> None:
-    monkeypatch.setattr("engine.jobs.catalogue.tune_available", lambda: False)
+    monkeypatch.setattr("engine.jobs.prediction.tune_available", lambda: False)
     routines, notes = plan_routines(graph, Plan.from_dict({"default": {"precision": "auto"}}))
     assert set(routines.values()) == {"fp32"} and "auto" in notes[0]
 
