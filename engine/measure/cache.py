@@ -63,13 +63,27 @@ class ProfileCache:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA busy_timeout=30000")
-                self._conn.execute(_SCHEMA)
+                self._set_up(self._conn)
             except (sqlite3.Error, OSError) as exc:
                 # A cache that cannot open must not stop profiling: measure without it.
                 logger.warning("profile cache %s unusable (%s); profiling without cache", self.path, exc)
                 self._conn = None
+
+    @staticmethod
+    def _set_up(conn: sqlite3.Connection) -> None:
+        """WAL journal, busy timeout and schema. Two processes creating the file at once: SQLite answers
+        "database is locked" at once to one of them when both switch to WAL (its busy handler is not
+        called there), so that step is tried again for a few seconds."""
+        for attempt in range(50):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.1)
 
     def get(self, key: str) -> Any | None:
         """The value stored under ``key``, or None."""
