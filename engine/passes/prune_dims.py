@@ -13,7 +13,7 @@ Edits are small frozen records that say which constant or attribute changes and 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["Dim", "Edit", "Refused", "Regroup", "SetCount", "SliceBounds", "SliceParam", "SplitSizes", "apply_edit", "through", "who"]
+__all__ = ["Dim", "Edit", "Refused", "Regroup", "SetCount", "SliceBounds", "SliceParam", "SplitSizes", "Handler", "apply_edit", "registrar", "through", "who"]
 
 logger = logging.getLogger(__name__)
 
@@ -203,3 +203,17 @@ def through(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
         b.add(node.input[0], dim, node)
     else:
         raise Refused(f"the channels reach a parameter input of {who(node)}")
+
+
+Handler = Callable[[Any, onnx.NodeProto, str, Dim], None]
+
+
+def registrar(table: dict[str, Handler]) -> Callable[..., Callable[[Handler], Handler]]:
+    """A decorator factory: ``@handles("Relu", "Clip")`` files the handler under each op type in ``table``."""
+    def handles(*ops: str) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for op in ops:
+                table[op] = fn
+            return fn
+        return register
+    return handles

@@ -10,20 +10,18 @@ type in ``HANDLERS`` (this module's handlers plus ``prune_layout_handlers``); an
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import onnx
 
-from engine.passes.prune_dims import Dim, Refused, SetCount, SliceParam, attr, through, who
+from engine.passes.prune_dims import Dim, Handler, Refused, SetCount, SliceParam, attr, registrar, through, who
 from engine.passes.prune_layout_handlers import LAYOUT_HANDLERS
 
 __all__ = ["HANDLERS"]
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Any, onnx.NodeProto, str, Dim], None]
 HANDLERS: dict[str, Handler] = {}
 
 _UNARY = (
@@ -34,13 +32,7 @@ _UNARY = (
 _POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool")
 _BINARY = ("Add", "Sub", "Mul", "Div", "PRelu", "Pow", "Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater", "Where")
 
-
-def _handles(*ops: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        for op in ops:
-            HANDLERS[op] = fn
-        return fn
-    return register
+_handles = registrar(HANDLERS)
 
 
 @_handles(*_UNARY, "Clip")

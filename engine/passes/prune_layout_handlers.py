@@ -10,28 +10,21 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import onnx
 
-from engine.passes.prune_dims import Dim, Refused, Regroup, SetCount, SliceBounds, SplitSizes, attr, through, who
+from engine.passes.prune_dims import (Dim, Handler, Refused, Regroup, SetCount, SliceBounds, SplitSizes, attr, registrar,
+                                      through, who)
 
 __all__ = ["LAYOUT_HANDLERS"]
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Any, onnx.NodeProto, str, Dim], None]
 LAYOUT_HANDLERS: dict[str, Handler] = {}
 
-
-def _handles(*ops: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        for op in ops:
-            LAYOUT_HANDLERS[op] = fn
-        return fn
-    return register
+_handles = registrar(LAYOUT_HANDLERS)
 
 
 @_handles("Flatten")
