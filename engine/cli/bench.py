@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import add_model_arguments, add_target_arguments, format_count, load_graph, remote_target, resolve_model, shapes_text
+from engine.cli.common import add_int8_arguments, add_model_arguments, add_target_arguments, int8_choices, format_count, load_graph, remote_target, resolve_model, shapes_text
 
 __all__ = ["add_parser", "run"]
 
@@ -23,6 +23,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=100, help="interleaved timed runs per row (default 100)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     p.add_argument("--json", action="store_true", help='print {"rows": [...], "predicted_ms"} as JSON')
+    p.add_argument("--peers", default="", metavar="nncf",
+                   help="also bench these tools' int8 (same calibration, same evaluator, same interleaved run): nncf "
+                        "(nncf.quantize with its defaults; pip install 'layerlab[peers]')")
+    p.add_argument("--nncf-accuracy-control", action="store_true",
+                   help="with --peers nncf, also nncf.quantize_with_accuracy_control at --max-drop (can take long)")
+    add_int8_arguments(p)
     add_target_arguments(p)
     p.set_defaults(func=run)
 
@@ -41,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError(f"--repeats {args.repeats}: must be at least 3")
     if args.threads is not None and args.threads < 1:
         raise SettingsError(f"--threads {args.threads}: must be at least 1")
+    peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
+    if args.nncf_accuracy_control and "nncf" not in peers:
+        raise SettingsError("--nncf-accuracy-control needs --peers nncf")
+    from engine.optimize.peers import check_peers
+
+    check_peers(peers)
     evaluator = load_evaluator(evaluator_path(args))
     target = remote_target(args)
     route_model = predicted = routines = None
@@ -64,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         label = str(path)
     result = run_job(
         bench_job(graph, evaluator, repeats=args.repeats, threads=args.threads, route_model=route_model,
-                  predicted_ms=predicted, routines=routines, ops=ops,
-                  tune_options=TuneOptions(max_drop=args.max_drop, threads=args.threads, target=target)),
+                  predicted_ms=predicted, routines=routines, ops=ops, peers=peers,
+                  accuracy_control=args.nncf_accuracy_control,
+                  tune_options=TuneOptions(max_drop=args.max_drop, threads=args.threads, target=target, **int8_choices(args))),
         stderr_progress("bench"),
     )
     if args.json:

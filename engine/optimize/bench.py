@@ -1,8 +1,10 @@
 """Benchmark side by side in one run: ORT fp32, ORT's whole-model int8, and LayerLab's tuned route.
 
 Rows: ``ort-fp32`` (the model as given, ORT_ENABLE_ALL), ``ort-int8`` (``quantize_whole_model``: ORT's
-quantize_static, QDQ U8S8 per-channel, calibrated on the same inputs as the route) and ``layerlab``
-(the route from ``tune_job``, or a saved session's plan). Latency is timed with the sessions
+quantize_static, QDQ U8S8 per-channel, calibrated on the same inputs as the route), ``layerlab``
+(the route from ``tune_job``, or a saved session's plan) and, when asked, the peers' rows
+(``engine.optimize.peers``: ``nncf``, ``nncf-ac``), calibrated on the same inputs and scored by the
+same evaluator. Latency is timed with the sessions
 interleaved (blocks of runs of each in turn, same thread count) so drift on a shared machine hits every row
 alike; each row reports median and p10/p90, speedup against ort-fp32, metric, drop and file size.
 """
@@ -10,6 +12,7 @@ alike; each row reports median and p10/p90, speedup against ort-fp32, metric, dr
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,12 +67,18 @@ class BenchResult:
 
 def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, threads: int | None = None,
               route_model: onnx.ModelProto | None = None, predicted_ms: float | None = None,
-              routines: dict[str, str] | None = None, tune_options: Any = None, ops: str = "fp32") -> Job[BenchResult]:
-    """Bench the three rows. Without ``route_model`` the route comes from ``tune_job`` (``tune_options``)."""
+              routines: dict[str, str] | None = None, tune_options: Any = None, ops: str = "fp32",
+              peers: Sequence[str] = (), accuracy_control: bool = False) -> Job[BenchResult]:
+    """Bench the three rows and the ``peers``' (``engine.optimize.peers.PEERS``; ``accuracy_control`` adds
+    NNCF's accuracy-controlled row at the tune's max drop). Without ``route_model`` the route comes from
+    ``tune_job`` (``tune_options``)."""
     from engine.measure.timing import physical_cores
     from engine.measure.variants import random_feeds
     from engine.passes.precision import quantize_whole_model
 
+    from engine.optimize.peers import check_peers, peer_models
+
+    check_peers(peers)  # before the tune: a missing peer is known at once
     target = getattr(tune_options, "target", None)
     threads = threads or (int(target.info().get("cores") or 1) if target is not None else physical_cores())
     feeds = random_feeds(graph)
@@ -82,12 +91,16 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
     yield Progress(0, 3, "building ort-int8")
     from engine.evaluate.calibration import calibration_for
 
-    int8 = quantize_whole_model(graph.model, calibration_for(graph, evaluator).samples)
+    calibration = calibration_for(graph, evaluator).samples
+    int8 = quantize_whole_model(graph.model, calibration)
     models = {"ort-fp32": graph.model, "ort-int8": int8, "layerlab": route_model}
     ensure_reference(evaluator, graph.model)
+    max_drop = float(getattr(tune_options, "max_drop", 0.01))
+    models |= yield from peer_models(graph.model, calibration, evaluator, peers, max_drop=max_drop,
+                                     accuracy_control=accuracy_control, threads=threads)
     metrics = {}
     for i, (name, model) in enumerate(models.items()):
-        yield Progress(i, 3, f"scoring {name}")
+        yield Progress(i, len(models), f"scoring {name}")
         metrics[name] = (yield from evaluate_job(model, evaluator, threads=threads)).metric
     if target is not None:
         stats = yield from target.latency_job(models, feeds, threads, repeats)
