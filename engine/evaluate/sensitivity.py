@@ -178,6 +178,7 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
     total = 2 + len(mine) * (2 if settings.recover else 1)
     done = 0
     builder: VariantBuilder | None = None
+    structural: dict[str, dict[str, float]] = {}  # layer -> structural routine -> drop, filled as measured
     try:
         yield Progress(0, total, "fp32 baseline and activation cache" if settings.cached else "fp32 baseline")
         base = _named(upgrade_opset(graph.model, 13))
@@ -247,15 +248,15 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
         if settings.structural:
             chosen = [n.name for n in graph.layers if (settings.layers is None or n.name in settings.layers)
                       and (settings.share is None or n.name in settings.share)]
-            found = yield from measure_structural(graph, evaluator, result.baseline, chosen, settings.threads)
-            for name, drops in found.items():
-                result.layers.setdefault(name, LayerSensitivity(name)).drops.update(drops)
+            yield from measure_structural(graph, evaluator, result.baseline, chosen, settings.threads, structural)
         result.complete = True
     except Cancelled:
-        logger.info("sensitivity cancelled after %d layers", len(result.layers))
+        logger.info("sensitivity cancelled after %d layers (%d with structural drops)", len(result.layers), len(structural))
     finally:
         if builder is not None:
             builder.close()
+    for name, drops in structural.items():  # also a cancelled sweep's finished variants, as its finished layers
+        result.layers.setdefault(name, LayerSensitivity(name)).drops.update(drops)
     return result
 
 

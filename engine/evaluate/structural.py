@@ -101,10 +101,11 @@ def variant_plan(graph: ModelGraph, layer: str, routine: str, calibration: Calib
 
 
 def measure_structural(graph: ModelGraph, evaluator: Evaluator, baseline: float, layers: list[str],
-                       threads: int = 0) -> Job[dict[str, dict[str, float]]]:
+                       threads: int = 0, into: dict[str, dict[str, float]] | None = None) -> Job[dict[str, dict[str, float]]]:
     """Layer -> structural routine -> drop against ``baseline``: one whole-model evaluation per variant.
-    A variant the passes refuse is logged and left out, never offered blind."""
-    drops: dict[str, dict[str, float]] = {}
+    A variant the passes refuse is logged and left out, never offered blind. Each drop goes into
+    ``into`` (returned) as soon as it is measured, so a cancelled caller keeps the finished ones."""
+    drops: dict[str, dict[str, float]] = {} if into is None else into
     calibration = calibration_for(graph, evaluator)
     work = [(name, r) for name in layers for r in structural_routines(graph, name)]
     for i, (name, routine) in enumerate(work):

@@ -6,12 +6,13 @@ import pytest
 
 from engine.evaluate.calibration import build_variant, calibration_for
 from engine.evaluate.evaluator import Evaluator, evaluate
-from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sweep
+from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_job, sweep
 from engine.evaluate.structural import STRUCTURAL, structural_routines, variant_plan
 from engine.ir.graph import ModelGraph
 from engine.model.plan import LayerSettings, Plan, PruneSettings
 from engine.passes.lowrank import break_even_rank
 from engine.passes.manager import check_plan
+from engine.progress import Cancelled, run
 from tests.engine.optimize.test_tune import digits, evaluator  # noqa: F401 (module fixtures)
 
 
@@ -58,3 +59,25 @@ def test_structural_drops_equal_direct_evaluations(digits: ModelGraph, evaluator
 def test_the_default_sweep_measures_no_structural_variant(digits: ModelGraph, evaluator: Evaluator) -> None:
     plain = sweep(digits, evaluator, SweepSettings(routines=("fp16",), layers=("/fc2/Gemm",)))
     assert set(plain.layers["/fc2/Gemm"].drops) == {"fp16"}
+
+
+def test_a_cancel_in_the_structural_phase_keeps_its_finished_variants(digits: ModelGraph, evaluator: Evaluator,
+                                                                     swept: Sensitivity) -> None:
+    settings = SweepSettings(routines=("int8",), structural=True, layers=SWEPT)
+    work = [f"{n} {r}" for n in SWEPT for r in structural_routines(digits, n)]
+    seen: list[str] = []
+
+    def stop() -> bool:  # once the third variant starts: two are finished
+        return work[2] in seen
+
+    with pytest.raises(Cancelled) as caught:
+        run(sensitivity_job(digits, evaluator, settings), lambda p: seen.append(p.message), stop)
+    partial = caught.value.partial
+    assert isinstance(partial, Sensitivity) and not partial.complete
+    kept = {(n, r): d for n, ls in partial.layers.items() for r, d in ls.drops.items() if r in STRUCTURAL}
+    first = [tuple(w.split(" ")) for w in work[:2]]
+    assert set(kept) == set(first)
+    for (name, routine), drop in kept.items():
+        assert drop == swept.layers[name].drops[routine]
+    for name in SWEPT:  # the precision phase had finished: its rows are all there
+        assert partial.layers[name].drops["int8"] == swept.layers[name].drops["int8"]
