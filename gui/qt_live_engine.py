@@ -130,6 +130,8 @@ class QtLiveEngine(QObject):
         if args is None:
             return None
         args["target"] = getattr(self, "target", None)  # a named remote target (gui/qt_target_menu.py), None: here
+        # timed on the evaluator's sample when there is one, as Measure and Tune are (engine.optimize.timing_feeds)
+        args["evaluator"] = self._evaluator(quiet=True)
         return self._run_job(catalogue.PROFILE, {**args, "options": self.profile_options},
                              "Profiling", self.session.set_profile, kind="profile", on_partial=self._partial_profile)
 
@@ -256,8 +258,8 @@ class QtLiveEngine(QObject):
                                           bytes=outcome.baseline.bytes or getattr(baseline, "bytes", None)))
         self.session.set_current(outcome.measured)  # last, so views showing "current" see the trial too
         warning = next((n for n in outcome.notes if "random inputs" in n), "")
-        if warning:
-            self._set_status(f"Measured. {warning}")
+        timed = f" Timed on {outcome.feeds}." if getattr(outcome, "feeds", "") else ""
+        self._set_status(f"Measured.{timed}" + (f" {warning}" if warning else ""))
 
     def _plan_changed(self) -> None:
         """Every Results column refers to the current plan: a measurement of another plan is cleared."""

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     where = f" on target {target.target.label}" if target is not None else ""  # type: ignore[attr-defined]
     print(f"{label}{where}: inputs {shapes_text(graph.input_shapes)}; {result.threads} threads, {result.repeats} "
-          f"interleaved runs per row; metric {evaluator.metric_name}")
+          f"interleaved runs per row; metric {evaluator.metric_name}; timed on {result.feeds}")
     print(f"{'':<10} {'median ms':>10} {'p10-p90 ms':>17} {'vs fp32':>13} {'metric':>8} {'drop':>8} {'size':>8}")
     for r in result.rows:
         print(f"{r.name:<10} {r.ms.median:>10.3f} {f'{r.ms.p10:.3f}-{r.ms.p90:.3f}':>17} {ratio_words(r.speedup):>13} "

@@ -48,6 +48,7 @@ def profile_to_json(profile: object) -> dict:
     e2e = profile.end_to_end
     return {
         "inputs": {name: list(shape) for name, shape in profile.input_shapes.items()},
+        "timing_feeds": profile.feeds,
         "end_to_end_ms": {"median": e2e.median, "p10": e2e.p10, "p90": e2e.p90},
         "coverage": profile.coverage,
         "unattributed_ms": unattributed_ms(profile),
@@ -83,9 +84,13 @@ def run(args: argparse.Namespace) -> int:
     remote = remote_target(args)
     if remote is not None and args.trace:
         raise SettingsError("--trace is not available with --target (the trace stays on the target)")
+    from engine.optimize.timing_feeds import timing_feeds
+
+    timing = timing_feeds(graph, evaluator)
     options = ProfileOptions(
         threads=args.threads, repeats=args.repeats, use_cache=not args.no_cache, trace_path=args.trace,
-        feeds=_sample_feeds(graph, evaluator),
+        # generated inputs stay the profiler's own: a failure then names them and suggests --eval
+        feeds=timing.feeds if timing.from_evaluator else None, feeds_source=timing.source,
         provider=args.provider,
     )
     job = profile_job(graph, options) if remote is None else remote.profile_job(graph, options)  # type: ignore[attr-defined]
@@ -105,17 +110,6 @@ def unattributed_ms(profile: object) -> float:
     return max(e2e * (1.0 - profile.coverage), 0.0)  # type: ignore[attr-defined]
 
 
-def _sample_feeds(graph: object, evaluator: object) -> dict | None:
-    """The evaluator's first sample at the profiled shapes: real inputs instead of random ones."""
-    if evaluator is None:
-        return None
-    wanted = {t.name: tuple(t.shape or ()) for t in graph.inputs}  # type: ignore[attr-defined]
-    for inputs, _ in evaluator.samples():  # type: ignore[attr-defined]
-        if set(inputs) == set(wanted) and all(tuple(inputs[k].shape) == v for k, v in wanted.items()):
-            return dict(inputs)
-    return None
-
-
 def _print_table(profile: object, label: str) -> None:
     from engine.measure.profiler import ROUTINES, Profile
 
@@ -123,7 +117,7 @@ def _print_table(profile: object, label: str) -> None:
     e2e = profile.end_to_end
     where = f" on target {profile.target.get('name') or profile.target.get('address')}" if profile.target else ""
     print(f"{label}{where}  {profile.threads} threads, ONNX Runtime {profile.ort_version} ({profile.provider}), {profile.cpu}")
-    print(f"inputs: {shapes_text(profile.input_shapes)}")
+    print(f"inputs: {shapes_text(profile.input_shapes)}; timed on {profile.feeds or 'generated inputs'}")
     rows = [lp for lp in profile.layers if lp.tunable or lp.ms > 0]
     width = max([len(lp.name) for lp in rows] + [4])
     head = "".join(f"{r:>13}" for r in ROUTINES)

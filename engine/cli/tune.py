@@ -97,12 +97,12 @@ def run(args: argparse.Namespace) -> int:
         data = result.to_json()
         print(json.dumps({"inputs": {k: list(v) for k, v in shapes.items()}}
                          | {k: data[k] for k in ("baseline", "route", "rounds", "round_details", "feasible", "note",
-                                                 "calibration", "calibration_random", "reused")}, indent=1))
+                                                 "calibration", "calibration_random", "reused", "timing_feeds")}, indent=1))
         return 0
     b, m = result.baseline_ms, result.ms_measured
     where = f" on target {options.target.target.label}" if options.target is not None else ""
     print(f"{path}{where}: inputs {shapes_text(shapes)}; baseline fp32 {b.median:.3f} ms, "
-          f"{evaluator.metric_name} {result.baseline_metric:.4f}")
+          f"{evaluator.metric_name} {result.baseline_metric:.4f}; timed on {result.feeds}")
     for i, r in enumerate(result.rounds, start=1):
         changed = {k: v for k, v in r.routines.items() if v != "fp32"}
         counts = ", ".join(f"{sum(1 for v in changed.values() if v == x)} {x}" for x in sorted(set(changed.values())))

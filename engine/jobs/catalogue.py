@@ -71,19 +71,34 @@ def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | N
 
 
 def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-                      options: Any = None, target: str | None = None) -> Job[Any]:
+                      options: Any = None, target: str | None = None, evaluator: str | Path | None = None) -> Job[Any]:
     """Load the model and profile it (``engine.measure.profiler.profile_job``) here, or on ``target``
-    (a name from targets.json, see ``engine.measure.targets``); returns the Profile."""
+    (a name from targets.json, see ``engine.measure.targets``); returns the Profile. With ``evaluator``
+    it is timed on the evaluator's sample (``engine.optimize.timing_feeds``), as Measure and Tune are."""
+    from dataclasses import replace
+
     from engine.measure.profiler import ProfileOptions, profile_job
 
     yield Progress(0, 0, "loading the model")
     graph = load_graph(path, input_shapes)
+    options = options or ProfileOptions()
+    if evaluator is not None and options.feeds is None:
+        timing = _timing(graph, evaluator, path, input_shapes)
+        options = replace(options, feeds=timing.feeds, feeds_source=timing.source)
     if target:
         from engine.measure.remote import RemoteTarget
         from engine.measure.targets import resolve_target
 
-        return (yield from RemoteTarget(resolve_target(target)).profile_job(graph, options or ProfileOptions()))
-    return (yield from profile_job(graph, options or ProfileOptions()))
+        return (yield from RemoteTarget(resolve_target(target)).profile_job(graph, options))
+    return (yield from profile_job(graph, options))
+
+
+def _timing(graph: Any, evaluator: str | Path | None, path: str | Path,
+            input_shapes: Mapping[str, tuple[int, ...]] | None) -> Any:
+    """The inputs this window's jobs time on (``engine.optimize.timing_feeds``)."""
+    from engine.optimize.timing_feeds import timing_feeds
+
+    return timing_feeds(graph, load_job_evaluator(evaluator, path, input_shapes) if evaluator is not None else None)
 
 
 def sensitivity_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
@@ -105,13 +120,15 @@ class PlanMeasurement:
     baseline: Measurement  # fp32 timed side by side with the variant (its metric: the evaluator's on fp32)
     calibration: Any = None  # engine.model.session.CalibrationRecord when the variant has int8, else None
     notes: list[str] = field(default_factory=list)
+    feeds: str = ""  # what both were timed on (engine.optimize.timing_feeds)
 
 
 def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
                      plan: Mapping[str, Any], routines: Mapping[str, str] | None = None,
                      evaluator: str | Path | None = None, threads: int | None = None,
                      repeats: int = _MEASURE_REPEATS) -> Job[PlanMeasurement]:
-    """Build the variant ``plan`` describes and time it against fp32 in turns (and score both, given an evaluator).
+    """Build the variant ``plan`` describes and time it against fp32 in turns (and score both, given an evaluator),
+    on the evaluator's sample when there is one (``engine.optimize.timing_feeds``).
 
     ``threads``: the window's one thread count, its profile's (None: the physical cores, as the profile takes it).
 
@@ -122,7 +139,6 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
     from engine.evaluate.evaluator import ensure_reference, evaluate_job
     from engine.measure.interleave import interleaved_latency
     from engine.measure.timing import physical_cores
-    from engine.measure.variants import random_feeds
     from engine.model.plan import Plan
 
     yield Progress(0, 3, "building the variant")
@@ -132,7 +148,8 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
     resolved = _resolve_auto(Plan.from_dict(dict(plan), "plan"), graph, routines or {})
     built = yield from in_thread(lambda: build_variant(graph, resolved, calibration), "building the variant")
     yield Progress(1, 3, "timing the variant and fp32 in turns")
-    stats = yield from interleaved_latency({"fp32": graph.model, "plan": built.model}, random_feeds(graph),
+    timing = _timing(graph, evaluator, path, input_shapes)
+    stats = yield from interleaved_latency({"fp32": graph.model, "plan": built.model}, timing.feeds,
                                            threads or physical_cores(), repeats)
     metric = base_metric = None
     if ev is not None:
@@ -143,7 +160,8 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
     b, m = stats["fp32"], stats["plan"]
     return PlanMeasurement(dict(plan), Measurement(m.median, m.p10, m.p90, metric, built.model.ByteSize()),
                            Measurement(b.median, b.p10, b.p90, base_metric, graph.model.ByteSize()),
-                           calibration.record() if uses_int8(graph, resolved) else None, list(built.notes))
+                           calibration.record() if uses_int8(graph, resolved) else None, list(built.notes),
+                           timing.source)
 
 
 def _resolve_auto(plan: Any, graph: Any, routines: Mapping[str, str]) -> Any:

@@ -17,6 +17,7 @@ node and suggests an evaluator or an ``.npz``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections import defaultdict
@@ -27,7 +28,7 @@ from onnx import numpy_helper
 
 from engine.errors import LayerLabError
 
-__all__ = ["feed_failure", "integer_plan", "random_feeds"]
+__all__ = ["feed_failure", "feeds_digest", "integer_plan", "random_feeds"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,16 @@ def random_feeds(graph: object, seed: int = 0) -> dict[str, np.ndarray]:
             feeds[t.name] = rng.integers(0, high, size=shape).astype(dtype)
         logger.debug("%s: feed %s %s (%s)", graph.label, t.name, shape, kind)  # type: ignore[attr-defined]
     return feeds
+
+
+def feeds_digest(feeds: dict[str, np.ndarray]) -> str:
+    """A short hash of names, dtypes, shapes and values: times measured on the same inputs share it."""
+    h = hashlib.sha256()
+    for name in sorted(feeds):
+        a = np.ascontiguousarray(feeds[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
 
 def integer_plan(model: onnx.ModelProto) -> dict[str, tuple[str, int]]:

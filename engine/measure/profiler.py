@@ -51,7 +51,7 @@ from engine.measure.timing import (
 )
 from engine.measure.predict import context_scale, predict_ms
 from engine.measure.tables import AdaptCost, LayerProfile, Profile, Stats  # re-exported: the profiler's results
-from engine.measure.feeds import feed_failure
+from engine.measure.feeds import feed_failure, feeds_digest
 from engine.measure.variants import OPS_INT8, ROUTINES, build_variant, random_feeds, to_graph
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "Profile",
     "ProfileOptions",
     "Stats",
+    "feeds_record",
     "measure_latency",
     "predict_ms",
     "profile",
@@ -90,6 +91,7 @@ class ProfileOptions:
     cache_dir: Path | None = None
     trace_path: Path | None = None  # write the fp32 run's Chrome trace here
     provider: str = PROVIDER  # the execution provider the routines run on (engine.measure.providers)
+    feeds_source: str = ""  # where ``feeds`` come from, as the profile states it (engine.optimize.timing_feeds)
 
 
 def profile(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -> Profile:
@@ -125,7 +127,7 @@ def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -
         for step, routine in enumerate(routines, start=1):
             yield Progress(step, total, f"profiling {routine}")
             key = cache_key("variant", model=graph.sha256, routine=routine, shapes=shapes, **env,
-                            repeats=options.repeats, runs=options.profile_runs)
+                            repeats=options.repeats, runs=options.profile_runs, **_feeds_key(feeds, options))
             fresh = routine == "fp32" and options.trace_path is not None
             data = None if fresh else cache.get(key)
             if data is None:
@@ -144,13 +146,26 @@ def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -
         yield Progress(total, total, "done")
     except Cancelled:
         logger.info("profile of %s cancelled; returning what was measured", graph.label)
-        if "fp32" not in results:
-            return _assemble(graph, {}, micro, calib, threads, env, shapes, complete=False)
-        return _assemble(graph, results, micro, calib, threads, env, shapes, complete=False)
+        done = _assemble(graph, results if "fp32" in results else {}, micro, calib, threads, env, shapes, complete=False)
+    else:
+        done = _assemble(graph, results, micro, calib, threads, env, shapes, complete=True)
     finally:
         cache.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    return _assemble(graph, results, micro, calib, threads, env, shapes, complete=True)
+    done.feeds, done.feeds_digest = feeds_record(feeds, options)
+    return done
+
+
+def feeds_record(feeds: Mapping[str, np.ndarray], options: ProfileOptions) -> tuple[str, str]:
+    """(source, digest) a profile keeps of what it was timed on; generated inputs have no digest."""
+    if options.feeds is None:
+        return f"generated inputs (seed {options.seed})", ""
+    return options.feeds_source or "given inputs", feeds_digest(dict(feeds))
+
+
+def _feeds_key(feeds: Mapping[str, np.ndarray], options: ProfileOptions) -> dict[str, str]:
+    """Part of a variant's cache key: given inputs are named by their digest (generated ones by shapes alone)."""
+    return {"feeds": feeds_digest(dict(feeds))} if options.feeds is not None else {}
 
 
 def measure_latency(

@@ -27,10 +27,10 @@ import onnx
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph
 from engine.measure.cache import ProfileCache, cache_key
-from engine.measure.profiler import ProfileOptions
+from engine.measure.profiler import ProfileOptions, feeds_record
 from engine.measure.tables import Profile, Stats
 from engine.measure.targets import Target
-from engine.measure.variants import random_feeds
+from engine.measure.feeds import feeds_digest, random_feeds
 from engine.measure.wire import npz_bytes, pack, read_token
 from engine.progress import Job, Progress
 
@@ -95,7 +95,7 @@ class RemoteTarget:
         yield Progress(0, 0, f"asking {self.target.label}")
         key = cache_key("remote-profile", target=self.identity(), model=graph.sha256, settings=settings,
                         shapes={k: list(v.shape) for k, v in feeds.items()},
-                        feeds=_digest(feeds) if options.feeds is not None else options.seed)
+                        feeds=feeds_digest(feeds) if options.feeds is not None else options.seed)
         cache = ProfileCache(options.cache_dir, options.use_cache)
         try:
             cached = cache.get(key)
@@ -105,6 +105,7 @@ class RemoteTarget:
                                                                "feeds": npz_bytes(feeds)})
             data["target"] = self.describe()
             data["model_sha256"] = graph.sha256  # the agent hashed the bytes sent (the graph as built here)
+            data["feeds"], data["feeds_digest"] = feeds_record(feeds, options)
             profile = Profile.from_json(data)
             if profile.complete:
                 cache.put(key, profile.to_json())
@@ -203,12 +204,3 @@ class RemoteTarget:
             why = getattr(exc, "strerror", None) or exc.__class__.__name__
         return TargetError(f"target {self.target.label}: cannot reach the agent ({why})")
 
-
-def _digest(feeds: Mapping[str, np.ndarray]) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k in sorted(feeds):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(feeds[k]).tobytes())
-    return h.hexdigest()

@@ -82,6 +82,10 @@ class Profile:
     adapt_scale: dict[str, float] = field(default_factory=dict)
     # Where it was measured: {} for this machine; a remote target's name, address, CPU, ORT and providers.
     target: dict[str, Any] = field(default_factory=dict)
+    # What it was timed on (engine.optimize.timing_feeds): the source as said to the user, and a hash of the
+    # inputs ("" for generated inputs): tune reuses a profile only when it was timed on the inputs tune times on.
+    feeds: str = ""
+    feeds_digest: str = ""
 
     def layer(self, name: str) -> LayerProfile:
         return next(lp for lp in self.layers if lp.name == name)

@@ -4,9 +4,10 @@ Rows: ``ort-fp32`` (the model as given, ORT_ENABLE_ALL), ``ort-int8`` (``quantiz
 quantize_static, QDQ U8S8 per-channel, calibrated on the same inputs as the route), ``layerlab``
 (the route from ``tune_job``, or a saved session's plan) and, when asked, the peers' rows
 (``engine.optimize.peers``: ``nncf``, ``nncf-ac``), calibrated on the same inputs and scored by the
-same evaluator. Latency is timed with the sessions
-interleaved (blocks of runs of each in turn, same thread count) so drift on a shared machine hits every row
-alike; each row reports median and p10/p90, speedup against ort-fp32, metric, drop and file size.
+same evaluator. Latency is timed with the sessions interleaved (blocks of runs of each in turn, same
+thread count, on the evaluator's sample: ``engine.optimize.timing_feeds``) so drift on a shared
+machine hits every row alike; each row reports median and p10/p90, speedup against ort-fp32, metric,
+drop and file size.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class BenchResult:
     repeats: int
     routines: dict[str, str]
     ops: str = "fp32"  # the route plan's "ops"
+    feeds: str = ""  # what every row was timed on (engine.optimize.timing_feeds)
 
     def row(self, name: str) -> BenchRow:
         return next(r for r in self.rows if r.name == name)
@@ -62,7 +64,7 @@ class BenchResult:
     def to_json(self) -> dict[str, Any]:
         return {"rows": [r.to_json() for r in self.rows], "predicted_ms": self.predicted_ms,
                 "threads": self.threads, "repeats": self.repeats, "routines": dict(self.routines),
-                "ops": self.ops}
+                "ops": self.ops, "timing_feeds": self.feeds}
 
 
 def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, threads: int | None = None,
@@ -73,7 +75,7 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
     NNCF's accuracy-controlled row at the tune's max drop). Without ``route_model`` the route comes from
     ``tune_job`` (``tune_options``)."""
     from engine.measure.timing import physical_cores
-    from engine.measure.variants import random_feeds
+    from engine.optimize.timing_feeds import timing_feeds
     from engine.passes.precision import quantize_whole_model
 
     from engine.optimize.peers import check_peers, peer_models
@@ -81,7 +83,7 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
     check_peers(peers)  # before the tune: a missing peer is known at once
     target = getattr(tune_options, "target", None)
     threads = threads or (int(target.info().get("cores") or 1) if target is not None else physical_cores())
-    feeds = random_feeds(graph)
+    timing = timing_feeds(graph, evaluator)  # the tune below times on the same sample
     if route_model is None:
         from engine.optimize.tune import TuneOptions, tune_job
 
@@ -103,10 +105,10 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
         yield Progress(i, len(models), f"scoring {name}")
         metrics[name] = (yield from evaluate_job(model, evaluator, threads=threads)).metric
     if target is not None:
-        stats = yield from target.latency_job(models, feeds, threads, repeats)
+        stats = yield from target.latency_job(models, timing.feeds, threads, repeats)
     else:
-        stats = yield from interleaved_latency(models, feeds, threads, repeats)
+        stats = yield from interleaved_latency(models, timing.feeds, threads, repeats)
     base = stats["ort-fp32"].median
     rows = [BenchRow(name, stats[name], metrics[name], model.ByteSize(), base / stats[name].median,
                      metrics["ort-fp32"] - metrics[name]) for name, model in models.items()]
-    return BenchResult(rows, predicted_ms, threads, repeats, dict(routines or {}), ops)
+    return BenchResult(rows, predicted_ms, threads, repeats, dict(routines or {}), ops, timing.source)

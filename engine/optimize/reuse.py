@@ -1,7 +1,8 @@
 """What tune can take from tables already measured, and what it must still measure.
 
 A profile is reused when it was measured for the same model (sha256), the same input shapes and
-the same threads (tune settles on one count first, ``threads_for``, and measures with it too); a
+the same threads (tune settles on one count first, ``threads_for``, and measures with it too), timed on
+the same inputs (``engine.optimize.timing_feeds``: an evaluator's sample, or generated ones); a
 sensitivity table when its baseline equals the metric tune just measured for fp32 with the same evaluator (a different evaluator, sample set
 or calibration split gives another baseline) and it was complete. Only the (layer, routine) pairs the
 table lacks are swept (``missing_sweep``), and the result is merged (``merge``).
@@ -40,8 +41,10 @@ def threads_for(threads: int | None, profile: Any, remote: bool) -> int | None:
     return threads
 
 
-def profile_fits(profile: Profile | None, graph: ModelGraph, threads: int | None, routines: Sequence[str]) -> str:
-    """'' when ``profile`` can stand for a new one on ``graph``; else why not."""
+def profile_fits(profile: Profile | None, graph: ModelGraph, threads: int | None, routines: Sequence[str],
+                 feeds: Any = None) -> str:
+    """'' when ``profile`` can stand for a new one on ``graph``; else why not. ``feeds``: the
+    ``engine.optimize.timing_feeds.TimingFeeds`` tune times on; the profile must have been timed on the same."""
     if profile is None:
         return "no profile"
     if not profile.complete:
@@ -52,6 +55,9 @@ def profile_fits(profile: Profile | None, graph: ModelGraph, threads: int | None
         return f"the profile was measured at {profile.input_shapes}"
     if threads is not None and profile.threads != threads:
         return f"the profile was measured with {profile.threads} threads"
+    wanted = feeds.digest if feeds is not None and feeds.from_evaluator else ""
+    if feeds is not None and profile.feeds_digest != wanted:
+        return f"the profile was timed on {profile.feeds or 'generated inputs'}, tune times on {feeds.source}"
     timed = {r for lp in profile.layers for r in lp.routines}
     lacking = [r for r in routines if r != "fp32" and r not in timed and any(applicable(n.op_type, r) for n in graph.layers)]
     if lacking:

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Generator
+from typing import Any, Generator
 
 import onnx
 
@@ -42,9 +42,6 @@ from engine.optimize.routes import build_problem
 from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_job
 from engine.evaluate.structural import STRUCTURAL, is_structural
 from engine.optimize.structural import with_structural
-
-if TYPE_CHECKING:
-    pass
 
 from engine.optimize.plans import route_plan, sweep_calibration  # route_plan re-exported
 
@@ -138,6 +135,7 @@ class TuneResult:
     note: str = ""
     calibration: CalibrationRecord | None = None  # where int8 calibration came from (engine.evaluate.calibration)
     reused: list[str] = field(default_factory=list)  # "profile: reused", "sensitivity: measured (why)"
+    feeds: str = ""  # what every latency was timed on (engine.optimize.timing_feeds)
 
     @property
     def routines(self) -> dict[str, str]:
@@ -158,6 +156,7 @@ class TuneResult:
             "calibration": self.calibration.source if self.calibration else "",
             "calibration_random": bool(self.calibration and self.calibration.random),
             "reused": list(self.reused),
+            "timing_feeds": self.feeds,
         }
 
     def layer_routines(self) -> dict[str, str]:
@@ -175,20 +174,21 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     not "auto" keep it (pinned); None means every layer is auto. ``profile`` and ``sensitivity``:
     tables already measured (the window's, a session's); reused where they fit (``engine.optimize.reuse``),
     and only what they lack is measured."""
-    from engine.measure.variants import random_feeds
     from engine.optimize import reuse
+    from engine.optimize.timing_feeds import timing_feeds
 
-    # One thread count for the profile DPRS predicts from and every latency measured against it.
+    # One thread count and one input (the evaluator's sample) for the profile DPRS predicts from and every latency.
     options = replace(options, threads=reuse.threads_for(options.threads, options.profile, options.target is not None))
     threads = options.threads
-    feeds = random_feeds(graph)
+    timing = timing_feeds(graph, evaluator)
+    feeds = timing.feeds
     yield Progress(0, 5, "measuring the fp32 baseline")
     ensure_reference(evaluator, graph.model)
     base_eval = yield from evaluate_job(graph.model, evaluator, threads=threads or 0)
     base_ms = yield from _latency(graph.model, feeds, options, f"{graph.label} [fp32]")
-    popts = (replace(options.profile, threads=threads) if options.profile is not None
-             else ProfileOptions(threads=threads, routines=options.routines))
-    why = reuse.profile_fits(profile, graph, threads, options.routines)
+    popts = replace(options.profile or ProfileOptions(routines=options.routines), threads=threads, feeds=feeds,
+                    feeds_source=timing.source)
+    why = reuse.profile_fits(profile, graph, threads, options.routines, timing)
     if why:
         yield Progress(1, 5, "profiling")
         prof = yield from (profile_job(graph, popts) if options.target is None else options.target.profile_job(graph, popts))
@@ -325,7 +325,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     if note:
         logger.warning("tune %s: %s", graph.label, note)
     result.calibration = calibration.record()
-    result.reused = reused
+    result.reused, result.feeds = reused, timing.source
     yield Progress(5, 5, "done")
     return result
 

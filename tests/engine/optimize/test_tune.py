@@ -36,8 +36,12 @@ def evaluator(digits_eval: Path) -> Evaluator:
 
 
 @pytest.fixture(scope="module")
-def prof(digits: ModelGraph) -> Profile:
-    return profile(digits, FAST)
+def prof(digits: ModelGraph, evaluator: Evaluator) -> Profile:
+    """Timed on the evaluator's sample, as tune times (so tune may reuse it)."""
+    from engine.optimize.timing_feeds import timing_feeds
+
+    timing = timing_feeds(digits, evaluator)
+    return profile(digits, replace(FAST, feeds=timing.feeds, feeds_source=timing.source))
 
 
 @pytest.fixture(scope="module")
