@@ -49,6 +49,7 @@ def profile_to_json(profile: object) -> dict:
     return {
         "inputs": {name: list(shape) for name, shape in profile.input_shapes.items()},
         "timing_feeds": profile.feeds,
+        "cache": profile.cache,
         "end_to_end_ms": {"median": e2e.median, "p10": e2e.p10, "p90": e2e.p90},
         "coverage": profile.coverage,
         "unattributed_ms": unattributed_ms(profile),
@@ -146,6 +147,8 @@ def _print_table(profile: object, label: str) -> None:
     for r, s in profile.variants.items():
         if r != "fp32":
             print(f"all layers {r}: {s.median:.4f} ms")
+    if profile.cache:
+        print(f"profile cache: {profile.cache}")
     if not profile.complete:
         print("(profile incomplete: cancelled)")
     if profile.provider != "CPUExecutionProvider" and not any(lp.ms for lp in profile.layers):

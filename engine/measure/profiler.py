@@ -16,6 +16,9 @@ calibrated cost (``engine.measure.timing``); ORT's fixed per-run cost is the ada
 ``coverage`` = (node times + adapts seen in the fp32 run + run cost) / end-to-end median: near 1
 when the attribution lost nothing and the profiler's cost is plausible; off when either is wrong.
 
+Cached times are reused only while the fp32 model times now as it did when they were cached (a quick
+check, ``engine.measure.freshness``): a profile cached under another load is measured again.
+
 ``predict_ms`` adds per-node times under a per-layer routine choice plus the adapts that choice
 needs; tests compare it with a measured mixed variant.
 """
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from engine.measure import freshness
 from engine.measure.attribution import attribute, read_trace
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph
@@ -94,13 +98,18 @@ class ProfileOptions:
     feeds_source: str = ""  # where ``feeds`` come from, as the profile states it (engine.optimize.timing_feeds)
 
 
-def profile(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -> Profile:
+def profile(graph: ModelGraph, options: ProfileOptions = ProfileOptions(),
+            measure_now: freshness.Measure | None = None) -> Profile:
     """Run ``profile_job`` to the end."""
-    return run(profile_job(graph, options))
+    return run(profile_job(graph, options, measure_now))
 
 
-def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -> Job[Profile]:
-    """Profile ``graph``: yields Progress at least every second; cancelled, returns what it has."""
+def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions(),
+                measure_now: freshness.Measure | None = None) -> Job[Profile]:
+    """Profile ``graph``: yields Progress at least every second; cancelled, returns what it has.
+
+    Cached times are reused only while the fp32 model still times as it did when they were cached
+    (``engine.measure.freshness``; ``measure_now`` times it, by default a quick run); otherwise all is measured again."""
     import onnxruntime as ort
 
     # Before anything: a missing provider would otherwise fail the fp32 run and read as bad inputs.
@@ -118,17 +127,28 @@ def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -
     micro: dict[tuple[str, tuple[int, ...]], float] = {}
     calib = Calibration(0.0, 0.0)
     tmp = Path(tempfile.mkdtemp(prefix="layerlab-profile-"))
+
+    def variant_key(routine: str) -> str:
+        return cache_key("variant", model=graph.sha256, routine=routine, shapes=shapes, **env,
+                         repeats=options.repeats, runs=options.profile_runs, **_feeds_key(feeds, options))
+
+    note, read = "", True  # read: the cached times still hold on this machine now
     try:
+        cached = cache.get(variant_key("fp32")) if options.trace_path is None else None
+        if cached and "e2e" in cached:
+            yield Progress(0, total, "checking the cached profile against the machine now")
+            fresh = yield from _in_thread(lambda: freshness.check(cached["e2e"]["median"], graph.model, feeds, threads,
+                                                                  options.provider, measure_now), "checking the cache")
+            note, read = fresh.note(), fresh.fits
         yield Progress(0, total, "calibrating the profiler")
         key = cache_key("calibration", **env)
-        cached = cache.get(key)
+        cached = cache.get(key) if read else None
         calib = Calibration(**cached) if cached else (yield from calibrate(threads, tmp))
         cache.put(key, asdict(calib))
         for step, routine in enumerate(routines, start=1):
             yield Progress(step, total, f"profiling {routine}")
-            key = cache_key("variant", model=graph.sha256, routine=routine, shapes=shapes, **env,
-                            repeats=options.repeats, runs=options.profile_runs, **_feeds_key(feeds, options))
-            fresh = routine == "fp32" and options.trace_path is not None
+            key = variant_key(routine)
+            fresh = (routine == "fp32" and options.trace_path is not None) or not read
             data = None if fresh else cache.get(key)
             if data is None:
                 try:
@@ -142,7 +162,7 @@ def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -
             results[routine] = data
         if options.adapts:
             yield Progress(total - 1, total, "timing adapts")
-            yield from _measure_adapts(graph, threads, calib, cache, env, micro)
+            yield from _measure_adapts(graph, threads, calib, cache, env, micro, read)
         yield Progress(total, total, "done")
     except Cancelled:
         logger.info("profile of %s cancelled; returning what was measured", graph.label)
@@ -153,6 +173,7 @@ def profile_job(graph: ModelGraph, options: ProfileOptions = ProfileOptions()) -
         cache.close()
         shutil.rmtree(tmp, ignore_errors=True)
     done.feeds, done.feeds_digest = feeds_record(feeds, options)
+    done.cache = note
     return done
 
 
@@ -237,12 +258,12 @@ def _profile_variant(
 
 def _measure_adapts(
     graph: ModelGraph, threads: int, calib: Calibration, cache: ProfileCache,
-    env: Mapping[str, Any], micro: dict[tuple[str, tuple[int, ...]], float],
+    env: Mapping[str, Any], micro: dict[tuple[str, tuple[int, ...]], float], read: bool = True,
 ) -> Generator[Progress, None, None]:
     wanted = sorted({(kind, shape) for _, kind, shape in _adapt_sites(graph)})
     for i, (kind, shape) in enumerate(wanted):
         key = cache_key("adapt", kind=kind, shape=list(shape), **env)
-        cached = cache.get(key)
+        cached = cache.get(key) if read else None
         if cached is None:
             model, feeds = adapt_model(kind, shape)
             session = make_session(model, threads, f"adapt {kind}", provider=str(env["provider"]))

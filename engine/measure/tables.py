@@ -86,6 +86,8 @@ class Profile:
     # inputs ("" for generated inputs): tune reuses a profile only when it was timed on the inputs tune times on.
     feeds: str = ""
     feeds_digest: str = ""
+    # Whether cached times were reused or measured again, and why (engine.measure.freshness); "" when nothing was cached.
+    cache: str = ""
 
     def layer(self, name: str) -> LayerProfile:
         return next(lp for lp in self.layers if lp.name == name)
