@@ -30,6 +30,9 @@ __all__ = ["QtInspector"]
 
 logger = logging.getLogger(__name__)
 
+# the rank slider's curve: of the weight alone, or of the layer's output on the evaluator's calibration data
+ENERGY_TITLES = {False: "energy kept vs rank (weights)", True: "energy kept vs rank (on calibration data)"}
+
 
 def _bar_plot(title: str, unit: str) -> pg.PlotWidget:
     plot = pg.PlotWidget(background="w")
@@ -84,7 +87,7 @@ class QtInspector(QWidget):
         self.rank.sliderReleased.connect(self._rank_commit)
         self.energy_plot = pg.PlotWidget(background="w")
         self.energy_plot.setFixedHeight(130)
-        self.energy_plot.setTitle("energy kept vs rank", size="9pt")
+        self.energy_plot.setTitle(ENERGY_TITLES[False], size="9pt")
         self.energy_plot.setMouseEnabled(False, False)
         self.energy_plot.hideButtons()
         self._energy_curve = self.energy_plot.plot(pen=pg.mkPen("#4c78a8", width=2))
@@ -121,6 +124,7 @@ class QtInspector(QWidget):
         self._run_job: Callable[..., Any] | None = None
         self._callbacks = {name: (lambda _: self.refresh()) for name in ("selection", "plan", "profile", "sensitivity")}
         self._callbacks["model"] = self._model_changed
+        self._callbacks["evaluator"] = lambda _: self._request_facts()  # its calibration: data-aware energy
         self._links = connect_view(session.events, self._callbacks, "inspector")
         self.refresh()
 
@@ -137,11 +141,13 @@ class QtInspector(QWidget):
         graph, path = self.session.graph, self.session.model_path
         if self._run_job is None or graph is None or path is None:
             return
+        evaluator = self.session.evaluator_path if self.session.evaluator_trusted else None
+        evaluator = None if evaluator is None else str(evaluator)
         facts = facts_for(graph)
-        if facts is not None and facts.complete:
+        if facts is not None and facts.complete and getattr(facts, "evaluator", None) == evaluator:
             return
         self._run_job(catalogue.LAYER_FACTS,
-                      {"path": str(path), "input_shapes": dict(self.session.input_shapes)},
+                      {"path": str(path), "input_shapes": dict(self.session.input_shapes), "evaluator": evaluator},
                       "Layer options", self._facts_arrived, kind="layer_facts")
 
     def _facts_arrived(self, facts: Any) -> None:
@@ -301,6 +307,7 @@ class QtInspector(QWidget):
             self.rank.setValue(settings[0].rank or self._suggested_rank(info))
             self.rank_label.setText(f"{self.rank.value()} / {info.max_rank}" if has_rank else "off")
             self._energy_curve.setData(list(range(1, len(info.energy) + 1)), list(info.energy))
+            self.energy_plot.setTitle(ENERGY_TITLES[bool(getattr(info, "data_aware", False))], size="9pt")
             self._even_line.setValue(info.break_even)
             self._rank_line.setValue(self.rank.value())
             self._rank_line.setVisible(has_rank)

@@ -63,6 +63,7 @@ class QtLiveEngine(QObject):
         self._set_status = set_status
         self.profile_options: Any = None  # engine.measure.profiler.ProfileOptions; None = its defaults
         self.sweep_settings: Any = None  # engine.evaluate.sensitivity.SweepSettings; None = its defaults
+        self.sweep_structural = False  # the Jobs menu's check: the sweep also measures prune:r / rank:f
         self.measure_repeats = 20
         self.max_drop = 0.01  # Tune's accuracy budget (metric units); the window keeps it in QSettings
         self.tune_options: Any = None  # engine.optimize.tune.TuneOptions for the effort; None = its defaults
@@ -139,7 +140,8 @@ class QtLiveEngine(QObject):
         args, evaluator = self._model_args(), self._evaluator()
         if args is None or evaluator is None:
             return None
-        return self._run_job(catalogue.SENSITIVITY, {**args, "evaluator": evaluator, "settings": self.sweep_settings},
+        return self._run_job(catalogue.SENSITIVITY, {**args, "evaluator": evaluator, "settings": self.sweep_settings,
+                                                       "structural": self.sweep_structural},
                              "Sensitivity", self.session.set_sensitivity, kind="sensitivity",
                              on_partial=self._partial_sensitivity)
 

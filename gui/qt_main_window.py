@@ -178,6 +178,8 @@ class QtMainWindow(QMainWindow):
         toolbar.setObjectName("toolbar_jobs")
         self.profile_action = self._action(jobs_menu, "&Profile", self.live.profile, "Ctrl+P")
         self.sensitivity_action = self._action(jobs_menu, "&Sensitivity", self.live.sensitivity, "Ctrl+Shift+S")
+        self.structural_action = self.plan_controls.structural_action
+        jobs_menu.addAction(self.structural_action)
         self.tune_action = self._action(jobs_menu, "&Tune", self.live.tune, "Ctrl+T")
         self.tune_action.setToolTip("Choose a routine per layer within the max drop, build it and measure it")
         self.measure_action = self._action(jobs_menu, "&Measure", self.live.measure, "Ctrl+M")

@@ -1,7 +1,10 @@
-"""Plan-wide controls of the window: Tune's max-drop box (toolbar) and the ops-precision toggle (Edit menu).
+"""Plan-wide controls of the window: Tune's max-drop box (toolbar), the ops-precision toggle (Edit menu)
+and the sweep's structural check (Jobs menu).
 
-Both act on the live engine and the session's plan, not on a layer, so they live apart from the
-inspector; the ops toggle is an undoable plan edit and follows the plan when it changes.
+They act on the live engine and the session's plan, not on a layer, so they live apart from the
+inspector; the ops toggle is an undoable plan edit and follows the plan when it changes. The max drop
+and the structural check are job options, not plan edits: like the max drop, the check is remembered
+in QSettings (nothing to undo; the next Sensitivity run uses it).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class QtPlanControls(QObject):
         self.ops_action.setToolTip("The plan's ops: Add, Concat, pooling … in int8 as whole-model quantization "
                                    "does; fewer conversions, maybe less accuracy (measured, not predicted)")
         self.ops_action.triggered.connect(self._toggle_ops)
+        self.structural_action = self._structural_action()
 
     def _max_drop_box(self) -> QDoubleSpinBox:
         """Tune's accuracy budget, in the metric's units, remembered in QSettings."""
@@ -52,6 +56,24 @@ class QtPlanControls(QObject):
         self.window.live.max_drop = float(value)
         self.window.settings.setValue("tune/max_drop", float(value))
         self.window.live.predict()  # auto layers are chosen within the budget
+
+    def _structural_action(self) -> QAction:
+        """Whether Sensitivity also measures prune:0.25/0.5 and rank:0.25/0.5 (one evaluation per variant)."""
+        action = QAction("Sweep &structural variants too (prune, rank)", self.window)
+        action.setCheckable(True)
+        action.setToolTip("Sensitivity also measures the drop of pruning each prune group by 25 % and 50 % and of "
+                          "factoring each layer at two ranks (one whole evaluation per variant: slower)")
+        on = str(self.window.settings.value("sweep/structural", "false")).lower() == "true"
+        action.setChecked(on)
+        self.window.live.sweep_structural = on
+        action.toggled.connect(self._structural_changed)
+        return action
+
+    def _structural_changed(self, checked: bool) -> None:
+        self.window.live.sweep_structural = bool(checked)
+        self.window.settings.setValue("sweep/structural", "true" if checked else "false")
+        self.window.set_status("The next sweep measures structural variants too (Jobs ▸ Sensitivity)" if checked
+                               else "The next sweep measures precisions only")
 
     def _toggle_ops(self, checked: bool) -> None:
         """The plan's ops precision follows the check, as an undoable edit."""

@@ -102,10 +102,17 @@ def _timing(graph: Any, evaluator: str | Path | None, path: str | Path,
 
 
 def sensitivity_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None,
-                          evaluator: str | Path, settings: Any = None) -> Job[Any]:
-    """Load the model and the evaluator and run the per-layer sweep; returns the Sensitivity."""
-    from engine.evaluate.sensitivity import sensitivity_job
+                          evaluator: str | Path, settings: Any = None, structural: bool | None = None) -> Job[Any]:
+    """Load the model and the evaluator and run the per-layer sweep; returns the Sensitivity.
 
+    ``structural`` (the window's check box), when given, overrides ``settings.structural``: the sweep
+    then also measures prune:r / rank:f per layer (``engine.evaluate.structural``)."""
+    from dataclasses import replace
+
+    from engine.evaluate.sensitivity import SweepSettings, sensitivity_job
+
+    if structural is not None:
+        settings = replace(settings if settings is not None else SweepSettings(), structural=bool(structural))
     yield Progress(0, 0, "loading the model and the evaluator")
     graph = load_graph(path, input_shapes)
     return (yield from sensitivity_job(graph, load_job_evaluator(evaluator, path, input_shapes), settings))

@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.errors import LayerLabError
 from engine.ir.ops import op_facts
-from engine.jobs.loaded import load_graph
+from engine.jobs.loaded import load_graph, load_job_evaluator
 from engine.progress import Cancelled, Job, Progress
 from engine.passes import lowrank, prune
 from engine.passes.reconstruct import input_gram
@@ -52,6 +52,7 @@ class LayerFacts:
     rank: dict[str, RankFacts | str] = field(default_factory=dict)
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     complete: bool = True  # False when the job was cancelled part way
+    evaluator: str | None = None  # the evaluator whose calibration gave the data-aware curves (None: weights only)
 
 
 def group_members(group: Any) -> tuple[str, ...]:
@@ -116,12 +117,17 @@ def layer_facts(graph: Any, calibration: Sequence[dict[str, Any]] | None = None)
 def layer_facts_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                     evaluator: str | Path | None = None) -> Job[LayerFacts]:
     """Load the model (as the window did) and compute ``layer_facts``; with ``evaluator`` (a path) its
-    calibration samples give the data-aware energy curves (none when it has only random inputs)."""
+    calibration samples give the data-aware energy curves (none when it has only random inputs).
+    The facts record the evaluator they were computed with (``LayerFacts.evaluator``)."""
     yield Progress(0, 0, "loading the model")
     graph = load_graph(path, input_shapes)
     calibration = None
     if evaluator is not None:
-        from engine.evaluate.evaluator import load_evaluator
+        from engine.evaluate.calibration import calibration_for
 
-        calibration = list(load_evaluator(evaluator).calibration() or []) or None  # never the scored samples
-    return (yield from layer_facts(graph, calibration))
+        yield Progress(0, 0, "loading the evaluator's calibration")
+        found = calibration_for(graph, load_job_evaluator(evaluator, path, input_shapes))  # never the scored samples
+        calibration = None if found.random else found.samples
+    facts = yield from layer_facts(graph, calibration)
+    facts.evaluator = None if evaluator is None else str(evaluator)
+    return facts
