@@ -150,7 +150,7 @@ class PrunePass:
             self.groups.append(group)
             for c in group.consumers:
                 refit[c] = refit.get(c, True) and s.reconstruct
-            unit = f" heads of {group.unit}" if group.unit > 1 else " channels"
+            unit = f" blocks of {group.unit} (heads, shuffle columns or conv groups)" if group.unit > 1 else " channels"
             others = [n for n in group.layers if n != layer]
             also = f", with {', '.join(others)}" if others else ""
             notes.append(f"{layer}: kept {n_keep} of {group.channels}{unit}{also}")

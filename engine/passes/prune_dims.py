@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["Dim", "Edit", "Refused", "Regroup", "SetCount", "SliceBounds", "SliceParam", "SplitSizes", "Handler", "apply_edit", "registrar", "through", "who"]
+__all__ = ["Dim", "Edit", "Refused", "Regroup", "SetCount", "SliceBounds", "SliceParam", "SplitSizes", "Handler", "apply_edit", "fit_units", "registrar", "through", "who"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,13 @@ class Refused(Exception):
 
 
 class Regroup(Exception):
-    """Raised while tracing: channels must be pruned in blocks of ``unit`` (attention heads)."""
+    """Raised while tracing: some group channels must be pruned together (``merge``: sets of their
+    indices), e.g. the channels of one attention head, of one column of a channel shuffle or of a
+    grouped conv. The tracer starts again with each set as one group channel."""
 
-    def __init__(self, unit: int) -> None:
-        super().__init__(f"prune in blocks of {unit}")
-        self.unit = unit
+    def __init__(self, merge: Sequence[Sequence[int]]) -> None:
+        super().__init__(f"prune {len(merge)} set(s) of channels together")
+        self.merge = [tuple(int(c) for c in m) for m in merge]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,31 @@ class Dim:
         return all(r.size == 0 for r in self.rows)
 
 
+def fit_units(dim: Dim, unit_of: np.ndarray) -> tuple[Dim, tuple[np.ndarray, ...]]:
+    """Map ``dim`` onto units of its axis (``unit_of[i]``: the unit index ``i`` belongs to, e.g. one head,
+    one column of a channel shuffle, one group of a grouped conv), which are pruned whole.
+
+    Returns ``dim`` completed to whole units (a unit the group owns only in part takes its other
+    indices: they are nobody's, e.g. the other input of a Concat) and each group channel's units.
+    Raises ``Regroup`` when one unit holds indices of several group channels.
+    """
+    owner: dict[int, int] = {}
+    merge: list[tuple[int, int]] = []
+    units = []
+    for c, r in enumerate(dim.rows):
+        mine = np.unique(unit_of[r])
+        units.append(mine)
+        for u in mine.tolist():
+            if owner.setdefault(u, c) != c:
+                merge.append((owner[u], c))
+    if merge:
+        raise Regroup(merge)
+    members = {u: np.flatnonzero(unit_of == u) for u in owner}
+    rows = tuple(np.sort(np.concatenate([members[u] for u in mine.tolist()])) if mine.size else np.zeros(0, np.int64)
+                 for mine in units)
+    return Dim(dim.axis, rows), tuple(units)
+
+
 @dataclass(frozen=True)
 class SliceParam:
     """Delete, from constant input ``slot`` of node ``node``, along ``axis``, the removed indices of ``space``."""
@@ -86,7 +113,8 @@ class SetCount:
     """Set a count to its old value minus the indices removed from ``space``.
 
     ``kind`` "group" is a Conv's group attribute; "shape" is entry ``entry`` of a Reshape shape or a
-    Resize sizes constant at input ``slot``.
+    Resize sizes constant at input ``slot``. ``per``: indices of ``space`` per unit counted (a grouped
+    conv loses one group per ``per`` input channels removed).
     """
 
     node: int
@@ -95,6 +123,7 @@ class SetCount:
     space: str
     slot: int = 0
     entry: int = 0
+    per: int = 1
 
 
 @dataclass(frozen=True)
@@ -154,7 +183,7 @@ def apply_edit(model: onnx.ModelProto, edit: Edit, dims: Mapping[str, Dim], drop
     elif isinstance(edit, SetCount) and edit.kind == "group":
         for a in node.attribute:
             if a.name == "group":
-                a.i = edit.old - len(removed)
+                a.i = edit.old - len(removed) // edit.per
     elif isinstance(edit, SetCount):
         name = node.input[edit.slot]
         array = _const(graph, name).copy()

@@ -4,7 +4,10 @@ As in DepGraph (Fang et al., CVPR 2023; Torch-Pruning's ``DependencyGraph``), a 
 channels are traced through the graph, forwards to every reader and backwards to every writer of a
 tensor that carries them: a residual Add pulls in the other branch's producer, a depthwise conv is
 pruned along with its input, a Concat offsets the indices, a Flatten expands each channel to its
-H*W columns, a Reshape that splits features into attention heads turns the group into whole heads.
+H*W columns, a Reshape that splits features into attention heads turns the group into whole heads,
+a channel shuffle (Reshape, Transpose, Reshape) into the same channel of every shuffle group, a
+grouped conv into the same channel of every conv group (or whole conv groups). Where channels must go
+together the handler raises ``Regroup`` and the trace starts again with them merged.
 Each op's index mapping is a small handler in ``engine.passes.prune_handlers``.
 
 ``build_group(model, layer)`` returns a ``Group``: a value that says which layers lose output
@@ -33,6 +36,7 @@ __all__ = ["LAYER_OPS", "Group", "Member", "build_group", "shapes_of"]
 logger = logging.getLogger(__name__)
 
 LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+_ATTEMPTS = 8  # traces per group: each Regroup merges channels (heads, shuffle columns, conv groups) and starts again
 
 
 @dataclass(frozen=True)
@@ -49,8 +53,8 @@ class Group:
     """Channels that shrink together; ``reason`` says why not when they cannot."""
 
     root: str
-    channels: int  # group channels (output channels of the root, or heads)
-    unit: int  # indices of the root's output per group channel (1, or a head's size)
+    channels: int  # group channels (output channels of the root, or blocks of them pruned together)
+    unit: int  # indices of the root's output per group channel (1; a head's size; a shuffle's or conv's group count)
     members: list[Member] = field(default_factory=list)
     edits: list[Edit] = field(default_factory=list)
     dims: dict[str, Dim] = field(default_factory=dict)
@@ -74,7 +78,7 @@ class Group:
         return self.names("consumer")
 
     def details(self) -> str:
-        unit = f" (heads of {self.unit})" if self.unit > 1 else ""
+        unit = f" (blocks of {self.unit}: heads, shuffle columns or conv groups)" if self.unit > 1 else ""
         head = f"group of {self.root!r}: {self.channels} channels{unit}"
         if self.reason:
             return f"{head}: cannot be pruned: {self.reason}"
@@ -190,6 +194,10 @@ class _Tracer:
         if edit not in self.edits:
             self.edits.append(edit)
 
+    def space(self, name: str, dim: Dim) -> None:
+        """An index space that is no tensor (a grouped conv's channels within a group), for edits to use."""
+        self.dims[name] = dim
+
     def join(self, node: onnx.NodeProto, slot: int, axis: int, space: str) -> None:
         """Input ``slot`` shares the channels of ``space`` on ``axis``: slice it if constant, else trace it."""
         name = node.input[slot]
@@ -234,14 +242,39 @@ class _Tracer:
 
 
 def _union(t: str, a: Dim, b: Dim) -> Dim:
-    """Both index sets per group channel; refused when they disagree on axis or share an index."""
+    """Both index sets per group channel; refused when they disagree on the axis. When two group
+    channels own one index (two paths map them onto the same channel), they must be pruned together:
+    ``Regroup`` merges them."""
     if a.axis != b.axis or len(a.rows) != len(b.rows):
         raise Refused(f"tensor {t!r} is reached on two paths with different channel axes")
     rows = tuple(np.union1d(x, y) for x, y in zip(a.rows, b.rows))
     flat = np.concatenate(rows)
-    if len(np.unique(flat)) != len(flat):
-        raise Refused(f"tensor {t!r} is reached on two paths with different channels")
+    owner = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+    order = np.argsort(flat, kind="stable")
+    flat, owner = flat[order], owner[order]
+    same = np.flatnonzero(flat[1:] == flat[:-1])
+    if same.size:
+        raise Regroup(sorted(set(zip(owner[same].tolist(), owner[same + 1].tolist()))))
     return Dim(a.axis, rows)
+
+
+def _merged(rows: tuple[np.ndarray, ...], merge: list[tuple[int, ...]]) -> tuple[np.ndarray, ...]:
+    """The root's group channels after joining each set in ``merge`` into one (union-find)."""
+    parent = list(range(len(rows)))
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for members in merge:
+        for c in members[1:]:
+            parent[find(c)] = find(members[0])
+    sets: dict[int, list[int]] = {}
+    for c in range(len(rows)):
+        sets.setdefault(find(c), []).append(c)
+    return tuple(np.sort(np.concatenate([rows[c] for c in cs])) for cs in sorted(sets.values(), key=min))
 
 
 def _root_axis(node: onnx.NodeProto, shapes: Mapping[str, list[int | None]]) -> tuple[int, int]:
@@ -268,25 +301,28 @@ def build_group(model: onnx.ModelProto, layer: str, shapes: Mapping[str, list[in
         t.name for t in model.graph.initializer
     }:
         return Group(layer, 0, 1, reason=f"{node.op_type} {layer!r} has no constant weight")
-    unit = 1
-    for _ in range(3):
+    rows: tuple[np.ndarray, ...] | None = None
+    for _ in range(_ATTEMPTS):
         tracer = _Tracer(model, shapes)
         try:
             axis, size = _root_axis(node, shapes)
-            if size % unit:
-                raise Refused(f"{size} channels do not split into blocks of {unit}")
-            tracer.add(node.output[0], Dim.identity(axis, size, unit), None)
+            root = Dim(axis, rows) if rows is not None else Dim.identity(axis, size)
+            tracer.add(node.output[0], root, None)
             tracer.run()
         except Regroup as exc:
-            unit = exc.unit
+            rows = _merged(root.rows, exc.merge)
             continue
         except Refused as exc:
-            return Group(layer, 0, unit, tracer.members, reason=str(exc))
-        group = Group(layer, size // unit, unit, tracer.members, tracer.edits, tracer.dims)
+            return Group(layer, 0, _unit(rows), tracer.members, reason=str(exc))
+        group = Group(layer, len(root.rows), _unit(root.rows), tracer.members, tracer.edits, tracer.dims)
         if not group.layers:
             group.reason = "no layer in the group has constant weights to slice"
         elif group.channels < 2:
-            group.reason = "the group has a single channel"
+            group.reason = "the group has a single channel (its channels must all go together)"
         return group
-    return Group(layer, 0, unit, reason="the channels cannot be aligned to blocks (heads)")
+    return Group(layer, 0, _unit(rows), reason="the channels cannot be aligned to the blocks they must be pruned in")
 
+
+def _unit(rows: tuple[np.ndarray, ...] | None) -> int:
+    """Indices of the root's output per group channel (the largest, when they differ)."""
+    return max((len(r) for r in rows), default=1) if rows else 1

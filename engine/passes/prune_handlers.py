@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from engine.passes.prune_dims import Dim, Handler, Refused, SetCount, SliceParam, attr, registrar, through, who
+from engine.passes.prune_dims import Dim, Handler, Refused, SetCount, SliceParam, attr, fit_units, registrar, through, who
 from engine.passes.prune_layout_handlers import LAYOUT_HANDLERS
 
 __all__ = ["HANDLERS"]
@@ -101,13 +101,9 @@ def _layernorm(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
 def _conv(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     w = b.need_const(node, 1)
     group = int(attr(node, "group", 1))
-    cout, cin = w.shape[0], w.shape[1] * group
     i = b.index(node)
     if dim.axis != 1 or t not in (node.input[0], node.output[0]):
         raise Refused(f"{who(node)}: channels on axis {dim.axis} or its weight input")
-    depthwise = group > 1 and group == cin
-    if group > 1 and not depthwise:
-        raise Refused(f"{who(node)} is grouped ({group} groups of {cin // group} channels); only depthwise convs are pruned along")
     if group == 1:
         if t == node.input[0]:
             b.member(node, "consumer")
@@ -118,19 +114,48 @@ def _conv(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
             if len(node.input) > 2 and node.input[2]:
                 b.edit(SliceParam(i, 2, 0, t))
         return
-    mult = cout // group
-    if t == node.input[0]:
-        rows = tuple((r[:, None] * mult + np.arange(mult)).reshape(-1) for r in dim.rows)
-        b.add(node.output[0], Dim(1, rows), node)
-    elif mult != 1:
-        raise Refused(f"{who(node)} is depthwise with multiplier {mult}: its outputs are pruned from its input")
+    _grouped_conv(b, node, t, dim, w.shape[1], w.shape[0] // group, group)
+
+
+def _grouped_conv(b: Any, node: onnx.NodeProto, t: str, dim: Dim, per_in: int, per_out: int, group: int) -> None:
+    """A conv of ``group`` groups (``per_in`` inputs, ``per_out`` outputs each) couples channels per group.
+
+    Whole groups (their inputs, their outputs and the ``group`` attribute go together) when the group
+    channels cover whole groups on the side they arrive at: always for a depthwise conv reached from
+    its input, which is then pruned along with its producer. Otherwise the same channel of every group
+    goes (a *column*), so the groups stay equal in size and ``group`` stays: an input column is one
+    input slice of the weight, an output column one output row per group."""
+    i, cin, cout = b.index(node), per_in * group, per_out * group
+    side = "input" if t == node.input[0] else "output"
+    per = per_in if side == "input" else per_out
+    size = cin if side == "input" else cout
+    if b.shape(t) is not None and b.shape(t)[1] not in (None, size):
+        raise Refused(f"{who(node)}: its {side} has {b.shape(t)[1]} channels, its weight {size}")
+    blocks = np.arange(size) // per
+    if all(np.array_equal(r, (np.unique(blocks[r])[:, None] * per + np.arange(per)).reshape(-1)) for r in dim.rows):
+        kept = tuple(np.unique(blocks[r]) for r in dim.rows)  # whole groups
+        ins = tuple((g[:, None] * per_in + np.arange(per_in)).reshape(-1) for g in kept)
+        outs = tuple((g[:, None] * per_out + np.arange(per_out)).reshape(-1) for g in kept)
+        b.add(node.output[0] if side == "input" else node.input[0], Dim(1, outs if side == "input" else ins), node)
+        b.member(node, "depthwise" if per_in == 1 else "grouped (whole groups)")
+        b.edit(SliceParam(i, 1, 0, node.output[0]))
+        b.edit(SetCount(i, "group", group, node.input[0], per=per_in))
+        if len(node.input) > 2 and node.input[2]:
+            b.edit(SliceParam(i, 2, 0, node.output[0]))
+        return
+    whole, columns = fit_units(dim, np.arange(size) % per)  # Regroup when a column holds several group channels
+    if not whole.same(dim):
+        b.add(t, whole, node)  # the rest of a column nobody owned (e.g. the other input of a Concat)
+    if side == "input":
+        local = f"{node.name}/input columns"  # weight axis 1 counts the channels within a group
+        b.space(local, Dim(1, columns))
+        b.member(node, "consumer")
+        b.edit(SliceParam(i, 1, 1, local))
     else:
-        b.add(node.input[0], dim, node)
-    b.member(node, "depthwise")
-    b.edit(SliceParam(i, 1, 0, node.output[0]))
-    b.edit(SetCount(i, "group", group, node.input[0]))
-    if len(node.input) > 2 and node.input[2]:
-        b.edit(SliceParam(i, 2, 0, node.output[0]))
+        b.member(node, "layer")
+        b.edit(SliceParam(i, 1, 0, t))
+        if len(node.input) > 2 and node.input[2]:
+            b.edit(SliceParam(i, 2, 0, t))
 
 
 @_handles("ConvTranspose")

@@ -1,5 +1,5 @@
 """Prune-group handlers for ops that move the channel axis or cut it: Flatten, Transpose, (Un)Squeeze,
-Pad, Resize, reductions, Concat, Split, Slice, Reshape and Shape.
+Pad, Resize, reductions, Concat, Split, Slice, Reshape (heads, channel shuffle) and Shape.
 
 Same contract as ``engine.passes.prune_handlers`` (which merges ``LAYOUT_HANDLERS`` into ``HANDLERS``):
 a handler maps channel indices through one op, records what shrinks and raises ``Refused`` with the
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from engine.passes.prune_dims import (Dim, Handler, Refused, Regroup, SetCount, SliceBounds, SplitSizes, attr, registrar,
-                                      through, who)
+from engine.passes.prune_dims import (Dim, Handler, Refused, SetCount, SliceBounds, SplitSizes, attr, fit_units,
+                                      registrar, through, who)
 
 __all__ = ["LAYOUT_HANDLERS"]
 
@@ -186,20 +186,37 @@ def _slice(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
 @_handles("Reshape")
 def _reshape(b: Any, node: onnx.NodeProto, t: str, dim: Dim) -> None:
     src, dst = (node.input[0], node.output[0]) if t == node.input[0] else (node.output[0], node.input[0])
-    mapped = _map_axis(b.shape(src), b.shape(dst), dim)
+    mapped = _map_axis(b.shape(src), b.shape(dst), dim, _shuffled_axes(b, dst))
     if mapped is None:
         raise Refused(f"{who(node)} mixes the pruned axis with others in a way that cannot be traced")
+    mapped, whole = mapped
     out_axis = (mapped if dst == node.output[0] else dim).axis
     target = b.const(node.input[1])
     where = (node, 1, out_axis) if target is not None else _shape_piece(b, node.input[1], out_axis)
     if where is None:
         raise Refused(f"{who(node)}: the pruned entry of its target shape is computed at run time")
     b.member(node, "reshape")
+    if not whole.same(dim):  # whole units (a shuffle column, a head) take indices nobody owned yet
+        b.add(src, whole, node)
     b.add(dst, mapped, node)
     owner, slot, entry = where
     if int(b.const(owner.input[slot])[entry]) > 0:
         old = b.shape(node.output[0])[out_axis]
         b.edit(SetCount(b.index(owner), "shape", old, node.output[0], slot, entry))
+
+
+def _shuffled_axes(b: Any, t: str) -> set[int]:
+    """Axes ``a`` of ``t`` that a Transpose reading ``t`` swaps with ``a + 1``: a channel shuffle
+    (ShuffleNet: Reshape [N, G, C/G, H, W], Transpose (0, 2, 1, 3, 4), Reshape [N, C, H, W])."""
+    out = set()
+    for user in b.users(t):
+        if user.op_type != "Transpose" or user.input[0] != t:
+            continue
+        perm = list(attr(user, "perm", []))
+        moved = [i for i, p in enumerate(perm) if p != i]
+        if len(moved) == 2 and moved[1] == moved[0] + 1:
+            out.add(moved[0])
+    return out
 
 
 def _shape_piece(b: Any, shape: str, axis: int) -> tuple[onnx.NodeProto, int, int] | None:
@@ -219,8 +236,14 @@ def _shape_piece(b: Any, shape: str, axis: int) -> tuple[onnx.NodeProto, int, in
     return None
 
 
-def _map_axis(src: list[int | None] | None, dst: list[int | None] | None, dim: Dim) -> Dim | None:
-    """The same channels after a reshape (compared from the innermost axis, so a dynamic batch is fine)."""
+def _map_axis(src: list[int | None] | None, dst: list[int | None] | None, dim: Dim,
+              shuffled: set[int] = frozenset()) -> tuple[Dim, Dim] | None:  # type: ignore[assignment]
+    """The same channels after a reshape (compared from the innermost axis, so a dynamic batch is fine),
+    and ``dim`` completed to the whole units the reshape keeps (``dim`` itself unless it splits the axis).
+
+    A split of the pruned axis into ``[outer, inner]`` prunes whole blocks of the outer axis (attention
+    heads), or, when a Transpose then swaps the two (``shuffled``: a channel shuffle), the same inner
+    index in every block, so the shuffle keeps its group count."""
     if src is None or dst is None or any(d is None for d in src[dim.axis:]):
         return None
     inner, size = math.prod(src[dim.axis + 1:]), src[dim.axis]
@@ -229,7 +252,7 @@ def _map_axis(src: list[int | None] | None, dst: list[int | None] | None, dim: D
         if dst[j] is None or after > inner or inner % after:
             return None
         if after == inner and dst[j] == size:
-            return Dim(j, dim.rows)
+            return Dim(j, dim.rows), dim
         if after == inner and dst[j] < size:
             break  # the innermost part of a split
         if after * dst[j] >= inner * size:  # merged with neighbouring axes
@@ -238,11 +261,11 @@ def _map_axis(src: list[int | None] | None, dst: list[int | None] | None, dim: D
             if outer * size * step != dst[j]:
                 return None
             base = np.arange(outer)[:, None, None] * size * step + np.arange(step)[None, None, :]
-            return Dim(j, tuple((base + r[None, :, None] * step).reshape(-1) for r in dim.rows))
+            return Dim(j, tuple((base + r[None, :, None] * step).reshape(-1) for r in dim.rows)), dim
         after *= dst[j]
     else:
         return None
-    # split of the pruned axis into dst[k..j] (k < j): channels must go in whole blocks of the outer axis
+    # split of the pruned axis into dst[k..j] (k < j)
     span, k = dst[j], j
     while span < size and k > 0:
         k -= 1
@@ -252,13 +275,11 @@ def _map_axis(src: list[int | None] | None, dst: list[int | None] | None, dim: D
     if span != size:
         return None
     block = size // dst[k]
-    rows = []
-    for r in dim.rows:
-        heads = np.unique(r // block)
-        if not np.array_equal(np.sort(r), (heads[:, None] * block + np.arange(block)).reshape(-1)):
-            raise Regroup(block)
-        rows.append(heads)
-    return Dim(k, tuple(rows))
+    if k in shuffled and j == k + 1:  # a channel shuffle: column c of every block goes together
+        whole, units = fit_units(dim, np.arange(size) % block)
+        return Dim(j, units), whole
+    whole, units = fit_units(dim, np.arange(size) // block)  # whole blocks of the outer axis (heads)
+    return Dim(k, units), whole
 
 
 @_handles("Shape")
