@@ -5,7 +5,10 @@ output on calibration data stays as close as possible to the unpruned model's ou
 consumer's input in the pruned model (kept channels, upstream changes included) and Y its output in
 the unpruned model, solve ``min ||X' W + b - Y||^2`` (a small ridge term keeps it well posed). This is
 the reconstruction step of He et al. 2017 (*Channel Pruning for Accelerating Very Deep Neural
-Networks*) and ThiNet. Convs are unfolded into patches (im2col) for the fit.
+Networks*) and ThiNet. Convs are unfolded into patches (im2col; ``auto_pad`` resolved) for the fit, a
+grouped conv group by group, and a ConvTranspose as the stride-1 conv over its zero-upsampled input it
+equals. What the fit does not cover (3-D kernels, a ConvTranspose with ``output_shape``, ``auto_pad``
+or groups) is pruned without a refit, and the notes say which and why.
 
 ``activation_importance`` ranks a group's channels by the energy they carry into the consumers
 (E[x_c^2] * ||W[:, c]||^2), and ``input_gram`` gives a layer's input second moments for the
@@ -56,15 +59,27 @@ def _weight(model: onnx.ModelProto, name: str) -> np.ndarray:
     return numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == name))
 
 
-def _patches(x: np.ndarray, node: onnx.NodeProto, kernel: Sequence[int]) -> np.ndarray | None:
-    """im2col of a Conv's input: [positions, C*kh*kw], or None for settings it does not cover."""
-    if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(kernel) not in (1, 2):
-        return None
+def _geometry(node: onnx.NodeProto, size: Sequence[int], kernel: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
+    """A Conv's pads ([begin..., end...]), strides and dilations, with ``auto_pad`` resolved for input ``size``."""
     nd = len(kernel)
-    pads = list(attr(node, "pads", [0] * 2 * nd))
     strides = list(attr(node, "strides", [1] * nd))
     dil = list(attr(node, "dilations", [1] * nd))
-    if nd == 1:
+    auto = attr(node, "auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+    if auto in ("NOTSET", ""):
+        return list(attr(node, "pads", [0] * 2 * nd)), strides, dil
+    if auto == "VALID":
+        return [0] * 2 * nd, strides, dil
+    total = [max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n) for n, s, k, d in zip(size, strides, kernel, dil)]
+    small = [t // 2 for t in total]  # SAME_UPPER puts the odd pad at the end, SAME_LOWER at the start
+    begin = small if auto == "SAME_UPPER" else [t - h for t, h in zip(total, small)]
+    return begin + [t - b for t, b in zip(total, begin)], strides, dil
+
+
+def _unfold(x: np.ndarray, kernel: Sequence[int], pads: Sequence[int], strides: Sequence[int],
+            dil: Sequence[int]) -> np.ndarray:
+    """im2col: [positions, C*kh*kw] of a 1-D or 2-D conv's input ``x`` [N, C, ...]."""
+    if len(kernel) == 1:
         x, kernel = x[:, :, None, :], (1, kernel[0])
         pads, strides, dil = [0, pads[0], 0, pads[1]], [1, strides[0]], [1, dil[0]]
     x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
@@ -72,6 +87,38 @@ def _patches(x: np.ndarray, node: onnx.NodeProto, kernel: Sequence[int]) -> np.n
     win = sliding_window_view(x, span, axis=(2, 3))[:, :, :: strides[0], :: strides[1], :: dil[0], :: dil[1]]
     n, c, oh, ow, kh, kw = win.shape
     return win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+
+
+def _patches(x: np.ndarray, node: onnx.NodeProto, kernel: Sequence[int]) -> np.ndarray | None:
+    """im2col of a Conv's input: [positions, C*kh*kw], or None for settings it does not cover (3-D kernels)."""
+    if len(kernel) not in (1, 2):
+        return None
+    pads, strides, dil = _geometry(node, x.shape[2:], kernel)
+    return _unfold(x, kernel, pads, strides, dil)
+
+
+def _transposed_patches(x: np.ndarray, node: onnx.NodeProto, kernel: Sequence[int]) -> np.ndarray:
+    """A ConvTranspose as the Conv it is: its input with ``stride - 1`` zeros between pixels, padded by
+    ``dilation * (k - 1) - pad`` (plus ``output_padding`` at the end), convolved with the flipped and
+    transposed kernel at stride 1 (``_as_conv``); im2col of that input."""
+    nd = len(kernel)
+    strides = list(attr(node, "strides", [1] * nd))
+    dil = list(attr(node, "dilations", [1] * nd))
+    pads = list(attr(node, "pads", [0] * 2 * nd))
+    extra = list(attr(node, "output_padding", [0] * nd))
+    up = np.zeros((*x.shape[:2], *[(n - 1) * s + 1 for n, s in zip(x.shape[2:], strides)]), x.dtype)
+    up[(slice(None), slice(None), *[slice(None, None, s) for s in strides])] = x
+    begin = [d * (k - 1) - p for d, k, p in zip(dil, kernel, pads)]
+    end = [d * (k - 1) - p + e for d, k, p, e in zip(dil, kernel, pads[nd:], extra)]
+    up = np.pad(up, ((0, 0), (0, 0), *[(max(0, b), max(0, e)) for b, e in zip(begin, end)]))
+    crop = tuple(slice(max(0, -b), up.shape[2 + i] - max(0, -e)) for i, (b, e) in enumerate(zip(begin, end)))
+    return _unfold(up[(slice(None), slice(None), *crop)], kernel, [0] * 2 * nd, [1] * nd, dil)
+
+
+def _as_conv(w: np.ndarray) -> np.ndarray:
+    """A ConvTranspose weight [in, out, k...] as the Conv weight [out, in, k...] of ``_transposed_patches``
+    (and back: the map is its own inverse)."""
+    return np.flip(np.swapaxes(w, 0, 1), axis=tuple(range(2, w.ndim)))
 
 
 def _rows(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -101,20 +148,47 @@ def _stack(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.n
     return _rows(np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs]))
 
 
+def _conv_fit(pruned: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, bias: np.ndarray | None,
+              xs: list[np.ndarray], ys: list[np.ndarray]) -> None:
+    """Refit a Conv (grouped too: each group's outputs from that group's inputs) on im2col patches."""
+    groups = int(attr(node, "group", 1))
+    per_in, per_out = w.shape[1], w.shape[0] // groups
+    fitted_w, fitted_b = np.empty_like(w), None if bias is None else np.empty_like(bias)
+    for g in range(groups):
+        inputs, outputs = slice(g * per_in, (g + 1) * per_in), slice(g * per_out, (g + 1) * per_out)
+        x, y = _stack([(_patches(a[:, inputs], node, w.shape[2:]),
+                        np.moveaxis(b[:, outputs], 1, -1).reshape(-1, per_out)) for a, b in zip(xs, ys)])
+        fw, fb = _lstsq(x, y, w[outputs].reshape(per_out, -1).T, None if bias is None else bias[outputs].reshape(-1))
+        fitted_w[outputs] = fw.T.reshape(w[outputs].shape)
+        if fitted_b is not None:
+            fitted_b[outputs] = fb
+    set_initializer(pruned.graph, node.input[1], fitted_w.astype(w.dtype))
+    if bias is not None:
+        set_initializer(pruned.graph, node.input[2], fitted_b.astype(bias.dtype))
+
+
 def _fit(pruned: onnx.ModelProto, layer: str, xs: list[np.ndarray], ys: list[np.ndarray]) -> str | None:
-    """Refit ``layer`` of ``pruned`` in place from per-feed inputs ``xs`` and targets ``ys``; None when
-    its kind is not covered."""
+    """Refit ``layer`` of ``pruned`` in place from per-feed inputs ``xs`` and targets ``ys``; returns
+    why not when the least-squares fit does not cover it (None: refitted)."""
     node = _node(pruned, layer)
     op = node.op_type
     w = _weight(pruned, node.input[1])
     has_bias = len(node.input) > 2 and bool(node.input[2])
     bias = _weight(pruned, node.input[2]) if has_bias else None
-    if op == "Conv" and int(attr(node, "group", 1)) == 1:
-        if _patches(xs[0][:1], node, w.shape[2:]) is None:
-            return None
-        x, y = _stack([(_patches(a, node, w.shape[2:]), np.moveaxis(b, 1, -1).reshape(-1, b.shape[1])) for a, b in zip(xs, ys)])
-        fw, fb = _lstsq(x, y, w.reshape(w.shape[0], -1).T, bias.reshape(-1) if has_bias else None)
-        set_initializer(pruned.graph, node.input[1], fw.T.reshape(w.shape).astype(w.dtype))
+    if op in ("Conv", "ConvTranspose") and w.ndim not in (3, 4):
+        return f"a {w.ndim - 2}-D {op} (the unfold covers 1-D and 2-D kernels)"
+    if op == "Conv":
+        _conv_fit(pruned, node, w, bias, xs, ys)
+    elif op == "ConvTranspose":
+        if int(attr(node, "group", 1)) != 1 or attr(node, "output_shape", None) is not None:
+            return "a grouped ConvTranspose or one with output_shape"
+        if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            return "a ConvTranspose with auto_pad"
+        x, y = _stack([(_transposed_patches(a, node, w.shape[2:]), np.moveaxis(b, 1, -1).reshape(-1, b.shape[1]))
+                       for a, b in zip(xs, ys)])
+        conv = _as_conv(w)
+        fw, fb = _lstsq(x, y, conv.reshape(conv.shape[0], -1).T, bias.reshape(-1) if has_bias else None)
+        set_initializer(pruned.graph, node.input[1], _as_conv(fw.T.reshape(conv.shape)).astype(w.dtype))
         if has_bias:
             set_initializer(pruned.graph, node.input[2], fb.astype(bias.dtype))
     elif op == "Gemm":
@@ -132,8 +206,8 @@ def _fit(pruned: onnx.ModelProto, layer: str, xs: list[np.ndarray], ys: list[np.
         fw, _ = _lstsq(x, y, w, None)
         set_initializer(pruned.graph, node.input[1], fw.astype(w.dtype))
     else:
-        return None
-    return layer
+        return f"a {op} with a {w.ndim}-D weight" if op == "MatMul" else f"a {op}"
+    return None
 
 
 def reconstruct(
@@ -160,11 +234,15 @@ def reconstruct(
             y = outs[node.output[0]]
             axis = -1 if node.op_type == "MatMul" else 1
             target = [np.take(v, kept[layer], axis=axis) for v in y] if layer in kept else y
-            fitted = _fit(pruned, layer, ins[node.input[0]], target)
-            (done if fitted else skipped).append(layer)
+            why = _fit(pruned, layer, ins[node.input[0]], target)
+            if why is None:
+                done.append(layer)
+            else:
+                skipped.append(f"{layer} ({why}: pruned without a refit)")
     notes = [f"reconstruction refitted {len(done)} layer(s) on {len(calibration)} calibration sample(s)"]
     if skipped:
-        notes.append(f"reconstruction skipped {', '.join(skipped)} (kind not covered)")
+        notes.append(f"reconstruction skipped {'; '.join(skipped)}")
+        logger.warning("reconstruction skipped %s", "; ".join(skipped))
     return notes
 
 
@@ -178,7 +256,9 @@ def activation_importance(model: onnx.ModelProto, group: Group, calibration: Seq
         dim = group.dims[node.input[0]]
         w = _weight(model, node.input[1])
         if node.op_type == "Conv":
-            col = (w**2).sum(axis=(0, *range(2, w.ndim)))
+            groups = int(attr(node, "group", 1))  # input channel g * Ig + k meets weight column k of group g's rows
+            per = (w**2).sum(axis=tuple(range(2, w.ndim))).reshape(groups, w.shape[0] // groups, w.shape[1])
+            col = per.sum(1).reshape(-1)
         elif node.op_type == "Gemm" and int(attr(node, "transB", 0)):
             col = (w**2).sum(0)
         else:
