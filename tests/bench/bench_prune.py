@@ -123,6 +123,8 @@ MODELS: dict[str, Callable[[], tuple]] = {
                                _images((1, 3, 48, 192), 16, 1, "x"), _rel_error(0), "rel. error"),
     "minilm-l3": lambda: (ZOO / "minilm-l3.onnx", {"input_ids": (1, 128), "attention_mask": (1, 128)}, _tokens(8, 0),
                           _tokens(8, 1), _rel_error(-1), "rel. error"),
+    "nudenet-320n": lambda: (ZOO / "nudenet-320n.onnx", {"images": (1, 3, 320, 320)}, _images((1, 3, 320, 320), 8, 0, "images"),
+                             _images((1, 3, 320, 320), 8, 1, "images"), _rel_error(0), "rel. error"),
     "ddddocr-rec": lambda: (ZOO / "ddddocr-rec.onnx", {"input1": (1, 1, 64, 256)}, _images((1, 1, 64, 256), 8, 0, "input1"),
                             _images((1, 1, 64, 256), 8, 1, "input1"), _rel_error(0), "rel. error"),
 }
