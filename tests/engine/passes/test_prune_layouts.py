@@ -15,7 +15,7 @@ from tests import builders
 from tests.engine.passes.test_prune_groups import _const, _pruned, _run, _weight, _x, _zeroed
 
 
-def _ints(b: builders._Builder, name: str, values: list[int]) -> str:
+def _ints(b: builders._Builder, name: str, values: list[int] | int) -> str:
     b.inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
     return name
 
@@ -55,6 +55,22 @@ def test_channel_shuffle_prunes_the_same_channel_of_every_shuffle_group() -> Non
     _check(model, pruned, {"c2.w": (1, [2, 3, 6, 7])}, (1, 3, 6, 6))
     # the same channels zeroed at c1 (before the shuffle) give the same outputs: the permutation is followed
     _check(model, pruned, {"c1.w": (0, [1, 5, 3, 7]), "c1.b": (0, [1, 5, 3, 7])}, (1, 3, 6, 6))
+
+
+def test_channel_shuffle_as_pytorch_exports_it_with_a_run_time_batch() -> None:
+    # x.view(b, groups, c // groups, h, w) with b read at run time: the target is Concat(Unsqueeze(Gather(Shape)), consts)
+    b = builders._Builder(0)
+    y = b.conv("x", 3, 6, name="c1")
+    size = b.node("Gather", [b.node("Shape", [y], name="shape"), _ints(b, "index", 0)], name="gather", axis=0)
+    batch = b.node("Unsqueeze", [size, _ints(b, "axis0", [0])], name="unsqueeze")
+    split = b.node("Concat", [batch, _ints(b, "dims", [3, 2, 5, 5])], name="target", axis=0)
+    merged = b.node("Concat", [batch, _ints(b, "rest", [-1, 5, 5])], name="target2", axis=0)
+    y = b.node("Transpose", [b.node("Reshape", [y, split], name="split")], name="t", perm=[0, 2, 1, 3, 4])
+    out = b.conv(b.node("Reshape", [y, merged], name="merge"), 6, 2, k=1, name="c2", relu=False)
+    model = builders.make_model(b, [1, 3, 5, 5], out, [1, 2, 5, 5])
+    pruned, group = _pruned(model, "c1", [0])  # column 0: c1 channels {0, 2, 4}, after the shuffle {0, 1, 2}
+    assert group.channels == 2 and list(_weight(pruned, "dims")) == [3, 1, 5, 5]
+    _check(model, pruned, {"c2.w": (1, [0, 1, 2])}, (1, 3, 5, 5))
 
 
 def test_shufflenet_v2_unit_prunes_the_branch_with_the_passthrough_half() -> None:
