@@ -77,3 +77,23 @@ def test_what_the_fit_does_not_cover_is_named_in_the_notes() -> None:
     notes = PrunePass({"c1": PruneSettings(0.5, "structured")}, calibration)(model).notes
     assert any("reconstruction skipped consumer (a grouped ConvTranspose or one with output_shape: pruned without a refit)"
                in n for n in notes), notes
+
+
+def test_data_aware_importance_of_a_grouped_consumer_pairs_each_input_with_its_groups_weights() -> None:
+    from engine.ir.graph import build_graph
+    from engine.passes.prune import prune_group
+    from engine.passes.reconstruct import activation_importance, capture
+    from tests.engine.passes.test_prune_layouts import _grouped
+
+    model = _grouped(8, 6, 2)  # c1 (8) -> g: 2 groups of 4 inputs, 3 outputs
+    rng = np.random.default_rng(3)
+    calibration = [{"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32)} for _ in range(3)]
+    group = prune_group(build_graph(model), "c1")
+    assert group.consumers == ["g"] and group.channels == 4
+    x = np.concatenate(capture(model, ["c1_relu_out"], calibration)["c1_relu_out"])
+    energy = (x.astype(np.float64) ** 2).mean(axis=(0, 2, 3))  # per input channel
+    w = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "g.w")).astype(np.float64)
+    meets = np.array([(w[(c // 4) * 3:(c // 4 + 1) * 3, c % 4] ** 2).sum() for c in range(8)])  # its group's rows only
+    score = energy * meets
+    expected = np.array([score[k] + score[k + 4] for k in range(4)]) / score.mean()
+    np.testing.assert_allclose(activation_importance(model, group, calibration), expected, rtol=1e-6)
