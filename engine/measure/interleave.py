@@ -7,10 +7,12 @@ this way, never against a baseline measured at another moment.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import onnx
 
+from engine.measure.partition import PartitionedModel
 from engine.measure.profiler import Stats
 from engine.measure import timing  # as a module: tests replace its functions
 from engine.progress import Job, Progress
@@ -32,14 +34,15 @@ SETTLE = 2
 SESSIONS = 3
 
 
-def interleaved_latency(models: dict[str, onnx.ModelProto], feeds: dict[str, np.ndarray], threads: int,
+def interleaved_latency(models: dict[str, onnx.ModelProto | PartitionedModel], feeds: dict[str, np.ndarray], threads: int,
                         repeats: int, warmup: int = 5, sessions: int = SESSIONS,
                         provider: str | None = None) -> Job[dict[str, Stats]]:
     """Per model, latency over ``repeats`` counted runs in each of ``sessions`` sessions, taken in turns:
     ``BLOCK`` runs of each session in turn, the first ``SETTLE`` of every block not counted (the previous
-    session's threads still spin). A model's stats are those of its session with the lowest median."""
+    session's threads still spin). A model's stats are those of its session with the lowest median. A
+    ``PartitionedModel`` (a mixed-provider route) runs its parts on their providers, timed like a model."""
     extra = {"provider": provider} if provider else {}  # None: the profiler's provider (CPU)
-    pool = {(name, k): timing.make_session(m, threads, name, **extra) for name, m in models.items() for k in range(max(sessions, 1))}
+    pool = {(name, k): _session(m, threads, name, extra) for name, m in models.items() for k in range(max(sessions, 1))}
     for (name, _), s in pool.items():
         yield from timing.time_runs(s, feeds, warmup, name)
     times: dict[tuple[str, int], list[float]] = {key: [] for key in pool}
@@ -55,3 +58,9 @@ def interleaved_latency(models: dict[str, onnx.ModelProto], feeds: dict[str, np.
         if name not in best or stats.median < best[name].median:
             best[name] = stats
     return best
+
+
+def _session(model: onnx.ModelProto | PartitionedModel, threads: int, name: str, extra: dict) -> Any:
+    if isinstance(model, PartitionedModel):
+        return model.session(threads, name)
+    return timing.make_session(model, threads, name, **extra)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-__all__ = ["PROVIDER_ROUTINES", "routines_by_provider"]
+__all__ = ["CPU", "PROVIDER_ROUTINES", "routine_on", "routines_by_provider", "short_name", "split_routine"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +32,24 @@ PROVIDER_ROUTINES: dict[str, dict[str, str]] = {
 def routines_by_provider(providers: Iterable[str]) -> dict[str, dict[str, str]]:
     """For each provider named, its routines and notes; providers not in the table get ``{}`` (unknown)."""
     return {p: dict(PROVIDER_ROUTINES.get(p, {})) for p in providers}
+
+
+#: The provider a routine runs on when its name carries none ("fp32", "int8"): what the profiler uses.
+CPU = "CPUExecutionProvider"
+_SUFFIX = "ExecutionProvider"
+
+
+def short_name(provider: str) -> str:
+    """"OpenVINOExecutionProvider" -> "OpenVINO": how routine names spell a provider."""
+    return provider.removesuffix(_SUFFIX)
+
+
+def routine_on(base: str, provider: str) -> str:
+    """The routine ``base`` (fp32, int8 ...) on ``provider``: ``fp32@OpenVINO``; CPU routines keep their plain name."""
+    return base if provider == CPU else f"{base}@{short_name(provider)}"
+
+
+def split_routine(routine: str) -> tuple[str, str]:
+    """(base routine, full provider name): ``int8@OpenVINO`` -> (int8, OpenVINOExecutionProvider); ``int8`` -> CPU."""
+    base, at, short = routine.partition("@")
+    return (base, short + _SUFFIX) if at else (routine, CPU)
