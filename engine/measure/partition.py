@@ -26,12 +26,13 @@ import onnx
 
 from engine.errors import LayerLabError, SettingsError
 from engine.ir.graph import ModelGraph
-from engine.ir.partition import Chunk, chunks, cut, owners
+from engine.ir.partition import Chunk, chunks, cut
 from engine.measure import timing
+from engine.measure.provider_costs import placement
 from engine.measure.providers import CPU, split_routine
 from engine.passes.precision import PrecisionPass
 
-__all__ = ["Part", "PartitionedModel", "PartitionedSession", "build_parts", "partition", "placement"]
+__all__ = ["Part", "PartitionedModel", "PartitionedSession", "build_parts", "partition"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +85,6 @@ class PartitionedSession:
             outs = session.run(part.outputs, {t: values[t] for t in part.inputs})
             values.update(zip(part.outputs, outs))
         return values
-
-
-def placement(graph: ModelGraph, routines: Mapping[str, str]) -> dict[str, str]:
-    """node -> provider: each layer's routine's provider (CPU when not named), each op its segment's."""
-    unknown = sorted(set(routines) - {n.name for n in graph.layers})
-    if unknown:
-        raise SettingsError(f"{graph.label}: {unknown[0]!r} is not a layer of the model")
-    owner = owners(graph)
-    layer_provider = {name: split_routine(routines.get(name, "fp32"))[1] for name in {n.name for n in graph.layers}}
-    return {n.name: layer_provider[owner[n.name]] if n.name in owner else CPU for n in graph.nodes}
 
 
 def partition(graph: ModelGraph, routines: Mapping[str, str], feeds: Mapping[str, np.ndarray],

@@ -11,6 +11,8 @@ from typing import Any
 
 from engine.ir.graph import ModelGraph
 
+from engine.measure.provider_costs import crossings_of, placement, uses_providers
+from engine.measure.providers import CPU
 from engine.measure.tables import AdaptCost, LayerProfile, Profile
 
 __all__ = ["CONVERTS", "context_scale", "context_shares", "convert_sites", "predict_ms", "reached_layers"]
@@ -66,16 +68,23 @@ def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str],
     cost is weighted by how many such adapts the all-int8 / all-fp32 runs showed per border there.
     Where two int8 layers are connected directly, their tensor stays int8 (``convert_sites``); fp16
     layers pay a Cast on the same terms. An op costs what it did in the run whose layers around it
-    ran like the route's: each layer pays its share of the change (``context_shares``).
+    ran like the route's: each layer pays its share of the change (``context_shares``). A layer on
+    another execution provider (``fp32@OpenVINO``) costs its segment's time there, its ops nothing of
+    their own, and every edge between providers a crossing (``engine.measure.provider_costs``).
     """
     chosen = {n: r for n, r in routines.items() if r != "fp32"}
     if ops == "int8" and any(lp.int8_ops is not None for lp in profile.layers):
         return _predict_ops_int8(profile, graph, chosen)
     total = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
     shares = context_shares(profile, graph)
+    where = placement(graph, chosen) if uses_providers(chosen) else {}
     for lp in profile.layers:
         r = chosen.get(lp.name)
+        if where.get(lp.name, CPU) != CPU and r is None:
+            continue  # an op on another provider: its layer's segment time holds it
         total += lp.routines[r] + shares.get(lp.name, {}).get(r, 0.0) if r is not None and r in lp.routines else lp.ms
+    if where:
+        total += crossings_of(profile, graph, where)
     producers = {o: n for n in graph.nodes for o in n.outputs}
     consumers: dict[str, list[Any]] = {}
     for n in graph.nodes:

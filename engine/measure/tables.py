@@ -88,6 +88,9 @@ class Profile:
     feeds_digest: str = ""
     # Whether cached times were reused or measured again, and why (engine.measure.freshness); "" when nothing was cached.
     cache: str = ""
+    # Crossing a session border between execution providers: "SRC>DST" -> [fixed ms, ms per MB], a fit
+    # of measured points (``engine.measure.provider_tables``); priced by ``engine.measure.provider_costs``.
+    crossings: dict[str, list[float]] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerProfile:
         return next(lp for lp in self.layers if lp.name == name)

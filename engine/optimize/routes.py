@@ -21,6 +21,12 @@ route's predicted latency agrees with it:
 Drops come from the sensitivity (negative drops, i.e. noise, count as 0; a routine without a
 measured drop is not offered); weight bytes are 4 B/param for fp32, 2 for fp16, 1 for int8.
 
+Provider routines (``fp32@OpenVINO``, ``int8@OpenVINO``; ``engine.measure.provider_tables``) are offered
+when ``routines`` names them: a layer's is its segment's time on that provider, an op follows its
+segment's layer there at no time of its own (a pair cost ties them), and a data edge between providers
+pays a crossing (``engine.measure.provider_costs``, as predict_ms prices it). A provider routine's drop
+is its precision's (``int8@OpenVINO`` has int8's): the same QDQ model, another provider's kernels.
+
 Structural routines (``prune:<ratio>``, ``rank:<fraction>``; ``engine.optimize.structural``) are
 offered like the others when the profile times them and the sweep measured their drop: fp32 weights
 at (1 - ratio) or ``fraction`` of the params, and a pair cost forbids a pruned root with a factored consumer.
@@ -36,6 +42,9 @@ from engine.optimize import dprs
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph
 from engine.measure.predict import CONVERTS, context_shares
+from engine.measure.provider_costs import crossing_ms
+from engine.measure.providers import CPU, routine_on, split_routine
+from engine.ir.partition import owners
 from engine.evaluate.structural import is_structural
 from engine.optimize.structural import forbidden_pairs
 
@@ -48,6 +57,7 @@ __all__ = ["BYTES_PER_PARAM", "build_problem"]
 logger = logging.getLogger(__name__)
 
 BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1, "int8_dynamic": 1}
+_TIED = 1e9  # an op on another provider than its segment's layer: never chosen
 _CONVERTS = CONVERTS  # the same adapts at the same sites as predict_ms (engine.measure.predict.convert_sites)
 
 
@@ -77,13 +87,15 @@ def build_problem(
             for r in routines:
                 if r == "fp32" or r not in lp.routines:
                     continue
-                if sensitivity is not None and (known is None or r not in known.drops):
+                if sensitivity is not None and (known is None or split_routine(r)[0] not in known.drops):
                     continue  # unknown accuracy cost: never offer it blind
                 offered[r] = lp.routines[r]
-                drops.setdefault(node.name, {})[r] = max(float(known.drops[r]), 0.0) if known else 0.0
+                drops.setdefault(node.name, {})[r] = max(float(known.drops[split_routine(r)[0]]), 0.0) if known else 0.0
         times[node.name] = offered
         params = int(node.params or 0)
         nbytes[node.name] = {r: _weight_bytes(params, r) for r in offered}
+    pairs: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+    _add_providers(graph, profile, times, nbytes, pairs)
     for name, extra in context_shares(profile, graph).items():  # ops around a layer change with its routine
         for r, ms in extra.items():
             if name in times and r != "fp32" and r in times[name]:
@@ -92,7 +104,6 @@ def build_problem(
         run_ms = sum(a.ms for a in profile.adapts if a.routine == "fp32" and a.kind == "run")
         first = graph.nodes[0].name
         times[first] = {r: t + run_ms for r, t in times[first].items()}
-    pairs: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
     _add_converts(graph, profile, times, pairs)
     _add_borders(graph, profile, times, pairs)
     if any(is_structural(r) for offered in times.values() for r in offered):
@@ -113,6 +124,30 @@ def build_problem(
     )
 
 
+def _add_providers(graph: ModelGraph, profile: Profile, times: dict[str, dict[str, float]],
+                   nbytes: dict[str, dict[str, int]], pairs: dict) -> None:
+    """Provider routines (``fp32@OpenVINO``): an op offers ``fp32@<provider>`` at no time of its own (its
+    layer's segment time holds it), tied to its layer's provider by a prohibitive pair cost; every data
+    edge pays a crossing where its ends' providers differ. As ``engine.measure.provider_costs`` prices them."""
+    providers = sorted({split_routine(r)[1] for offered in times.values() for r in offered} - {CPU})
+    if not providers:
+        return
+    owner = owners(graph)
+    for node in graph.nodes:
+        if node.tunable or node.name not in owner:
+            continue
+        for p in providers:
+            times[node.name][routine_on("fp32", p)] = 0.0
+        nbytes[node.name] = dict.fromkeys(times[node.name], nbytes[node.name].get("fp32", 0))
+        _add(pairs, owner[node.name], node.name, times,
+             lambda rs, rd: _TIED if split_routine(rs)[1] != split_routine(rd)[1] else 0.0)
+    for e in graph.edges:
+        info = graph.tensors.get(e.tensor)
+        size = info.nbytes if info else None
+        _add(pairs, e.src, e.dst, times,
+             lambda rs, rd, size=size: crossing_ms(profile, split_routine(rs)[1], split_routine(rd)[1], size))
+
+
 def _weight_bytes(params: int, routine: str) -> int:
     """fp32/fp16/int8 bytes per param; a pruned root keeps (1 - ratio) of its params, rank f of break-even
     keeps f of them (k (m + n) params with k = f m n / (m + n)), both in fp32."""
@@ -120,7 +155,7 @@ def _weight_bytes(params: int, routine: str) -> int:
         return int(params * (1 - float(routine.split(":")[1]))) * 4
     if routine.startswith("rank:"):
         return int(params * float(routine.split(":")[1])) * 4
-    return params * BYTES_PER_PARAM.get(routine, 4)
+    return params * BYTES_PER_PARAM.get(split_routine(routine)[0], 4)
 
 
 def _add(pairs: dict, src: str, dst: str, times: Mapping[str, Mapping[str, float]], cost: Any) -> None:
