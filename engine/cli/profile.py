@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", default="CPUExecutionProvider", metavar="NAME",
                    help="ONNX Runtime execution provider to profile on (default CPUExecutionProvider; "
                         "e.g. OpenVINOExecutionProvider where onnxruntime-openvino is installed)")
+    p.add_argument("--providers", default="", metavar="A,B",
+                   help="also time every layer's segment as a micro-model on these execution providers (fp32 and int8), "
+                        "as routines fp32@<EP>/int8@<EP>, with the cost of crossing between them and CPU")
     add_target_arguments(p)
     p.set_defaults(func=run)
 
@@ -60,6 +63,7 @@ def profile_to_json(profile: object) -> dict:
         "complete": profile.complete,
         "target": dict(profile.target),
         "variants_ms": {r: s.median for r, s in profile.variants.items()},
+        "crossings": {k: {"fixed_ms": v[0], "ms_per_mb": v[1]} for k, v in profile.crossings.items()},
         "layers": layers,
         "adapts": [{"tensor": a.tensor, "kind": a.kind, "ms": a.ms, "routine": a.routine} for a in profile.adapts],
     }
@@ -96,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     )
     job = profile_job(graph, options) if remote is None else remote.profile_job(graph, options)  # type: ignore[attr-defined]
     profile = run_job(job, stderr_progress(f"profile {path.name}"))
+    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
+    if providers:
+        profile = _with_providers(graph, profile, providers, options, remote, path.name)
     if args.json:
         print(json.dumps(profile_to_json(profile), indent=1))
         return 0
@@ -103,6 +110,22 @@ def run(args: argparse.Namespace) -> int:
     if args.trace:
         print(f"\nfp32 trace written to {args.trace} (open it in https://ui.perfetto.dev)")
     return 0
+
+
+def _with_providers(graph: object, profile: object, providers: tuple[str, ...], options: object, remote: object,
+                    name: str) -> object:
+    """``profile`` with routine tables per provider (here, or on the target), cached per target and provider."""
+    from engine.measure.provider_tables import TableOptions, merge, provider_tables_job
+    from engine.progress import run as run_job
+    from engine.progress import stderr_progress
+
+    table_options = TableOptions(providers=providers, threads=profile.threads, feeds=options.feeds,  # type: ignore[attr-defined]
+                                 use_cache=options.use_cache)  # type: ignore[attr-defined]
+    if remote is None:
+        job = provider_tables_job(graph, table_options)  # type: ignore[arg-type]
+    else:
+        job = provider_tables_job(graph, table_options, remote.routines_timer(), remote.identity())  # type: ignore[attr-defined]
+    return merge(profile, run_job(job, stderr_progress(f"routines per provider {name}")))  # type: ignore[arg-type]
 
 
 def unattributed_ms(profile: object) -> float:
@@ -121,13 +144,14 @@ def _print_table(profile: object, label: str) -> None:
     print(f"inputs: {shapes_text(profile.input_shapes)}; timed on {profile.feeds or 'generated inputs'}")
     rows = [lp for lp in profile.layers if lp.tunable or lp.ms > 0]
     width = max([len(lp.name) for lp in rows] + [4])
-    head = "".join(f"{r:>13}" for r in ROUTINES)
+    columns = list(ROUTINES) + sorted({r for lp in profile.layers for r in lp.routines if "@" in r})
+    head = "".join(f"{r:>15}" for r in columns)
     print(f"\n{'name':<{width}}  {'op':<12} {'ms':>8} {'%':>6}{head}")
     for lp in rows:
         share = 100 * lp.ms / e2e.median if e2e.median else 0.0
         cells = ""
-        for r in ROUTINES:
-            cells += f"{lp.routines[r]:>13.4f}" if r in lp.routines else f"{('-' if lp.tunable and r in lp.unsupported else ''):>13}"
+        for r in columns:
+            cells += f"{lp.routines[r]:>15.4f}" if r in lp.routines else f"{('-' if lp.tunable and r in lp.unsupported else ''):>15}"
         print(f"{lp.name:<{width}}  {lp.op:<12} {lp.ms:>8.4f} {share:>5.1f}%{cells if lp.tunable else ''}")
     missing = unattributed_ms(profile)
     if missing > 0.005 * e2e.median:  # time no kernel accounts for is shown as such, never spread over the layers
@@ -149,6 +173,10 @@ def _print_table(profile: object, label: str) -> None:
             print(f"all layers {r}: {s.median:.4f} ms")
     if profile.cache:
         print(f"profile cache: {profile.cache}")
+    for key, (fixed, per_mb) in profile.crossings.items():
+        print(f"crossing {key.replace('ExecutionProvider', '')}: {fixed:.4f} ms + {per_mb:.4f} ms/MB")
+    if len(columns) > len(ROUTINES):
+        print("(routines @<EP>: each layer with the ops after it, timed as a micro-model on that provider)")
     if not profile.complete:
         print("(profile incomplete: cancelled)")
     if profile.provider != "CPUExecutionProvider" and not any(lp.ms for lp in profile.layers):

@@ -3,19 +3,19 @@
 Both jobs take only data: ONNX models (bytes, embedded weights only: a model pointing at external
 data files could make the agent read its own files), input arrays and plain settings. Evaluators
 stay on the client; the agent scores fidelity only, against reference outputs the client sends in an
-``.npz`` (or against a model the request names as the reference). Each job is a generator of
+``.npz`` (or against a model the request names as the reference). ``routines`` times segment
+micro-models per execution provider, and ``measure`` also times mixed-provider routes sent as parts
+(``engine.jobs.agent_routines``). Each job is a generator of
 ``Progress`` like every engine job, so the server can stream it, stop it at its time limit, and
 stop it when the client goes away.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 from collections.abc import Mapping
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,17 +23,19 @@ import onnx
 
 from engine.errors import LayerLabError
 from engine.evaluate.npz import fidelity_scores
-from engine.ir.graph import ModelGraph, build_graph
+from engine.ir.graph import ModelGraph
 from engine.measure.cache import cpu_model
 from engine.measure.interleave import interleaved_latency
+from engine.jobs.agent_checks import blob as _blob, graph as _graph, int_setting as _int, provider as _provider
+from engine.jobs.agent_routines import partitioned, run_routines
 from engine.measure.profiler import ProfileOptions, profile_job
 from engine.measure.providers import routines_by_provider
-from engine.measure.timing import PROVIDER, make_session, physical_cores
+from engine.measure.timing import make_session, physical_cores
 from engine.measure.variants import ROUTINES
 from engine.measure.wire import PROTOCOL, WireError, read_npz
 from engine.progress import Job, Progress
 
-__all__ = ["AgentLimits", "agent_info", "run_measure", "run_profile", "start_job"]
+__all__ = ["AgentLimits", "agent_info", "run_measure", "run_profile", "run_routines", "start_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def agent_info(limits: AgentLimits) -> dict[str, Any]:
     return {
         "protocol": PROTOCOL, "layerlab": version, "host": platform.node(), "system": platform.platform(),
         "cpu": cpu_model(), "cores": physical_cores(), "ort": ort.__version__, "providers": providers,
-        "routines": routines_by_provider(providers), "jobs": ["profile", "measure"], "limits": limits.to_json(),
+        "routines": routines_by_provider(providers), "jobs": ["profile", "measure", "routines"], "limits": limits.to_json(),
     }
 
 
@@ -75,7 +77,9 @@ def start_job(kind: str, settings: Mapping[str, Any], blobs: Mapping[str, bytes]
         return run_profile(settings, blobs)
     if kind == "measure":
         return run_measure(settings, blobs)
-    raise WireError(f"unknown job kind {kind!r} (this agent runs: profile, measure)")
+    if kind == "routines":
+        return run_routines(settings, blobs)
+    raise WireError(f"unknown job kind {kind!r} (this agent runs: profile, measure, routines)")
 
 
 def run_profile(settings: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Job[dict[str, Any]]:
@@ -106,14 +110,16 @@ def run_measure(settings: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Job[
     npz ``reference`` blob (``output:<i>``: the first output of sample i) or, without one, the outputs
     of the model named by ``settings["reference"]``, run here."""
     names = [k.removeprefix("model:") for k in blobs if k.startswith("model:")]
-    if not names:
+    routes = settings.get("parts") or {}
+    if not names and not routes:
         raise WireError("a measure job needs at least one model:<name> blob")
     threads = _int(settings, "threads", None, 1, 512) or physical_cores()
     repeats = _int(settings, "repeats", 30, 3, _MAX_REPEATS)
     sessions = _int(settings, "sessions", 3, 1, 5)
     provider = _provider(settings)
     feeds = read_npz(_blob(blobs, "feeds"), "feeds")
-    models = {n: _graph(blobs[f"model:{n}"], {k: v.shape for k, v in feeds.items()}, n).model for n in names}
+    models: dict[str, Any] = {n: _graph(blobs[f"model:{n}"], {k: v.shape for k, v in feeds.items()}, n).model for n in names}
+    models.update(partitioned(routes, blobs, settings.get("outputs") or {}))
     samples = read_npz(blobs["samples"], "samples") if "samples" in blobs else None
     reference = settings.get("reference")
     if samples is not None and "reference" not in blobs and reference not in models:
@@ -156,39 +162,3 @@ def _run_samples(model: onnx.ModelProto, inputs: dict[str, np.ndarray], threads:
         return [session.run(None, {k: v[i:i + 1] for k, v in inputs.items()})[:1] for i in range(n)]
     except Exception as exc:  # ORT's own errors: a sample that does not fit the model
         raise LayerLabError(f"{label}: running the samples failed ({str(exc).splitlines()[0][:200]})") from None
-
-
-def _graph(data: bytes, shapes: Mapping[str, tuple[int, ...]], name: str) -> ModelGraph:
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception:
-        raise WireError(f"{name}: not an ONNX model or truncated") from None
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise WireError(f"{name}: models with external data are refused; send the weights embedded")
-    return build_graph(model, dict(shapes), path=Path(f"<{name}>"), sha256=hashlib.sha256(data).hexdigest())
-
-
-def _provider(settings: Mapping[str, Any]) -> str:
-    import onnxruntime as ort
-
-    provider = settings.get("provider") or PROVIDER
-    if provider not in ort.get_available_providers():
-        raise WireError(f"execution provider {provider!r} is not available on this target "
-                        f"(it has: {', '.join(ort.get_available_providers())})")
-    return str(provider)
-
-
-def _blob(blobs: Mapping[str, bytes], name: str) -> bytes:
-    if name not in blobs:
-        raise WireError(f"the request lacks the {name!r} blob")
-    return blobs[name]
-
-
-def _int(settings: Mapping[str, Any], key: str, default: int | None, lo: int, hi: int) -> int | None:
-    value = settings.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise WireError(f"setting {key}={value!r}: expected an integer from {lo} to {hi}")
-    return value

@@ -18,7 +18,7 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,9 @@ import onnx
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph
 from engine.measure.cache import ProfileCache, cache_key
+from engine.measure.partition import PartitionedModel
 from engine.measure.profiler import ProfileOptions, feeds_record
+from engine.measure.provider_tables import Segment, TableOptions, Timer
 from engine.measure.tables import Profile, Stats
 from engine.measure.targets import Target
 from engine.measure.feeds import feeds_digest, random_feeds
@@ -113,15 +115,35 @@ class RemoteTarget:
         finally:
             cache.close()
 
-    def latency_job(self, models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray], threads: int | None,
+    def latency_job(self, models: Mapping[str, onnx.ModelProto | PartitionedModel], feeds: Mapping[str, np.ndarray], threads: int | None,
                     repeats: int, sessions: int = 3, provider: str | None = None) -> Job[dict[str, Stats]]:
         """Latency of each model on the target, timed in turns there (like ``interleaved_latency`` here),
-        on ``provider`` (None: the CPU provider)."""
-        blobs = {f"model:{n}": m.SerializeToString() for n, m in models.items()}
+        on ``provider`` (None: the CPU provider); a ``PartitionedModel`` runs each part on its own provider."""
+        blobs = {f"model:{n}": m.SerializeToString() for n, m in models.items() if not isinstance(m, PartitionedModel)}
         blobs["feeds"] = npz_bytes(feeds)
-        settings = {"threads": threads, "repeats": repeats, "sessions": sessions, "provider": provider}
+        settings: dict[str, Any] = {"threads": threads, "repeats": repeats, "sessions": sessions, "provider": provider}
+        routes = {n: m for n, m in models.items() if isinstance(m, PartitionedModel)}
+        if routes:  # mixed-provider routes go as their parts, each run on its provider there
+            settings["parts"] = {n: [{"provider": p.provider, "inputs": p.inputs, "outputs": p.outputs} for p in m.parts]
+                                 for n, m in routes.items()}
+            settings["outputs"] = {n: m.outputs for n, m in routes.items()}
+            blobs.update({f"part:{n}:{i}": p.model.SerializeToString() for n, m in routes.items() for i, p in enumerate(m.parts)})
         data = yield from self._job("measure", settings, blobs)
         return {n: Stats(**s) for n, s in data["latency"].items()}
+
+    def routines_timer(self) -> Timer:
+        """A ``provider_tables_job`` timer that times the segment micro-models on the target (its
+        ``routines`` job); pass ``identity()`` with it so the tables are cached per target."""
+        def timer(entries: Sequence[Segment], whole: onnx.ModelProto, feeds: Mapping[str, np.ndarray], provider: str,
+                  threads: int, options: TableOptions) -> Job[dict[str, Any]]:
+            blobs = {"model": whole.SerializeToString(), "feeds": npz_bytes(feeds)}
+            for i, seg in enumerate(entries):
+                blobs[f"seg:{i}"] = seg.model.SerializeToString()
+                blobs[f"segfeeds:{i}"] = npz_bytes(seg.feeds)
+            settings = {"provider": provider, "threads": threads, "repeats": options.repeats, "warmup": options.warmup,
+                        "crossings": options.crossings, "segments": [[s.layer, s.routine] for s in entries]}
+            return (yield from self._job("routines", settings, blobs))
+        return timer
 
     def fidelity_job(self, models: Mapping[str, onnx.ModelProto], feeds: Mapping[str, np.ndarray],
                      samples: Mapping[str, np.ndarray], reference: str, threads: int | None = None,

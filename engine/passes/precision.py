@@ -197,8 +197,14 @@ def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calib
     """quantize_static with LayerLab's settings on precomputed ranges; ``ranges``: tensor -> (low, high) to
     use as they are, else the ranges of ``samples`` (computed once per model when a cache): MinMax, or
     for the layers ``methods`` names (layer -> calibration method) that method on the tensors they touch."""
+    import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    try:
+        from onnxruntime.quantization.calibrate import save_tensors_data
+    except ImportError:  # older builds (onnxruntime-openvino 1.24.1) cannot take precomputed ranges
+        raise SettingsError(f"int8 needs the quantizer of a newer ONNX Runtime (this {onnxruntime.__version__} "
+                            "lacks save_tensors_data); build int8 models where LayerLab's own ORT runs") from None
 
     # ORT's quantizer saves its input with external data and changes the proto it is given: hand it a file.
     with tempfile.TemporaryDirectory(prefix="layerlab-quant-") as tmp:

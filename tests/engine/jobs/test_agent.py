@@ -44,7 +44,7 @@ def test_info_reports_the_target(remote: RemoteTarget) -> None:
     assert info["ort"] == ort.__version__
     assert info["providers"] == ort.get_available_providers()
     assert "fp32" in info["routines"]["CPUExecutionProvider"] and info["cores"] >= 1
-    assert info["limits"]["max_upload"] == 2_000_000 and info["jobs"] == ["profile", "measure"]
+    assert info["limits"]["max_upload"] == 2_000_000 and info["jobs"] == ["profile", "measure", "routines"]
 
 
 def test_remote_profile_matches_local(remote: RemoteTarget, digits_model: Path, tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_oversize_upload_is_refused(agent: AgentProcess, remote: RemoteTarget) -
 
 
 def test_unknown_job_kind_and_other_requests_are_refused(agent: AgentProcess, remote: RemoteTarget) -> None:
-    with pytest.raises(TargetError, match=r"unknown job kind 'train' \(this agent runs: profile, measure\)"):
+    with pytest.raises(TargetError, match=r"unknown job kind 'train' \(this agent runs: profile, measure, routines\)"):
         run(remote._job("train", {}, {}))
     status, body = _raw(agent, "GET", "/etc/passwd")
     assert status == 404 and "the agent serves GET /v1/info, POST /v1/jobs" in body["error"]
