@@ -119,7 +119,7 @@ def run_measure(settings: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Job[
     provider = _provider(settings)
     feeds = read_npz(_blob(blobs, "feeds"), "feeds")
     models: dict[str, Any] = {n: _graph(blobs[f"model:{n}"], {k: v.shape for k, v in feeds.items()}, n).model for n in names}
-    models.update(partitioned(routes, blobs, settings.get("outputs") or {}))
+    models.update(partitioned(routes, blobs, settings.get("outputs") or {}, settings.get("spin") or {}))
     samples = read_npz(blobs["samples"], "samples") if "samples" in blobs else None
     reference = settings.get("reference")
     if samples is not None and "reference" not in blobs and reference not in models:

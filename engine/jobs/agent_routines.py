@@ -51,12 +51,15 @@ def run_routines(settings: Mapping[str, Any], blobs: Mapping[str, bytes]) -> Job
     return time_segments_job(entries, whole, feeds, where, threads, options)
 
 
-def partitioned(routes: Any, blobs: Mapping[str, bytes], outputs: Any) -> dict[str, PartitionedModel]:
+def partitioned(routes: Any, blobs: Mapping[str, bytes], outputs: Any, spin: Any = None) -> dict[str, PartitionedModel]:
     """Mixed-provider routes of a ``measure`` job: ``routes`` maps a name to its parts in run order
     ({"provider", "inputs", "outputs"}, model in blob ``part:<name>:<i>``); ``outputs[name]``: the
-    graph outputs the route returns."""
-    if not isinstance(routes, dict) or not isinstance(outputs, dict):
-        raise WireError("parts/outputs: expected objects keyed by route name")
+    graph outputs the route returns; ``spin[name]``: ``PartitionedModel.spin`` (true, false or null)."""
+    spin = {} if spin is None else spin
+    if not isinstance(routes, dict) or not isinstance(outputs, dict) or not isinstance(spin, dict):
+        raise WireError("parts/outputs/spin: expected objects keyed by route name")
+    if not all(v is None or isinstance(v, bool) for v in spin.values()):
+        raise WireError("spin: expected true, false or null per route")
     out = {}
     for name, parts in routes.items():
         if not isinstance(parts, list) or not 0 < len(parts) <= _MAX_PARTS:
@@ -70,5 +73,5 @@ def partitioned(routes: Any, blobs: Mapping[str, bytes], outputs: Any) -> dict[s
         names = outputs.get(name)
         if not isinstance(names, list) or not names:
             raise WireError(f"route {name!r}: outputs must name the graph outputs it returns")
-        out[str(name)] = PartitionedModel(built, [str(t) for t in names])
+        out[str(name)] = PartitionedModel(built, [str(t) for t in names], spin.get(name))
     return out

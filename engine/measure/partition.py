@@ -55,6 +55,10 @@ class PartitionedModel:
 
     parts: list[Part]
     outputs: list[str]
+    # ORT's intra-op threads spin after a run; parts run in turn must not (each part's spinning threads
+    # would fight the next part for the cores: 25x slower on a loaded 2-core machine). None: spin only
+    # when there is one part (a plain session, as deployed); False: never (a like-for-like control).
+    spin: bool | None = None
 
     def session(self, threads: int, label: str) -> PartitionedSession:
         """Sessions for every part (ORT_ENABLE_ALL, ``threads`` each, as ``timing.make_session`` builds them)."""
@@ -71,8 +75,9 @@ class PartitionedSession:
     def __init__(self, model: PartitionedModel, threads: int, label: str) -> None:
         self.model = model
         self.label = label
-        self._sessions = [timing.make_session(p.model, threads, f"{label} [part {i} on {p.provider}]", provider=p.provider)
-                          for i, p in enumerate(model.parts)]
+        spin = len(model.parts) == 1 if model.spin is None else model.spin
+        self._sessions = [timing.make_session(p.model, threads, f"{label} [part {i} on {p.provider}]", provider=p.provider,
+                                              spin=spin) for i, p in enumerate(model.parts)]
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         values = self.run_all(feeds)

@@ -280,9 +280,10 @@ def _crossing_points(src: str, dst: str, threads: int, repeats: int = 25) -> Job
         n = size // 4
         one, feeds = _neg(n, 1)
         two, _ = _neg(n, 2)
-        a = make_session(one, threads, "crossing", provider=src)
-        b = make_session(one, threads, "crossing", provider=dst)
-        joint = [make_session(two, threads, "crossing", provider=p) for p in (src, dst)]
+        # no spinning, as a route's parts run (engine.measure.partition.PartitionedModel.spin)
+        a = make_session(one, threads, "crossing", provider=src, spin=False)
+        b = make_session(one, threads, "crossing", provider=dst, spin=False)
+        joint = [make_session(two, threads, "crossing", provider=p, spin=False) for p in (src, dst)]
         split = _Split(a, b)
         medians = []
         for s in (split, *joint):

@@ -127,6 +127,7 @@ class RemoteTarget:
             settings["parts"] = {n: [{"provider": p.provider, "inputs": p.inputs, "outputs": p.outputs} for p in m.parts]
                                  for n, m in routes.items()}
             settings["outputs"] = {n: m.outputs for n, m in routes.items()}
+            settings["spin"] = {n: m.spin for n, m in routes.items()}
             blobs.update({f"part:{n}:{i}": p.model.SerializeToString() for n, m in routes.items() for i, p in enumerate(m.parts)})
         data = yield from self._job("measure", settings, blobs)
         return {n: Stats(**s) for n, s in data["latency"].items()}

@@ -79,15 +79,20 @@ def make_session(
     profile_prefix: str | None = None,
     optimized_path: str | None = None,
     provider: str = PROVIDER,
+    spin: bool = True,
 ) -> ort.InferenceSession:
     """An ORT session as users deploy it (ORT_ENABLE_ALL, CPU unless ``provider`` names another execution
-    provider, with CPU as its fallback); LayerLabError when ORT refuses the model or lacks the provider."""
+    provider, with CPU as its fallback); LayerLabError when ORT refuses the model or lacks the provider.
+    ``spin=False``: intra-op threads sleep at once after a run instead of spinning (sessions run in turn,
+    like a route's parts, would otherwise compete with the previous one's spinning threads)."""
     check_provider(provider, label)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3  # the NCHWc serialisation warning is expected
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
