@@ -129,7 +129,7 @@ def provider_tables_job(graph: ModelGraph, options: TableOptions, timer: Timer |
     try:
         for p in options.providers:
             key = cache_key("provider-tables", model=graph.sha256, provider=p, shapes=shapes, routines=list(options.routines),
-                            repeats=options.repeats, threads=threads, where=where, crossings=options.crossings,
+                            repeats=options.repeats, threads=threads, where=where, crossings=options.crossings, method=2,
                             feeds=feeds_digest(feeds) if options.feeds is not None else options.seed)
             data = cache.get(key)
             if data is None:

@@ -106,8 +106,12 @@ class LayerSettings:
     cle: bool = False  # cross-layer equalization with the Conv this one feeds
     bias_correction: bool = False  # empirical bias correction of this int8 layer
     smoothquant: float | None = None  # SmoothQuant migration strength alpha; None: not done
+    provider: str | None = None  # the execution provider the layer (and its segment's ops) runs on; None: CPU
 
     def __post_init__(self) -> None:
+        if self.provider is not None and (not isinstance(self.provider, str) or not self.provider.endswith("ExecutionProvider")):
+            raise SettingsError(f"provider {self.provider!r}: must name an ONNX Runtime execution provider "
+                                "(e.g. OpenVINOExecutionProvider) or be null")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise SettingsError(f"precision {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
         if self.calibration is not None and self.calibration not in CALIBRATIONS:
@@ -140,13 +144,15 @@ class LayerSettings:
                 out[name] = True
         if self.smoothquant is not None:
             out["smoothquant"] = self.smoothquant
+        if self.provider is not None:
+            out["provider"] = self.provider
         return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str, inherit_precision: bool) -> LayerSettings:
         if not isinstance(data, dict):
             raise SettingsError(f"{where}: expected an object, got {type(data).__name__}")
-        known = ("precision", "prune", "rank", "calibration", "cle", "bias_correction", "smoothquant")
+        known = ("precision", "prune", "rank", "calibration", "cle", "bias_correction", "smoothquant", "provider")
         unknown = set(data) - set(known)
         if unknown:
             raise SettingsError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
@@ -159,7 +165,7 @@ class LayerSettings:
             precision = data.get("precision", None if inherit_precision else "fp32")
             return cls(precision=precision, prune=prune, rank=data.get("rank"), calibration=data.get("calibration"),
                        cle=data.get("cle", False), bias_correction=data.get("bias_correction", False),
-                       smoothquant=data.get("smoothquant"))
+                       smoothquant=data.get("smoothquant"), provider=data.get("provider"))
         except (SettingsError, TypeError) as exc:
             raise SettingsError(f"{where}: {exc}") from None
 

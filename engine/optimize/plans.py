@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping
 
 from engine.ir.graph import ModelGraph
+from engine.measure.providers import CPU, split_routine
 from engine.model.plan import LayerSettings, Plan
 from engine.passes.layer_variants import parse_variant, variant_name
 from engine.evaluate.sensitivity import Sensitivity
@@ -21,17 +22,20 @@ def route_plan(graph: ModelGraph, routines: Mapping[str, str], ops: str = "fp32"
     """A plan pinning every layer to its routine (fp32 where ``routines`` says nothing); ``calibration``:
     layer -> int8 variant (``engine.passes.layer_variants.variant_name``: a calibration method, with
     ``+cle`` and ``+bias_correction`` when the sweep chose them), written for the layers that run int8.
-    A structural routine becomes its prune or rank entry (``data``: reconstruct, as the sweep measured it)."""
+    A structural routine becomes its prune or rank entry (``data``: reconstruct, as the sweep measured it); a
+    provider routine (``int8@OpenVINO``) its precision with the layer's ``provider``."""
     calibration = calibration or {}
 
     def settings(name: str) -> LayerSettings:
-        routine = routines.get(name, "fp32")
+        routine, provider = split_routine(routines.get(name, "fp32"))
+        where = None if provider == CPU else provider  # fp32@OpenVINO: fp32, on OpenVINO
         if is_structural(routine):
             return layer_settings(graph, name, routine, data)
         if routine != "int8" or name not in calibration:
-            return LayerSettings(routine)
+            return LayerSettings(routine, provider=where)
         method, cle, corrected = parse_variant(calibration[name])
-        return LayerSettings(routine, calibration=None if method == "minmax" else method, cle=cle, bias_correction=corrected)
+        return LayerSettings(routine, calibration=None if method == "minmax" else method, cle=cle, bias_correction=corrected,
+                             provider=where)
 
     return Plan(LayerSettings("fp32"), {n.name: settings(n.name) for n in graph.layers}, ops)
 

@@ -22,6 +22,7 @@ from engine.evaluate.calibration import RANDOM_WARNING, describe, uses_int8
 from engine.report.words import speed_words
 from engine.errors import LayerLabError
 from engine.report.export import LayerRow, layer_rows, routine_label, routine_names
+from engine.report.provider_export import assignment_settings
 from engine.report.charts import (
     Drawing,
     bar_chart,
@@ -175,7 +176,23 @@ def _layer_table(rows: list[LayerRow]) -> Table:
     )
     header = ("layer", "op", "precision", "prune", "rank", "routine", "latency", "fp32 latency", "drop", "MACs",
               "params")
-    return Table(header, body, (False, False, False, False, True, False, True, True, True, True, True))
+    numeric = (False, False, False, False, True, False, True, True, True, True, True)
+    if any(r.provider for r in rows):  # a mixed-provider route: where each layer runs
+        body = tuple(row[:6] + (r.provider.removesuffix("ExecutionProvider") or "CPU",) + row[6:] for row, r in zip(body, rows))
+        header, numeric = header[:6] + ("provider",) + header[6:], numeric[:6] + (False,) + numeric[6:]
+    return Table(header, body, numeric)
+
+
+def _providers_paragraph(rows: list[LayerRow]) -> list[Paragraph]:
+    """Which providers the layers run on, and the ORT session setting that places them (where it can)."""
+    used = {r.name: r.provider for r in rows if r.provider}
+    if not used:
+        return []
+    text, notes = assignment_settings(used)
+    counts = ", ".join(f"{sum(p == q for p in used.values())} on {q.removesuffix('ExecutionProvider')}" for q in sorted(set(used.values())))
+    return [Paragraph(f"Execution providers: {counts}, the other {len(rows) - len(used)} layers on CPU; each layer's ops "
+                      f"run where it does. The exported model's nodes carry layer_ann; ONNX Runtime 1.2x+ places them with "
+                      f"the session config entry session.layer_assignment_settings = \"{text}\". " + " ".join(notes))]
 
 
 def _pareto(session: Session) -> Figure:
@@ -205,7 +222,7 @@ def build_report(session: Session) -> Report:
     name = session.model_path.name if session.model_path else graph.label
     blocks: list[Block] = [_header(session), Heading("Baseline vs optimized"), *_comparison(session)]
     blocks += _calibration(session)
-    blocks += [Heading("Per-layer"), _layer_table(rows)]
+    blocks += [Heading("Per-layer"), _layer_table(rows), *_providers_paragraph(rows)]
     labels = [r.name for r in rows]
     routines = [r for r in routine_names(rows) if r != "fp32"]
     if routines:

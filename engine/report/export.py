@@ -25,6 +25,8 @@ from typing import Any, Mapping
 
 from engine.errors import LayerLabError
 from engine.model.session import Session
+from engine.measure.providers import CPU, split_routine
+from engine.report.provider_export import annotate, plan_providers
 from engine.io.session_file import to_data
 from engine.io.files import atomic_write_text
 
@@ -54,6 +56,7 @@ class LayerRow:
     prune: str = ""  # "30% structured" when the plan prunes the layer
     rank: int | None = None  # the low-rank rank when the plan factors the layer
     calibration: str | None = None  # an int8 layer's calibration method (+ CLE, bias correction) when the plan names one
+    provider: str = ""  # the execution provider, when the route or plan puts the layer on one other than CPU
 
 
 def routine_label(row: LayerRow) -> str:
@@ -121,6 +124,16 @@ def _plan_calibration(plan: Any, name: str) -> str | None:
     return " + ".join([method or "minmax", *extras])
 
 
+def _plan_provider(plan: Any, name: str) -> str:
+    """The provider the plan puts layer ``name`` on ("" for none), from the typed plan or its JSON."""
+    if plan is None:
+        return ""
+    if hasattr(plan, "settings_for"):
+        return plan.settings_for(name).provider or ""
+    entry = ((to_data(plan) or {}).get("layers") or {}).get(name) or {}
+    return entry.get("provider") if isinstance(entry.get("provider"), str) else ""
+
+
 def _plan_precision(plan: Any, name: str) -> str | None:
     return _plan_settings(plan, name)[0]
 
@@ -154,6 +167,8 @@ def layer_rows(session: Session) -> list[LayerRow]:
     for node in session.graph.layers:
         precision, prune, rank = _plan_settings(session.plan, node.name)
         routine = chosen.get(node.name) or precision or "fp32"
+        base, provider = split_routine(routine)
+        provider = _plan_provider(session.plan, node.name) or ("" if provider == CPU else provider)
         own_times = times.get(node.name, {})
         ms = own_times.get(routine, layer_ms.get(node.name) if routine == "fp32" or not own_times else None)
         own_drops = drops.get(node.name, {})
@@ -164,7 +179,7 @@ def layer_rows(session: Session) -> list[LayerRow]:
                 routine=routine,
                 ms=ms,
                 fp32_ms=own_times.get("fp32", layer_ms.get(node.name)),
-                drop=own_drops.get(routine, 0.0 if routine == "fp32" else None),
+                drop=own_drops.get(base, 0.0 if base == "fp32" else None),  # int8@OpenVINO: int8's drop
                 drops=dict(own_drops),
                 macs=node.macs,
                 params=node.params,
@@ -172,6 +187,7 @@ def layer_rows(session: Session) -> list[LayerRow]:
                 prune=prune,
                 rank=rank,
                 calibration=_plan_calibration(session.plan, node.name),
+                provider=provider,
             )
         )
     return _mark_group_members(session.graph, rows)
@@ -273,6 +289,9 @@ def export_model(session: Session, path: str | os.PathLike[str], evaluator: Any 
     plan = session.plan if isinstance(session.plan, Plan) else Plan.from_dict(to_data(session.plan), "session plan")
     plan = _resolve_auto(plan, session)
     model = build_variant(session.graph, plan, calibration_for(session.graph, evaluator)).model
+    providers = plan_providers(session.graph, plan)
+    if providers:  # a mixed-provider plan: layer_ann on every node (engine.report.provider_export)
+        model = annotate(model, session.graph, providers)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
