@@ -63,7 +63,7 @@ class QtLiveEngine(QObject):
         self._set_status = set_status
         self.profile_options: Any = None  # engine.measure.profiler.ProfileOptions; None = its defaults
         self.sweep_settings: Any = None  # engine.evaluate.sensitivity.SweepSettings; None = its defaults
-        self.sweep_structural = False  # the Jobs menu's check: the sweep also measures prune:r / rank:f
+        self.sweep_structural = False  # the Jobs menu's check: sweep and tune also take prune:r / rank:f
         self.measure_repeats = 20
         self.max_drop = 0.01  # Tune's accuracy budget (metric units); the window keeps it in QSettings
         self.tune_options: Any = None  # engine.optimize.tune.TuneOptions for the effort; None = its defaults
@@ -173,7 +173,8 @@ class QtLiveEngine(QObject):
         # the tables the window already measured: tune measures only what they lack (no second sweep)
         kwargs = {**args, "evaluator": evaluator, "max_drop": self.max_drop, "plan_dict": plan.to_dict(),
                   "options": self.tune_options, "profile": self.session.profile,
-                  "sensitivity": self.session.sensitivity, "threads": self.threads}
+                  "sensitivity": self.session.sensitivity, "threads": self.threads,
+                  "structural": self.sweep_structural}
         return self._run_job(catalogue.TUNE, kwargs, f"Tuning (max drop {self.max_drop:g})",
                              lambda outcome: self._tuned(plan, outcome), kind="tune")
 

@@ -1,5 +1,5 @@
 """Plan-wide controls of the window: Tune's max-drop box (toolbar), the ops-precision toggle (Edit menu)
-and the sweep's structural check (Jobs menu).
+and the structural check of the sweep and tune (Jobs menu).
 
 They act on the live engine and the session's plan, not on a layer, so they live apart from the
 inspector; the ops toggle is an undoable plan edit and follows the plan when it changes. The max drop
@@ -58,11 +58,13 @@ class QtPlanControls(QObject):
         self.window.live.predict()  # auto layers are chosen within the budget
 
     def _structural_action(self) -> QAction:
-        """Whether Sensitivity also measures prune:0.25/0.5 and rank:0.25/0.5 (one evaluation per variant)."""
-        action = QAction("Sweep &structural variants too (prune, rank)", self.window)
+        """Whether Sensitivity also measures prune:0.25/0.5 and rank:0.25/0.5 (one evaluation per variant)
+        and Tune may choose them (``tune --structural``)."""
+        action = QAction("Sweep and tune with &structural variants (prune, rank)", self.window)
         action.setCheckable(True)
         action.setToolTip("Sensitivity also measures the drop of pruning each prune group by 25 % and 50 % and of "
-                          "factoring each layer at two ranks (one whole evaluation per variant: slower)")
+                          "factoring each layer at two ranks (one whole evaluation per variant: slower), and Tune "
+                          "may choose them (each variant timed end to end)")
         on = str(self.window.settings.value("sweep/structural", "false")).lower() == "true"
         action.setChecked(on)
         self.window.live.sweep_structural = on
@@ -72,8 +74,8 @@ class QtPlanControls(QObject):
     def _structural_changed(self, checked: bool) -> None:
         self.window.live.sweep_structural = bool(checked)
         self.window.settings.setValue("sweep/structural", "true" if checked else "false")
-        self.window.set_status("The next sweep measures structural variants too (Jobs ▸ Sensitivity)" if checked
-                               else "The next sweep measures precisions only")
+        self.window.set_status("The next sweep and tune take structural variants too (prune, rank)" if checked
+                               else "The next sweep and tune take precisions only")
 
     def _toggle_ops(self, checked: bool) -> None:
         """The plan's ops precision follows the check, as an undoable edit."""

@@ -225,7 +225,7 @@ def _calibration_warning(result: Any) -> str:
 def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None, evaluator: str | Path,
                    max_drop: float, plan_dict: Mapping[str, Any] | None = None,
                    options: Any = None, profile: Any = None, sensitivity: Any = None,
-                   threads: int | None = None) -> Job[TuneOutcome]:
+                   threads: int | None = None, structural: bool | None = None) -> Job[TuneOutcome]:
     """Load the model and the evaluator and run ``engine.optimize.tune.tune_job`` within ``max_drop``.
 
     ``plan_dict``: layers whose precision is not ``auto`` stay pinned (None: every layer is auto).
@@ -233,6 +233,8 @@ def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
     ``profile``, ``sensitivity``: the window's tables; tune reuses them where they fit and measures only what is missing.
     ``threads``: the window's one thread count, the one its Profile and Measure use (None: the physical
     cores, as they take it); it replaces any in ``options``, so baseline, predicted and measured agree.
+    ``structural`` (the window's check box), when given, replaces ``options.structural``: routes may also
+    prune groups and factor layers (``layerlab tune --structural``).
     """
     from dataclasses import replace
 
@@ -244,6 +246,8 @@ def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
     graph = load_graph(path, input_shapes)
     plan = Plan.from_dict(dict(plan_dict), "plan") if plan_dict is not None else None
     opts = replace(options or TuneOptions(), max_drop=float(max_drop), threads=threads or physical_cores())
+    if structural is not None:
+        opts = replace(opts, structural=bool(structural))
     result = yield from tune_job(graph, load_job_evaluator(evaluator, path, input_shapes), opts, plan, profile,
                                  sensitivity)
     return tune_outcome(result, graph)

@@ -62,3 +62,33 @@ def test_layer_options_are_recomputed_on_the_evaluators_calibration(window, digi
         assert calls == []
     finally:
         store_facts(plain)  # other tests expect the weights' curves of the shared digits graph
+
+
+def test_tune_takes_the_structural_check_too(window, digits_eval, monkeypatch) -> None:
+    import pytest
+
+    import engine.optimize.tune as tune
+
+    calls: dict[str, dict] = {}
+    window.live._run_job = lambda name, kwargs, *args, **kw: calls.setdefault(name, kwargs)
+    window.open_evaluator(digits_eval)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_tune_job(graph, evaluator, options, *rest):  # what the worker's tune job would run with
+        seen.append(options.structural)
+        raise Stop
+        yield
+
+    monkeypatch.setattr(tune, "tune_job", fake_tune_job)
+    for checked in (False, True):
+        window.structural_action.setChecked(checked)
+        calls.clear()
+        window.live.tune()
+        kwargs = calls[catalogue.TUNE]
+        assert kwargs["structural"] is checked
+        with pytest.raises(Stop):
+            run(catalogue.resolve(catalogue.TUNE)(**kwargs))
+    assert seen == [False, True]
