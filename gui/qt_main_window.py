@@ -26,6 +26,7 @@ from gui.qt_inspector import QtInspector
 from gui.qt_overview import QtOverview
 from gui.qt_plan_controls import QtPlanControls
 from gui.qt_shape_dialog import ask_shapes, shapes_label
+from gui.qt_shapes import QtShapes
 from gui.qt_job_status import QtJobStatus
 from gui.qt_legend import QtLegend
 from gui.qt_charts import QtCharts
@@ -92,7 +93,9 @@ class QtMainWindow(QMainWindow):
 
         self.status_text = QLabel()
         self.job_status = QtJobStatus()
+        self.shapes = QtShapes(session)  # the shapes and their provenance outlive every status message
         self.statusBar().addWidget(self.status_text, 1)
+        self.statusBar().addPermanentWidget(self.shapes)
         self.statusBar().addPermanentWidget(self.job_status)
         self.jobs = QtJobRunner(QtWorker(self), self.job_status, self.results.set_pending, self.set_status,
                                 self.status_text.text, self.show_error, self)
@@ -209,7 +212,7 @@ class QtMainWindow(QMainWindow):
         return str(Path(recent[0]).parent) if recent else str(Path.home())
 
     def open_model(self, path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
-                   dims: dict[str, int] | None = None) -> QtJob:
+                   dims: dict[str, int] | None = None, source: str = "") -> QtJob:
         """Load ``path`` in a worker process; the session gets the graph when it is ready.
 
         Dims left open are resolved by ``engine.ir.resolve`` (``dims``, the evaluator, batch 1); any
@@ -222,17 +225,19 @@ class QtMainWindow(QMainWindow):
         return self.run_job(catalogue.OPEN_MODEL,
                             {"path": str(path), "input_shapes": shapes, "dims": dict(dims or {}),
                              "evaluator": str(evaluator) if evaluator is not None else None},
-                            f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded))
+                            f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded, source=source))
 
     def _model_loaded(self, path: Path, graph: Any, shapes: dict[str, tuple[int, ...]],
-                      notes: list[str] | None = None, missing: dict | None = None) -> None:
+                      notes: list[str] | None = None, missing: dict | None = None, source: str = "") -> None:
+        """``source``: where the shapes given came from, for the status bar (the shape dialog)."""
         if graph is None:  # dims nobody gave: ask, then open again at the answer
             self.set_status(f"{path.name}: input dims unknown ({', '.join(missing or {})}); give their sizes")
             self.shape_dialog = ask_shapes(self, path.name, missing or {}, shapes,
-                                           lambda answer: self.open_model(path, answer))
+                                           lambda answer: self.open_model(path, answer, source="given in the shape dialog"))
             return
         self.undo_stack.clear()  # edits of the previous model cannot be undone into this one
         self.session.set_model(path, graph, shapes)
+        self.shapes.set_notes([*(notes or []), *([source] if source else [])])
         self.session.set_plan(Plan())
         # Opening is not an edit: nothing is unsaved yet (Session has no "mark clean" without a path).
         self.session.dirty = False
@@ -373,5 +378,6 @@ class QtMainWindow(QMainWindow):
         self.graph_view.close_view()
         self.inspector.close_view()
         self.results.close_view()
+        self.shapes.close_view()
         self.charts.close_view()
         super().closeEvent(event)

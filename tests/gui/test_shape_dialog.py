@@ -69,7 +69,44 @@ def test_window_asks_for_open_dims(qtbot, settings, dynamic_cnn) -> None:
     ok.click()
     qtbot.waitUntil(lambda: w.session.graph is not None, timeout=60_000)
     assert w.session.input_shapes == {"x": (1, 3, 16, 36)} and w.session.graph.inputs[0].shape == (1, 3, 16, 36)
+    assert w.shapes.text() == "inputs x=1x3x16x36 — given in the shape dialog"
     w.cancel_job(everything=True)
+
+
+def test_the_shapes_and_where_they_came_from_stay_in_the_status_bar(qtbot, settings, dynamic_cnn) -> None:
+    model, evaluator = dynamic_cnn
+    w = _window(qtbot, settings)
+    assert w.shapes.text() == ""  # no model
+    w.open_evaluator(evaluator)
+    w.open_model(model)
+    qtbot.waitUntil(lambda: w.session.graph is not None, timeout=60_000)
+    expected = ("inputs x=1x3x16x24 — x: the evaluator's samples vary (2 shapes: 1x3x16x24 x3, 1x3x16x40 x1); "
+                "using the most frequent, 1x3x16x24 (3 of 4)")
+    assert w.shapes.text() == expected
+    for message in ("Profiling", "Measured. Timed on evaluator sample 0", "evaluator: widths.py"):  # later messages
+        w.set_status(message)
+        assert w.status_text.text() == message and w.shapes.text() == expected
+    assert w.shapes.isVisible() and w.shapes.parent() is not None
+    assert "x=1x3x16x24" in w.shapes.toolTip()
+    w.cancel_job(everything=True)
+    w.open_model(model, dims={"width": 20})  # another opening: its own provenance, none of the old
+    qtbot.waitUntil(lambda: w.session.input_shapes == {"x": (1, 3, 16, 20)}, timeout=60_000)
+    assert w.shapes.text() == "inputs x=1x3x16x20 — batch dim of x (batch) set to 1"
+    w.set_status("Measured.")
+    assert w.shapes.text() == "inputs x=1x3x16x20 — batch dim of x (batch) set to 1"
+    w.cancel_job(everything=True)
+
+
+def test_a_model_from_elsewhere_shows_its_shapes_without_stale_notes(qtbot, window, digits_graph, digits_model) -> None:
+    import copy
+
+    assert window.shapes.text() == "inputs input=1x1x8x8"  # a session's model: its shapes, nothing to explain
+    window.shapes.set_notes(["batch dim of input set to 1 (give --input or --dim to change it)"])
+    assert window.shapes.text() == "inputs input=1x1x8x8 — batch dim of input set to 1"
+    window.session.set_model(digits_model, digits_graph, {"input": (1, 1, 8, 8)})  # the same graph again: kept
+    assert window.shapes.text() == "inputs input=1x1x8x8 — batch dim of input set to 1"
+    window.session.set_model(digits_model, copy.copy(digits_graph), {"input": (1, 1, 8, 8)})  # another graph
+    assert window.shapes.text() == "inputs input=1x1x8x8"
 
 
 def test_dialog_parsing(qtbot) -> None:
