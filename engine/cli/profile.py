@@ -64,6 +64,7 @@ def profile_to_json(profile: object) -> dict:
         "target": dict(profile.target),
         "variants_ms": {r: s.median for r, s in profile.variants.items()},
         "crossings": {k: {"fixed_ms": v[0], "ms_per_mb": v[1]} for k, v in profile.crossings.items()},
+        "provider_scale": dict(profile.provider_scale),
         "layers": layers,
         "adapts": [{"tensor": a.tensor, "kind": a.kind, "ms": a.ms, "routine": a.routine} for a in profile.adapts],
     }
@@ -125,7 +126,7 @@ def _with_providers(graph: object, profile: object, providers: tuple[str, ...], 
         job = provider_tables_job(graph, table_options)  # type: ignore[arg-type]
     else:
         job = provider_tables_job(graph, table_options, remote.routines_timer(), remote.identity())  # type: ignore[attr-defined]
-    return merge(profile, run_job(job, stderr_progress(f"routines per provider {name}")))  # type: ignore[arg-type]
+    return merge(profile, run_job(job, stderr_progress(f"routines per provider {name}")), graph)  # type: ignore[arg-type]
 
 
 def unattributed_ms(profile: object) -> float:
@@ -173,6 +174,8 @@ def _print_table(profile: object, label: str) -> None:
             print(f"all layers {r}: {s.median:.4f} ms")
     if profile.cache:
         print(f"profile cache: {profile.cache}")
+    for provider, factor in profile.provider_scale.items():
+        print(f"{provider.replace('ExecutionProvider', '')} segments scaled by {factor:.3f} to match all of them in one route")
     for key, (fixed, per_mb) in profile.crossings.items():
         print(f"crossing {key.replace('ExecutionProvider', '')}: {fixed:.4f} ms + {per_mb:.4f} ms/MB")
     if len(columns) > len(ROUTINES):

@@ -36,12 +36,13 @@ import onnx
 from onnx import TensorProto, helper
 
 from engine.errors import LayerLabError, SettingsError
-from engine.ir.graph import ModelGraph
+from engine.ir.graph import ModelGraph, build_graph
 from engine.ir.partition import Chunk, segments
 from engine.measure.cache import ProfileCache, cache_key, cpu_model
 from engine.measure.feeds import feeds_digest, random_feeds
-from engine.measure.partition import build_parts
-from engine.measure.providers import CPU, routine_on, short_name
+from engine.measure.partition import build_parts, partition
+from engine.measure.predict import predict_ms
+from engine.measure.providers import CPU, routine_on, short_name, split_routine
 from engine.measure.tables import Profile, Stats
 from engine.measure.timing import check_provider, make_session, physical_cores, time_runs
 from engine.passes.precision import PrecisionPass
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 #: Tensor sizes (bytes) the crossing fit is measured at: 16 KB to 4 MB, activations of small to mid models.
 CROSSING_SIZES = (16 * 1024, 256 * 1024, 1024 * 1024, 4 * 1024 * 1024)
 _MB = 1024.0 * 1024.0
+_SCALE_BOUNDS = (0.1, 4.0)  # segments alone vs in a route; beyond these something else went wrong
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class TableOptions:
 @dataclass
 class ProviderTables:
     """layer -> routine@provider -> ms; why a routine could not run; crossings; each provider's run cost
-    and its whole fp32 model's latency (to compare the segments' sum with)."""
+    and, in ``whole``, the latency of the route with every layer it can run on it (fp32@<EP> -> stats)."""
 
     routines: dict[str, dict[str, float]] = field(default_factory=dict)
     unsupported: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -129,7 +131,7 @@ def provider_tables_job(graph: ModelGraph, options: TableOptions, timer: Timer |
     try:
         for p in options.providers:
             key = cache_key("provider-tables", model=graph.sha256, provider=p, shapes=shapes, routines=list(options.routines),
-                            repeats=options.repeats, threads=threads, where=where, crossings=options.crossings, method=2,
+                            repeats=options.repeats, threads=threads, where=where, crossings=options.crossings, method=3,
                             feeds=feeds_digest(feeds) if options.feeds is not None else options.seed)
             data = cache.get(key)
             if data is None:
@@ -187,8 +189,9 @@ Timer = Callable[[Sequence[Segment], onnx.ModelProto, Mapping[str, np.ndarray], 
 
 def time_segments_job(entries: Sequence[Segment], whole: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
                       provider: str, threads: int, options: TableOptions) -> Job[dict[str, Any]]:
-    """Time ``entries`` and the ``whole`` model on ``provider`` here, and the crossings between it and CPU:
-    ``ProviderTables`` JSON. Runs only models it is given and one-node models of its own (an agent's job)."""
+    """Time ``entries`` on ``provider`` here, then every layer it ran there in one route (parts of the
+    ``whole`` fp32 model), and the crossings between it and CPU: ``ProviderTables`` JSON. Runs only models
+    it is given, parts cut from them and one-node models of its own (an agent's job)."""
     run_ms = yield from _run_cost(provider, threads)
     routines: dict[str, dict[str, float]] = {}
     unsupported: dict[str, dict[str, str]] = {}
@@ -203,20 +206,33 @@ def time_segments_job(entries: Sequence[Segment], whole: onnx.ModelProto, feeds:
             unsupported.setdefault(seg.layer, {})[name] = str(exc)
             continue
         routines.setdefault(seg.layer, {})[name] = max(float(np.median(times)) - run_ms, 0.0)
-    session = make_session(whole, threads, f"whole model [{provider}]", provider=provider)
-    yield from time_runs(session, dict(feeds), options.warmup, "whole model")
-    stats = Stats.of((yield from time_runs(session, dict(feeds), options.repeats, "whole model")))
+    # The route with every layer it can run on the provider, as parts (fp32: cut only, no quantizer): the
+    # segments in context, which ``merge`` scales the micro-model times to.
+    graph = build_graph(whole, {k: tuple(v.shape) for k, v in feeds.items()})
+    fp32 = routine_on("fp32", provider)
+    route = partition(graph, {layer: fp32 for layer, table in routines.items() if fp32 in table}, feeds, threads)
+    yield Progress(0, 0, f"{provider}: every layer it runs, in {len(route.parts)} part(s)")
+    session = route.session(threads, f"all on {provider}")
+    yield from time_runs(session, dict(feeds), options.warmup, "route")
+    stats = Stats.of((yield from time_runs(session, dict(feeds), options.repeats, "route")))
     crossings = {}
     if options.crossings:
         for a, b in ((CPU, provider), (provider, CPU)):
             yield Progress(0, 0, f"crossing {short_name(a)} -> {short_name(b)}")
             crossings[f"{a}>{b}"] = list(crossing_fit((yield from _crossing_points(a, b, threads))))
     return {"routines": routines, "unsupported": unsupported, "run_ms": {provider: run_ms}, "crossings": crossings,
-            "whole": {routine_on("fp32", provider): {"median": stats.median, "p10": stats.p10, "p90": stats.p90}}}
+            "whole": {fp32: {"median": stats.median, "p10": stats.p10, "p90": stats.p90}}}
 
 
-def merge(profile: Profile, tables: ProviderTables) -> Profile:
-    """``profile`` with the provider routines in its layers' tables, the crossings and the whole-model runs."""
+def merge(profile: Profile, tables: ProviderTables, graph: ModelGraph) -> Profile:
+    """``profile`` with the provider routines in its layers' tables (scaled to context), the crossings and
+    each provider's all-layers route.
+
+    A segment costs more alone than inside a part (each micro-model pays its own inference start: thread
+    wake-up, input and output copies), so per provider the micro times are scaled by one factor that makes
+    the route with every layer on that provider predict what it measured: ``(measured - the rest) /
+    (segments' sum)``, the rest being the route's CPU layers and crossings; within ``_SCALE_BOUNDS``
+    (``Profile.provider_scale``; the same kind of correction as the adapts' ``adapt_scale``)."""
     layers = []
     for lp in profile.layers:
         lp = replace(lp, routines=dict(lp.routines), unsupported=dict(lp.unsupported))
@@ -225,7 +241,21 @@ def merge(profile: Profile, tables: ProviderTables) -> Profile:
         layers.append(lp)
     variants = dict(profile.variants)
     variants.update({r: Stats(**s) for r, s in tables.whole.items()})
-    return replace(profile, layers=layers, crossings={**profile.crossings, **tables.crossings}, variants=variants)
+    raw = replace(profile, layers=layers, crossings={**profile.crossings, **tables.crossings}, variants=variants)
+    scale = dict(profile.provider_scale)
+    for fp32, stats in tables.whole.items():
+        route = {lp.name: fp32 for lp in layers if fp32 in lp.routines}
+        ep = sum(lp.routines[fp32] for lp in layers if fp32 in lp.routines)
+        if ep <= 0:
+            continue
+        rest = predict_ms(raw, graph, route) - ep
+        scale[split_routine(fp32)[1]] = min(max((float(stats["median"]) - rest) / ep, _SCALE_BOUNDS[0]), _SCALE_BOUNDS[1])
+    for lp in layers:
+        for r in lp.routines:
+            provider = split_routine(r)[1]
+            if provider in scale and provider != CPU and r in tables.routines.get(lp.name, {}):
+                lp.routines[r] = tables.routines[lp.name][r] * scale[provider]
+    return replace(raw, provider_scale=scale)
 
 
 def crossing_fit(points: Sequence[tuple[int, float]]) -> tuple[float, float]:

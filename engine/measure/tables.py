@@ -91,6 +91,8 @@ class Profile:
     # Crossing a session border between execution providers: "SRC>DST" -> [fixed ms, ms per MB], a fit
     # of measured points (``engine.measure.provider_tables``); priced by ``engine.measure.provider_costs``.
     crossings: dict[str, list[float]] = field(default_factory=dict)
+    # provider -> the factor its segments' micro-model times were scaled by to match its route in context.
+    provider_scale: dict[str, float] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerProfile:
         return next(lp for lp in self.layers if lp.name == name)

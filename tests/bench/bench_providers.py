@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", default="OpenVINOExecutionProvider")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--no-cache", action="store_true", help="profile and time the segments again (not from the cache)")
     args = parser.parse_args(argv)
     path, defaults = resolve_model(args.model)
     shapes = dict(defaults or {})
@@ -61,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     graph = load_model(path, shapes)
     remote = RemoteTarget(Target.parse(args.target, args.token_file))
     feeds = random_feeds(graph, 0)
-    profile = run(remote.profile_job(graph, ProfileOptions(threads=args.threads, routines=("fp32",), ops_int8=False, feeds=feeds)))
-    tables = provider_tables(graph, TableOptions(providers=(args.provider,), threads=args.threads, feeds=feeds),
+    profile = run(remote.profile_job(graph, ProfileOptions(threads=args.threads, routines=("fp32",), ops_int8=False, feeds=feeds,
+                                                                 use_cache=not args.no_cache)))
+    tables = provider_tables(graph, TableOptions(providers=(args.provider,), threads=args.threads, feeds=feeds,
+                                                          use_cache=not args.no_cache),
                              remote.routines_timer(), remote.identity())
-    profile = merge(profile, tables)
+    profile = merge(profile, tables, graph)
     layers = [n.name for n in graph.layers]
     fp32_ep, int8_ep = routine_on("fp32", args.provider), routine_on("int8", args.provider)
     on_ep = {n: fp32_ep for n in layers if fp32_ep in profile.layer(n).routines}
@@ -89,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{path.name} at {shapes_text(graph)}: {len(layers)} layers, {len(graph.nodes)} nodes; "
           f"{missing} segment(s) cannot run alone on {args.provider}; target ORT {remote.info().get('ort')}, "
           f"{args.threads} threads, {args.repeats} runs x 3 sessions each, in turns")
+    print("segments scaled to context: " + ", ".join(f"{k.removesuffix('ExecutionProvider')} x{v:.3f}"
+                                                      for k, v in profile.provider_scale.items()))
     print("crossings: " + ", ".join(f"{k.replace('ExecutionProvider', '')} {a:.4f} ms + {b:.4f} ms/MB"
                                      for k, (a, b) in profile.crossings.items()))
     base_pred, base_meas = predict_ms(profile, graph, {}), stats["all CPU"].median

@@ -3,13 +3,16 @@ OpenVINO provider is installed) every segment timed on it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import onnxruntime as ort
 import pytest
 
 from engine.errors import SettingsError
 from engine.ir.graph import build_graph
 from engine.measure.provider_tables import ProviderTables, TableOptions, crossing_fit, merge, provider_tables
-from engine.measure.tables import LayerProfile, Profile, Stats
+from engine.measure.predict import predict_ms
+from engine.measure.tables import AdaptCost, LayerProfile, Profile, Stats
 from tests import builders
 
 _MB = 1024 * 1024
@@ -28,20 +31,35 @@ def test_the_crossing_fit_recovers_a_line_and_never_goes_negative() -> None:
     assert crossing_fit([(_MB, -0.2)]) == (0.0, 0.0)
 
 
-def test_merge_adds_provider_routines_crossings_and_whole_runs_without_touching_the_profile() -> None:
-    profile = Profile(Stats(2, 1, 3), 1.0, [LayerProfile("c", "Conv", True, 1.0, {"fp32": 1.0}), LayerProfile("r", "Relu", False, 0.1)],
-                      [], threads=1, ort_version="t")
-    tables = ProviderTables(routines={"c": {"fp32@OpenVINO": 0.4, "int8@OpenVINO": 0.3}},
-                            unsupported={"c": {"fp16@OpenVINO": "no"}},
+def _stack_profile(graph) -> Profile:
+    layers = [LayerProfile(n.name, n.op_type, n.tunable, {"conv_0": 1.0, "conv_1": 2.0, "conv_2": 3.0}.get(n.name, 0.1),
+                           {"fp32": {"conv_0": 1.0, "conv_1": 2.0, "conv_2": 3.0}[n.name]} if n.tunable else {})
+              for n in graph.nodes]
+    return Profile(Stats(6.5, 6.4, 6.6), 1.0, layers, [AdaptCost("", "run", 0.05, "fp32")], threads=1, ort_version="t")
+
+
+def test_merge_scales_the_segments_so_the_route_all_on_the_provider_predicts_what_it_measured() -> None:
+    """Segments alone sum to 4.0 ms on OpenVINO; all of them in one route measured 2.05 ms, of which 0.05 is
+    the run cost: every OpenVINO routine is halved, and the all-OpenVINO prediction is the measurement."""
+    graph = build_graph(builders.conv_stack(n=3, channels=4, size=8))
+    profile = _stack_profile(graph)
+    tables = ProviderTables(routines={"conv_0": {"fp32@OpenVINO": 1.0, "int8@OpenVINO": 0.6}, "conv_1": {"fp32@OpenVINO": 1.0},
+                                      "conv_2": {"fp32@OpenVINO": 2.0}},
+                            unsupported={"conv_1": {"int8@OpenVINO": "no"}},
                             crossings={f"CPUExecutionProvider>{_OV}": [0.01, 0.02]},
-                            whole={"fp32@OpenVINO": {"median": 0.6, "p10": 0.5, "p90": 0.7}})
-    merged = merge(profile, tables)
-    assert merged.layer("c").routines == {"fp32": 1.0, "fp32@OpenVINO": 0.4, "int8@OpenVINO": 0.3}
-    assert merged.layer("c").unsupported == {"fp16@OpenVINO": "no"}
+                            whole={"fp32@OpenVINO": {"median": 2.05, "p10": 2.0, "p90": 2.1}})
+    merged = merge(profile, tables, graph)
+    assert merged.provider_scale == {_OV: pytest.approx(0.5)}
+    assert merged.layer("conv_0").routines == {"fp32": 1.0, "fp32@OpenVINO": pytest.approx(0.5), "int8@OpenVINO": pytest.approx(0.3)}
+    assert merged.layer("conv_1").unsupported == {"int8@OpenVINO": "no"}
+    assert predict_ms(merged, graph, dict.fromkeys(["conv_0", "conv_1", "conv_2"], "fp32@OpenVINO")) == pytest.approx(2.05)
     assert merged.crossings == {f"CPUExecutionProvider>{_OV}": [0.01, 0.02]}
-    assert merged.variants == {"fp32@OpenVINO": Stats(0.6, 0.5, 0.7)}
-    assert profile.layer("c").routines == {"fp32": 1.0} and profile.crossings == {}
+    assert merged.variants == {"fp32@OpenVINO": Stats(2.05, 2.0, 2.1)}
+    assert profile.layer("conv_0").routines == {"fp32": 1.0} and profile.crossings == {}  # the input is untouched
     assert Profile.from_json(merged.to_json()) == merged
+    # a route measured slower than any scale can explain is held at the bound
+    slow = replace(tables, whole={"fp32@OpenVINO": {"median": 100.0, "p10": 99.0, "p90": 101.0}})
+    assert merge(profile, slow, graph).provider_scale == {_OV: 4.0}
 
 
 def test_cpu_and_unknown_routines_are_refused_in_one_line() -> None:
