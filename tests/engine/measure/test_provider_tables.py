@@ -79,3 +79,19 @@ def test_every_segment_is_timed_on_openvino(tmp_path) -> None:
     assert set(tables.crossings) == {f"CPUExecutionProvider>{_OV}", f"{_OV}>CPUExecutionProvider"}
     assert all(v[0] >= 0 and v[1] >= 0 for v in tables.crossings.values())
     assert tables.whole["fp32@OpenVINO"]["median"] > 0
+
+
+@pytest.mark.skipif(_OV not in ort.get_available_providers(), reason="the OpenVINO execution provider is not installed")
+def test_profile_providers_adds_openvino_routines_and_crossings(tmp_path, monkeypatch, capsys, digits_model) -> None:
+    import json
+
+    from engine.cli.main import main
+
+    monkeypatch.setenv("LAYERLAB_CACHE", str(tmp_path))
+    assert main(["profile", str(digits_model), "--input", "input=1x1x8x8", "--repeats", "5", "--threads", "1",
+                 "--providers", _OV, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    layers = [lp for lp in data["layers"] if lp["tunable"]]
+    assert layers and all("fp32@OpenVINO" in lp["routines"] and lp["routines"]["fp32@OpenVINO"] >= 0 for lp in layers)
+    assert set(data["crossings"]) == {f"CPUExecutionProvider>{_OV}", f"{_OV}>CPUExecutionProvider"}
+    assert 0.1 <= data["provider_scale"][_OV] <= 4.0 and "fp32@OpenVINO" in data["variants_ms"]
