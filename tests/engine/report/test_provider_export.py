@@ -100,3 +100,23 @@ def test_the_session_file_keeps_each_layers_provider(tmp_path) -> None:
     s.set_plan(Plan(layers={first: LayerSettings("fp32", provider=_OV)}))
     back = load_session(save_session(s, tmp_path / "s.json"))
     assert back.plan.settings_for(first).provider == _OV
+
+
+def test_apply_writes_layer_ann_and_prints_the_setting(tmp_path, capsys) -> None:
+    import json
+
+    import onnx
+
+    from engine.cli.main import main
+
+    graph = build_graph(builders.conv_stack(n=3, channels=4, size=8))
+    src, plan, out = tmp_path / "m.onnx", tmp_path / "plan.json", tmp_path / "out.onnx"
+    onnx.save(graph.model, src)
+    plan.write_text(json.dumps({"layers": {"conv_1": {"precision": "fp32", "provider": _OV}}}))
+    assert main(["apply", str(src), str(plan), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert 'session.layer_assignment_settings = "cpu(=ep_CPU, =ep_OpenVINO)"' in text
+    assert "are both on device 'cpu'" in text
+    ann = _ann(onnx.load(out))
+    assert ann == {"conv_0": "ep_CPU", "conv_0_relu": "ep_CPU", "conv_1": "ep_OpenVINO", "conv_1_relu": "ep_OpenVINO",
+                   "conv_2": "ep_CPU", "conv_2_relu": "ep_CPU"}
