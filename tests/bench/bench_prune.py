@@ -116,6 +116,13 @@ def _ppocr_rec() -> tuple:
     return ex.model, {"x": (1, 3, 48, 320)}, calib, held, accuracy, "word accuracy"
 
 
+def _example(name: str) -> Path:
+    """A fetched example's model (``layerlab examples --fetch NAME`` puts it in the user cache)."""
+    from engine.io.examples import fetch_example
+
+    return fetch_example(name).model
+
+
 MODELS: dict[str, Callable[[], tuple]] = {
     "digits": _digits,
     "ppocr-rec": _ppocr_rec,
@@ -125,6 +132,9 @@ MODELS: dict[str, Callable[[], tuple]] = {
                           _tokens(8, 1), _rel_error(-1), "rel. error"),
     "nudenet-320n": lambda: (ZOO / "nudenet-320n.onnx", {"images": (1, 3, 320, 320)}, _images((1, 3, 320, 320), 8, 0, "images"),
                              _images((1, 3, 320, 320), 8, 1, "images"), _rel_error(0), "rel. error"),
+    "picodet-layout": lambda: (_example("picodet-layout"), {"image": (1, 3, 800, 608)},
+                               _images((1, 3, 800, 608), 4, 0, "image"), _images((1, 3, 800, 608), 4, 1, "image"),
+                               _rel_error(0), "rel. error"),
     "ddddocr-rec": lambda: (ZOO / "ddddocr-rec.onnx", {"input1": (1, 1, 64, 256)}, _images((1, 1, 64, 256), 8, 0, "input1"),
                             _images((1, 1, 64, 256), 8, 1, "input1"), _rel_error(0), "rel. error"),
 }

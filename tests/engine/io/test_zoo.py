@@ -23,6 +23,7 @@ ZOO = {
     "ddddocr-rec": ({"image_width": 256}, 20, True),
     "silero-vad": ({}, 0, False),  # the network lives in If branches LayerLab does not descend into yet
     "oww-melspec": ({"samples": 1280}, 2, True),
+    "picodet-layout": ({}, 100, True),  # PicoDet (Paddle): weights in Constant nodes, 1,493 nodes
 }
 
 
