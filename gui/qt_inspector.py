@@ -214,6 +214,8 @@ class QtInspector(QWidget):
             lines.append(f"int8 calibration: {settings.calibration or 'minmax'}")
             if settings.cle:
                 lines.append("cross-layer equalization: with the Conv it feeds")
+            if settings.smoothquant is not None:
+                lines.append(f"SmoothQuant: alpha {settings.smoothquant:g} (activation outliers moved into the weights)")
             if settings.bias_correction:
                 lines.append("bias correction: on the calibration samples")
         self.facts.setText("\n".join(lines))

@@ -77,7 +77,7 @@ class TuneOptions:
     # the sweep measures their drops, each variant is timed end to end (engine.optimize.structural).
     structural: bool = False
     # per-layer int8 methods the sweep tries on top (engine.passes.layer_variants.INT8_METHODS: "cle",
-    # "bias_correction"); the route's int8 layers use the variant with the smallest measured drop
+    # "bias_correction", "smoothquant"); the route's int8 layers use the variant with the smallest measured drop
     int8_methods: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

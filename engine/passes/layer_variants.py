@@ -8,16 +8,21 @@ layer's int8 variant is quantized on its own and spliced back (``engine.passes.i
 the same nodes as quantizing the whole model with only that layer chosen, at a fraction of the cost.
 
 ``int8_variants`` adds the per-layer int8 methods (``INT8_METHODS``): bias correction of the layer
-(``engine.passes.bias_correction``, on the same calibration samples) and cross-layer equalization of
-the Conv pair the layer starts (``engine.passes.cle``, exact), alone and together. They run the same
-int8 kernels, so they cost what int8 costs; only their drops differ. A variant is named
-``method[+cle][+bias_correction]`` (``variant_name``), as the plan's layer settings spell it.
+(``engine.passes.bias_correction``, on the same calibration samples), cross-layer equalization of
+the Conv pair the layer starts (``engine.passes.cle``, exact) and SmoothQuant migration of a
+MatMul/Gemm's activation outliers into its weights (``engine.passes.smoothquant``, alpha
+``SMOOTHQUANT_ALPHA``, exact in fp32), each alone and with bias correction. They run the same int8
+kernels, so they cost what int8 costs (SmoothQuant adds a Mul by 1/s before the layer when its input
+is not a LayerNormalization output it alone reads: not priced, but tune's rounds measure it); only
+their drops differ. A variant is named ``method[+cle|+smoothquant][+bias_correction]``
+(``variant_name``), as the plan's layer settings spell it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -29,9 +34,11 @@ from engine.passes.bias_correction import correct_biases
 from engine.passes.cle import CLEPass, find_pairs
 from engine.passes.calibration import RangeSet
 from engine.passes.int8_splice import SingleLayerInt8
+from engine.passes.smoothquant import SmoothQuantPass, smoothable
 from engine.passes.precision import ROUTINES, CalibrationCache, PrecisionPass, _static_int8, prepare, unconverted
 
-__all__ = ["INT8_METHODS", "ROUTINES", "applicable", "parse_variant", "variant_name", "VariantBuilder"]
+__all__ = ["INT8_METHODS", "ROUTINES", "SMOOTHQUANT_ALPHA", "Int8Variant", "applicable", "parse_variant", "variant_name",
+           "VariantBuilder"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,21 +55,32 @@ def applicable(op_type: str, routine: str) -> bool:
 
 
 #: per-layer int8 methods the sweep can try on top of each calibration method
-INT8_METHODS = ("cle", "bias_correction")
+INT8_METHODS = ("cle", "bias_correction", "smoothquant")
+#: SmoothQuant's migration strength in the sweep's variant and the plans tune writes (the paper's default)
+SMOOTHQUANT_ALPHA = 0.5
 
 
-def variant_name(method: str, cle: bool = False, bias_correction: bool = False) -> str:
-    """``minmax``, ``entropy+bias_correction``, ``minmax+cle+bias_correction``..."""
-    return "+".join([method] + ["cle"] * cle + ["bias_correction"] * bias_correction)
+class Int8Variant(NamedTuple):
+    """One int8 variant of a layer: its calibration method and the int8 methods applied."""
+
+    method: str
+    cle: bool = False
+    bias_correction: bool = False
+    smoothquant: bool = False
 
 
-def parse_variant(name: str) -> tuple[str, bool, bool]:
-    """(calibration method, cle, bias_correction) of a ``variant_name``."""
+def variant_name(method: str, cle: bool = False, bias_correction: bool = False, smoothquant: bool = False) -> str:
+    """``minmax``, ``entropy+bias_correction``, ``minmax+cle+bias_correction``, ``minmax+smoothquant``..."""
+    return "+".join([method] + ["cle"] * cle + ["smoothquant"] * smoothquant + ["bias_correction"] * bias_correction)
+
+
+def parse_variant(name: str) -> Int8Variant:
+    """The ``Int8Variant`` a ``variant_name`` names."""
     method, *extras = name.split("+")
     unknown = [e for e in extras if e not in INT8_METHODS]
     if unknown:
         raise LayerLabError(f"int8 variant {name!r}: unknown method {unknown[0]!r} (choose from {', '.join(INT8_METHODS)})")
-    return method, "cle" in extras, "bias_correction" in extras
+    return Int8Variant(method, "cle" in extras, "bias_correction" in extras, "smoothquant" in extras)
 
 
 class VariantBuilder:
@@ -76,7 +94,9 @@ class VariantBuilder:
         self._samples = list(calibration)
         self._fp32: onnx.ModelProto | None = None  # the prepared base: bias correction's reference
         self._pair_starts: set[str] | None = None  # first convs of the CLE pairs
-        self._equalized: tuple[str, VariantBuilder] | None = None  # the last layer's CLE'd builder (the sweep goes layer by layer)
+        self._smoothable: set[str] | None = None  # MatMul/Gemm layers SmoothQuant can migrate
+        # the last layer's builders on a CLE'd or smoothed base, by method (the sweep goes layer by layer)
+        self._derived: dict[str, tuple[str, VariantBuilder]] = {}
 
     def __enter__(self) -> "VariantBuilder":
         return self
@@ -114,26 +134,33 @@ class VariantBuilder:
 
     def int8_variants(self, layer: str, method: str = "minmax", methods: Sequence[str] = ()) -> Iterator[tuple[str, onnx.ModelProto]]:
         """(variant name, model) of ``layer`` in int8 with ``method``: plain, then with each of ``methods``
-        (``INT8_METHODS``) and both, leaving out those that do not apply (no bias to correct, no CLE pair)."""
+        (``INT8_METHODS``) alone and with bias correction, leaving out those that do not apply (no bias to
+        correct, no CLE pair, no MatMul/Gemm with a constant weight, no calibration samples)."""
         unknown = [m for m in methods if m not in INT8_METHODS]
         if unknown:
             raise LayerLabError(f"int8 method {unknown[0]!r}: choose from {', '.join(INT8_METHODS)}")
         plain = self.build([layer], "int8", method)
         yield method, plain
-        built: list[tuple[bool, VariantBuilder, onnx.ModelProto]] = [(False, self, plain)]
+        built: list[tuple[dict[str, bool], VariantBuilder, onnx.ModelProto]] = [({}, self, plain)]
         if "cle" in methods:
             if self._pair_starts is None:
                 self._pair_starts = {p.first for p in find_pairs(self.base)}
             if layer in self._pair_starts:
-                builder = self._cle_builder(layer)
-                equalized = builder.build([layer], "int8", method)
-                yield variant_name(method, cle=True), equalized
-                built.append((True, builder, equalized))
+                builder = self._derived_builder(layer, "cle")
+                built.append(({"cle": True}, builder, builder.build([layer], "int8", method)))
+                yield variant_name(method, cle=True), built[-1][2]
+        if "smoothquant" in methods and self._samples:
+            if self._smoothable is None:
+                self._smoothable = {n.name for nodes in smoothable(self.base).values() for n in nodes}
+            if layer in self._smoothable:
+                builder = self._derived_builder(layer, "smoothquant")
+                built.append(({"smoothquant": True}, builder, builder.build([layer], "int8", method)))
+                yield variant_name(method, smoothquant=True), built[-1][2]
         if "bias_correction" in methods and self._samples:
-            for cle, builder, model in built:
+            for flags, builder, model in built:
                 corrected, done = builder.bias_corrected(model, layer)
                 if done:
-                    yield variant_name(method, cle, True), corrected
+                    yield variant_name(method, bias_correction=True, **flags), corrected
 
     def bias_corrected(self, model: onnx.ModelProto, layer: str) -> tuple[onnx.ModelProto, bool]:
         """``model`` (built by this builder) with ``layer``'s quantized bias corrected; whether it had one."""
@@ -142,11 +169,17 @@ class VariantBuilder:
         corrected, done = correct_biases(self._fp32, model, [layer], self._samples)
         return corrected, bool(done)
 
-    def _cle_builder(self, layer: str) -> "VariantBuilder":
-        """A builder on ``base`` with the pair ``layer`` starts equalized (calibrated on its own: ranges move)."""
-        if self._equalized is None or self._equalized[0] != layer:
-            self._equalized = (layer, VariantBuilder(CLEPass({layer})(self.base).model, self._samples))
-        return self._equalized[1]
+    def _derived_builder(self, layer: str, kind: str) -> "VariantBuilder":
+        """A builder on ``base`` with the pair ``layer`` starts equalized (``kind`` "cle") or with ``layer``'s
+        input smoothed ("smoothquant"); calibrated on its own, since the ranges move."""
+        kept = self._derived.get(kind)
+        if kept is None or kept[0] != layer:
+            if kind == "cle":
+                base = CLEPass({layer})(self.base).model
+            else:
+                base = SmoothQuantPass({layer: SMOOTHQUANT_ALPHA}, self._samples)(self.base).model
+            kept = self._derived[kind] = (layer, VariantBuilder(base, self._samples))
+        return kept[1]
 
     def _single_int8(self, layer: str, method: str = "minmax") -> onnx.ModelProto | None:
         """The layer quantized alone and spliced back; None before calibration or where the splice does not apply."""

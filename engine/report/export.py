@@ -108,17 +108,19 @@ def _flat(data: Any, keys: tuple[str, ...]) -> dict[str, float]:
 
 
 def _plan_calibration(plan: Any, name: str) -> str | None:
-    """The int8 method as the report prints it: ``percentile99.9``, ``minmax + CLE + bias correction``..."""
+    """The int8 method as the report prints it: ``percentile99.9``, ``minmax + CLE + bias correction``,
+    ``minmax + SmoothQuant α=0.5``..."""
     if plan is None:
         return None
     if hasattr(plan, "settings_for"):
         s = plan.settings_for(name)
-        method, cle, corrected = s.calibration, s.cle, s.bias_correction
+        method, cle, corrected, alpha = s.calibration, s.cle, s.bias_correction, s.smoothquant
     else:
         entry = ((to_data(plan) or {}).get("layers") or {}).get(name) or {}
         method = entry.get("calibration") if isinstance(entry.get("calibration"), str) else None
         cle, corrected = entry.get("cle") is True, entry.get("bias_correction") is True
-    extras = ["CLE"] * bool(cle) + ["bias correction"] * bool(corrected)
+        alpha = entry.get("smoothquant") if isinstance(entry.get("smoothquant"), (int, float)) else None
+    extras = ["CLE"] * bool(cle) + ([f"SmoothQuant α={alpha:g}"] if alpha is not None else []) + ["bias correction"] * bool(corrected)
     if not extras:
         return method
     return " + ".join([method or "minmax", *extras])

@@ -130,4 +130,8 @@ def test_facts_name_the_int8_methods_of_the_plan(window) -> None:
     facts = inspector.facts.text()
     assert "int8 calibration: entropy" in facts and "cross-layer equalization" in facts and "bias correction" in facts
     window.graph_view.select(["/conv1/Conv"])
-    assert "bias correction" not in inspector.facts.text()
+    assert "bias correction" not in inspector.facts.text() and "SmoothQuant" not in inspector.facts.text()
+    session.set_plan(Plan(layers={"/fc1/Gemm": LayerSettings("int8", smoothquant=0.5)}))
+    window.graph_view.select(["/fc1/Gemm"])
+    facts = inspector.facts.text()
+    assert "SmoothQuant: alpha 0.5" in facts and "int8 calibration: minmax" in facts and "cross-layer" not in facts
