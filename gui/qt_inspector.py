@@ -216,6 +216,8 @@ class QtInspector(QWidget):
                 lines.append("cross-layer equalization: with the Conv it feeds")
             if settings.smoothquant is not None:
                 lines.append(f"SmoothQuant: alpha {settings.smoothquant:g} (activation outliers moved into the weights)")
+            if settings.symmetric:
+                lines.append("activations: symmetric ranges (uint8, zero point 128)")
             if settings.bias_correction:
                 lines.append("bias correction: on the calibration samples")
         self.facts.setText("\n".join(lines))

@@ -132,7 +132,8 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8-methods", default="", metavar="M,...",
                         help="per-layer int8 methods to try on top of each calibration method, alone and together, the "
                              "smallest drop wins: cle (cross-layer equalization of the Conv pair the layer starts), "
-                             "bias_correction, smoothquant (activation outliers of a MatMul/Gemm moved into its weights) "
+                             "bias_correction, smoothquant (activation outliers of a MatMul/Gemm moved into its weights), "
+                             "symmetric (the layer's activation ranges symmetric: uint8 with zero point 128) "
                              "(default: none)")
 
 

@@ -51,12 +51,13 @@ class LayerSensitivity:
     recovered: dict[str, float] = field(default_factory=dict)
     # int8 with several calibration methods or int8 methods: the drop of each variant
     # (``engine.passes.layer_variants.variant_name``); ``drops["int8"]`` is the smallest, of the variant
-    # ``calibration`` [+ ``cle``] [+ ``smoothquant``] [+ ``bias_correction``]
+    # ``calibration`` [+ ``cle``] [+ ``smoothquant``] [+ ``symmetric``] [+ ``bias_correction``]
     method_drops: dict[str, float] = field(default_factory=dict)
     calibration: str | None = None
     cle: bool = False
     bias_correction: bool = False
     smoothquant: bool = False  # at engine.passes.layer_variants.SMOOTHQUANT_ALPHA
+    symmetric: bool = False  # symmetric activation ranges
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "drops": dict(self.drops), "sqnr_db": _finite_or_none(self.sqnr_db)}
@@ -65,7 +66,7 @@ class LayerSensitivity:
         if self.method_drops:
             out["method_drops"] = dict(self.method_drops)
             out["calibration"] = self.calibration
-        for name in ("cle", "bias_correction", "smoothquant"):
+        for name in ("cle", "bias_correction", "smoothquant", "symmetric"):
             if getattr(self, name):
                 out[name] = True
         return out
@@ -85,6 +86,7 @@ class LayerSensitivity:
                 data.get("cle") is True,
                 data.get("bias_correction") is True,
                 data.get("smoothquant") is True,
+                data.get("symmetric") is True,
             )
         except (AttributeError, TypeError, ValueError) as exc:
             raise SettingsError(f"{where}: layer {data['name']!r}: {exc}") from None
@@ -162,7 +164,7 @@ class SweepSettings:
     # rank:0.25/0.5 of break-even per factorable layer), one whole-model evaluation each: opt-in.
     structural: bool = False
     # per-layer int8 methods (engine.passes.layer_variants.INT8_METHODS: "cle", "bias_correction",
-    # "smoothquant") tried on top of each calibration method, each alone and with bias correction; the
+    # "smoothquant", "symmetric") tried on top of each calibration method, each alone and with bias correction; the
     # smallest drop wins as above.
     int8_methods: tuple[str, ...] = ()
 
@@ -235,6 +237,7 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                     chosen_variant = parse_variant(chosen)
                     measured.calibration, measured.cle = chosen_variant.method, chosen_variant.cle
                     measured.bias_correction, measured.smoothquant = chosen_variant.bias_correction, chosen_variant.smoothquant
+                    measured.symmetric = chosen_variant.symmetric
                 measured.drops[routine] = result.baseline - metric
                 sqnr = layer_sqnr(graph, name, variant, suffix, probe, threads=settings.threads, optimization=settings.optimization) if suffix and probe else None
                 if sqnr is not None:

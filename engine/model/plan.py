@@ -31,7 +31,9 @@ Fields of one entry (all optional):
 - ``cle``: ``true`` equalizes this Conv with the Conv it feeds (cross-layer equalization,
   ``engine.passes.cle``; exact, fp32 outputs unchanged). ``bias_correction``: ``true`` folds this
   int8 layer's mean output error on the calibration samples into its bias
-  (``engine.passes.bias_correction``). Both default to ``false`` and are written only when true.
+  (``engine.passes.bias_correction``). ``symmetric``: ``true`` makes the ranges of the tensors this
+  int8 layer reads and writes symmetric about 0 (uint8 activations with zero point 128: the same
+  U8S8 kernels, a different rounding grid). All three default to ``false`` and are written only when true.
 - ``smoothquant``: a number alpha in [0, 1] migrates this MatMul/Gemm's activation outliers into its
   weights (``engine.passes.smoothquant``; fp32 outputs unchanged); absent or ``null``: not done.
 
@@ -105,6 +107,7 @@ class LayerSettings:
     calibration: str | None = None  # int8 calibration method; None: minmax
     cle: bool = False  # cross-layer equalization with the Conv this one feeds
     bias_correction: bool = False  # empirical bias correction of this int8 layer
+    symmetric: bool = False  # symmetric activation ranges (uint8, zero point 128) for this int8 layer
     smoothquant: float | None = None  # SmoothQuant migration strength alpha; None: not done
     provider: str | None = None  # the execution provider the layer (and its segment's ops) runs on; None: CPU
 
@@ -116,7 +119,7 @@ class LayerSettings:
             raise SettingsError(f"precision {self.precision!r}: must be one of {', '.join(PRECISIONS)}")
         if self.calibration is not None and self.calibration not in CALIBRATIONS:
             raise SettingsError(f"calibration {self.calibration!r}: must be one of {', '.join(CALIBRATIONS)}")
-        for name in ("cle", "bias_correction"):
+        for name in ("cle", "bias_correction", "symmetric"):
             if not isinstance(getattr(self, name), bool):
                 raise SettingsError(f"{name} {getattr(self, name)!r}: must be true or false")
         sq = self.smoothquant
@@ -139,7 +142,7 @@ class LayerSettings:
         out["rank"] = self.rank
         if self.calibration is not None:
             out["calibration"] = self.calibration
-        for name in ("cle", "bias_correction"):
+        for name in ("cle", "bias_correction", "symmetric"):
             if getattr(self, name):
                 out[name] = True
         if self.smoothquant is not None:
@@ -152,7 +155,7 @@ class LayerSettings:
     def from_dict(cls, data: Any, where: str, inherit_precision: bool) -> LayerSettings:
         if not isinstance(data, dict):
             raise SettingsError(f"{where}: expected an object, got {type(data).__name__}")
-        known = ("precision", "prune", "rank", "calibration", "cle", "bias_correction", "smoothquant", "provider")
+        known = ("precision", "prune", "rank", "calibration", "cle", "bias_correction", "smoothquant", "symmetric", "provider")
         unknown = set(data) - set(known)
         if unknown:
             raise SettingsError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(known)})")
@@ -165,7 +168,8 @@ class LayerSettings:
             precision = data.get("precision", None if inherit_precision else "fp32")
             return cls(precision=precision, prune=prune, rank=data.get("rank"), calibration=data.get("calibration"),
                        cle=data.get("cle", False), bias_correction=data.get("bias_correction", False),
-                       smoothquant=data.get("smoothquant"), provider=data.get("provider"))
+                       smoothquant=data.get("smoothquant"), symmetric=data.get("symmetric", False),
+                       provider=data.get("provider"))
         except (SettingsError, TypeError) as exc:
             raise SettingsError(f"{where}: {exc}") from None
 

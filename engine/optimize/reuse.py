@@ -100,6 +100,7 @@ def merge(old: Sensitivity, new: Sensitivity) -> Sensitivity:
         if "int8" in ls.drops:  # the int8 variant the new sweep chose goes with its drop
             into.method_drops, into.calibration = dict(ls.method_drops), ls.calibration
             into.cle, into.bias_correction, into.smoothquant = ls.cle, ls.bias_correction, ls.smoothquant
+            into.symmetric = ls.symmetric
     return Sensitivity(old.baseline, old.metric_name or new.metric_name, layers, old.complete and new.complete,
                        {**old.whole_model, **new.whole_model})
 

@@ -11,10 +11,12 @@ the same nodes as quantizing the whole model with only that layer chosen, at a f
 (``engine.passes.bias_correction``, on the same calibration samples), cross-layer equalization of
 the Conv pair the layer starts (``engine.passes.cle``, exact) and SmoothQuant migration of a
 MatMul/Gemm's activation outliers into its weights (``engine.passes.smoothquant``, alpha
-``SMOOTHQUANT_ALPHA``, exact in fp32), each alone and with bias correction. They run the same int8
+``SMOOTHQUANT_ALPHA``, exact in fp32) and symmetric activation ranges for the tensors the layer reads
+and writes (uint8 with zero point 128, ``engine.passes.precision.symmetric_ranges``), each alone and
+with bias correction. They run the same int8
 kernels, so they cost what int8 costs (SmoothQuant adds a Mul by 1/s before the layer when its input
 is not a LayerNormalization output it alone reads: not priced, but tune's rounds measure it); only
-their drops differ. A variant is named ``method[+cle|+smoothquant][+bias_correction]``
+their drops differ. A variant is named ``method[+cle|+smoothquant|+symmetric][+bias_correction]``
 (``variant_name``), as the plan's layer settings spell it.
 """
 
@@ -35,7 +37,8 @@ from engine.passes.cle import CLEPass, find_pairs
 from engine.passes.calibration import RangeSet
 from engine.passes.int8_splice import SingleLayerInt8
 from engine.passes.smoothquant import SmoothQuantPass, smoothable
-from engine.passes.precision import ROUTINES, CalibrationCache, PrecisionPass, _static_int8, prepare, unconverted
+from engine.passes.precision import (ROUTINES, CalibrationCache, PrecisionPass, _static_int8, prepare, symmetric_ranges,
+                                     tensor_methods, unconverted)
 
 __all__ = ["INT8_METHODS", "ROUTINES", "SMOOTHQUANT_ALPHA", "Int8Variant", "applicable", "parse_variant", "variant_name",
            "VariantBuilder"]
@@ -55,7 +58,7 @@ def applicable(op_type: str, routine: str) -> bool:
 
 
 #: per-layer int8 methods the sweep can try on top of each calibration method
-INT8_METHODS = ("cle", "bias_correction", "smoothquant")
+INT8_METHODS = ("cle", "bias_correction", "smoothquant", "symmetric")
 #: SmoothQuant's migration strength in the sweep's variant and the plans tune writes (the paper's default)
 SMOOTHQUANT_ALPHA = 0.5
 
@@ -67,11 +70,14 @@ class Int8Variant(NamedTuple):
     cle: bool = False
     bias_correction: bool = False
     smoothquant: bool = False
+    symmetric: bool = False
 
 
-def variant_name(method: str, cle: bool = False, bias_correction: bool = False, smoothquant: bool = False) -> str:
+def variant_name(method: str, cle: bool = False, bias_correction: bool = False, smoothquant: bool = False,
+                 symmetric: bool = False) -> str:
     """``minmax``, ``entropy+bias_correction``, ``minmax+cle+bias_correction``, ``minmax+smoothquant``..."""
-    return "+".join([method] + ["cle"] * cle + ["smoothquant"] * smoothquant + ["bias_correction"] * bias_correction)
+    return "+".join([method] + ["cle"] * cle + ["smoothquant"] * smoothquant + ["symmetric"] * symmetric
+                    + ["bias_correction"] * bias_correction)
 
 
 def parse_variant(name: str) -> Int8Variant:
@@ -80,7 +86,7 @@ def parse_variant(name: str) -> Int8Variant:
     unknown = [e for e in extras if e not in INT8_METHODS]
     if unknown:
         raise LayerLabError(f"int8 variant {name!r}: unknown method {unknown[0]!r} (choose from {', '.join(INT8_METHODS)})")
-    return Int8Variant(method, "cle" in extras, "bias_correction" in extras, "smoothquant" in extras)
+    return Int8Variant(method, "cle" in extras, "bias_correction" in extras, "smoothquant" in extras, "symmetric" in extras)
 
 
 class VariantBuilder:
@@ -107,16 +113,18 @@ class VariantBuilder:
     def close(self) -> None:
         """Nothing to release; kept so callers can use the builder as a context manager."""
 
-    def build(self, layers: Sequence[str], routine: str, method: str = "minmax") -> onnx.ModelProto:
+    def build(self, layers: Sequence[str], routine: str, method: str = "minmax", symmetric: bool = False) -> onnx.ModelProto:
         """``base`` with ``layers`` in ``routine`` and every other node as it was; ``method``: int8's
-        calibration method for these layers (``engine.passes.calibration.METHODS``)."""
+        calibration method for these layers (``engine.passes.calibration.METHODS``); ``symmetric``: their
+        activation ranges made symmetric."""
         if routine not in ROUTINES:
             raise LayerLabError(f"routine {routine!r}: must be one of {', '.join(ROUTINES)}")
         if routine == "int8" and len(layers) == 1:
-            spliced = self._single_int8(layers[0], method)
+            spliced = self._single_int8(layers[0], method, symmetric)
             if spliced is not None:
                 return spliced
-        extra = {"int8_calibration": {layer: method for layer in layers}} if routine == "int8" else {}
+        extra = {"int8_calibration": {layer: method for layer in layers},
+                 "int8_symmetric": layers if symmetric else ()} if routine == "int8" else {}
         result = PrecisionPass(calibration=self._calibration, **{routine: layers}, **extra)(self.base)
         for note in result.notes:
             logger.info("%s of %s: %s", routine, ", ".join(layers)[:200], note)
@@ -156,6 +164,9 @@ class VariantBuilder:
                 builder = self._derived_builder(layer, "smoothquant")
                 built.append(({"smoothquant": True}, builder, builder.build([layer], "int8", method)))
                 yield variant_name(method, smoothquant=True), built[-1][2]
+        if "symmetric" in methods:
+            built.append(({"symmetric": True}, self, self.build([layer], "int8", method, symmetric=True)))
+            yield variant_name(method, symmetric=True), built[-1][2]
         if "bias_correction" in methods and self._samples:
             for flags, builder, model in built:
                 corrected, done = builder.bias_corrected(model, layer)
@@ -181,7 +192,7 @@ class VariantBuilder:
             kept = self._derived[kind] = (layer, VariantBuilder(base, self._samples))
         return kept[1]
 
-    def _single_int8(self, layer: str, method: str = "minmax") -> onnx.ModelProto | None:
+    def _single_int8(self, layer: str, method: str = "minmax", symmetric: bool = False) -> onnx.ModelProto | None:
         """The layer quantized alone and spliced back; None before calibration or where the splice does not apply."""
         if self._splicer is None:
             self._splicer = SingleLayerInt8(prepare(clone(self.base)))
@@ -198,7 +209,10 @@ class VariantBuilder:
             return None
         # Only the layer's own tensors: ORT computes quantization parameters for every range it is given.
         touched = {v.name for v in list(alone.graph.input) + list(alone.graph.output)}
-        quantized = _static_int8(alone, [layer], self._calibration, self._ranges.pick({t: method for t in touched}, only=touched))
+        ranges = self._ranges.pick({t: method for t in touched}, only=touched)
+        if symmetric:
+            ranges = symmetric_ranges(ranges, tensor_methods(alone, {layer: method}))
+        quantized = _static_int8(alone, [layer], self._calibration, ranges)
         model = self._splicer.splice(layer, quantized)
         if model is not None and unconverted(model, [layer], "int8"):
             logger.info("int8 of %s: ONNX Runtime left the layer in fp32", layer)

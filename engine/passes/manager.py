@@ -75,6 +75,7 @@ def apply_plan(
             # a factored layer is two nodes now: both take its precision
             by_precision[s.precision] += list(lowrank_names(name)) if name in ranks else [name]
     methods = {n: s.calibration for n, s in settings.items() if s.precision == "int8" and s.calibration and n not in ranks}
+    symmetric = [n for n, s in settings.items() if s.precision == "int8" and s.symmetric and n not in ranks]
     if by_precision["int8"]:
         unknown = [
             n.name
@@ -83,7 +84,7 @@ def apply_plan(
         ]
         if unknown:
             raise SettingsError(f"{graph.label}: shapes unknown at {unknown[0]!r}; give concrete input shapes (--input NAME=SHAPE)")
-    precision = PrecisionPass(calibration=calibration, **by_precision, int8_calibration=methods,
+    precision = PrecisionPass(calibration=calibration, **by_precision, int8_calibration=methods, int8_symmetric=symmetric,
                               int8_ops_except=_layer_nodes(settings, ranks) if plan.ops == "int8" else None)
     corrected = [n for n, s in settings.items() if s.bias_correction and s.precision == "int8" and n not in ranks]
     steps: list[tuple[str, Callable[[onnx.ModelProto], PassResult]]] = [

@@ -50,6 +50,7 @@ __all__ = [
     "CalibrationCache",
     "PrecisionPass",
     "prepare",
+    "symmetric_ranges",
     "quantize_whole_model",
     "random_calibration",
     "tensor_methods",
@@ -190,13 +191,26 @@ def tensor_methods(model: onnx.ModelProto, methods: Mapping[str, str]) -> dict[s
     return choice
 
 
+def symmetric_ranges(ranges: Mapping[str, tuple[np.ndarray, np.ndarray]], tensors: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``ranges`` with each of ``tensors`` made (-m, m), m = max(|low|, |high|): ORT's quantizer then gives
+    those uint8 activations zero point 128, as its ``ActivationSymmetric`` does, but per tensor."""
+    out = dict(ranges)
+    for t in tensors:
+        if t in out:
+            low, high = out[t]
+            m = np.maximum(np.abs(low), np.abs(high))
+            out[t] = (-m, m)
+    return out
+
+
 @_quiet
 def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calibration | CalibrationCache,
                  ranges: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                 methods: Mapping[str, str] | None = None) -> onnx.ModelProto:
+                 methods: Mapping[str, str] | None = None, symmetric: Iterable[str] = ()) -> onnx.ModelProto:
     """quantize_static with LayerLab's settings on precomputed ranges; ``ranges``: tensor -> (low, high) to
     use as they are, else the ranges of ``samples`` (computed once per model when a cache): MinMax, or
-    for the layers ``methods`` names (layer -> calibration method) that method on the tensors they touch."""
+    for the layers ``methods`` names (layer -> calibration method) that method on the tensors they touch.
+    ``symmetric``: layers whose tensors get symmetric ranges (``symmetric_ranges``)."""
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -215,6 +229,9 @@ def _static_int8(model: onnx.ModelProto, nodes: list[str] | None, samples: Calib
             cache = samples if isinstance(samples, CalibrationCache) else CalibrationCache(samples)
             wanted = ("minmax", *sorted(set((methods or {}).values())))
             ranges = cache.ranges(model, wanted, digest=hashlib.sha256(data).hexdigest()).pick(tensor_methods(model, methods or {}))
+        symmetric = list(symmetric)
+        if symmetric:
+            ranges = symmetric_ranges(ranges, tensor_methods(model, {layer: "" for layer in symmetric}))
         if len(model.graph.node) > SEGMENT_ABOVE:
             inferred = onnx.shape_inference.infer_shapes(model)
             if cuttable(inferred):  # ORT's quantizer is quadratic in the node count: quantize in windows
@@ -299,6 +316,7 @@ class PrecisionPass:
         calibration: Calibration | CalibrationCache | None = None,
         int8_ops_except: Iterable[str] | None = None,
         int8_calibration: Mapping[str, str] | None = None,
+        int8_symmetric: Iterable[str] = (),
     ) -> None:
         self.int8 = sorted(set(int8))
         self.int8_dynamic = sorted(set(int8_dynamic))
@@ -309,6 +327,7 @@ class PrecisionPass:
         self.calibration = calibration
         # layer -> calibration method (engine.passes.calibration.METHODS) for int8 layers; others MinMax
         self.int8_calibration = {k: v for k, v in (int8_calibration or {}).items() if v != "minmax"}
+        self.int8_symmetric = sorted(set(int8_symmetric))  # int8 layers with symmetric activation ranges
         bad = sorted(set(self.int8_calibration.values()) - set(METHODS))
         if bad:
             raise SettingsError(f"calibration method {bad[0]!r}: must be one of {', '.join(METHODS)}")
@@ -342,7 +361,8 @@ class PrecisionPass:
                 samples = random_calibration(model)
                 notes.append("int8 calibrated on random inputs: accuracy will suffer (give real samples with --calib)")
             methods = {k: v for k, v in self.int8_calibration.items() if k in set(self.int8)}
-            model = _static_int8(model, self.int8 + ops, samples, methods=methods)
+            symmetric = [k for k in self.int8_symmetric if k in set(self.int8)]
+            model = _static_int8(model, self.int8 + ops, samples, methods=methods, symmetric=symmetric)
             missed = unconverted(model, self.int8, "int8")
             if missed:
                 notes.append(f"ONNX Runtime left {len(missed)} int8 layer(s) in fp32: {', '.join(missed[:5])}")

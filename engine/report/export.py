@@ -114,13 +114,15 @@ def _plan_calibration(plan: Any, name: str) -> str | None:
         return None
     if hasattr(plan, "settings_for"):
         s = plan.settings_for(name)
-        method, cle, corrected, alpha = s.calibration, s.cle, s.bias_correction, s.smoothquant
+        method, cle, corrected, alpha, symmetric = s.calibration, s.cle, s.bias_correction, s.smoothquant, s.symmetric
     else:
         entry = ((to_data(plan) or {}).get("layers") or {}).get(name) or {}
         method = entry.get("calibration") if isinstance(entry.get("calibration"), str) else None
         cle, corrected = entry.get("cle") is True, entry.get("bias_correction") is True
         alpha = entry.get("smoothquant") if isinstance(entry.get("smoothquant"), (int, float)) else None
-    extras = ["CLE"] * bool(cle) + ([f"SmoothQuant α={alpha:g}"] if alpha is not None else []) + ["bias correction"] * bool(corrected)
+        symmetric = entry.get("symmetric") is True
+    extras = (["CLE"] * bool(cle) + ([f"SmoothQuant α={alpha:g}"] if alpha is not None else [])
+              + ["symmetric activations"] * bool(symmetric) + ["bias correction"] * bool(corrected))
     if not extras:
         return method
     return " + ".join([method or "minmax", *extras])

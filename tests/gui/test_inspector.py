@@ -125,10 +125,12 @@ def test_facts_name_the_int8_methods_of_the_plan(window) -> None:
     from engine.model.plan import LayerSettings, Plan
 
     session, inspector = window.session, window.inspector
-    session.set_plan(Plan(layers={"/conv2/Conv": LayerSettings("int8", calibration="entropy", cle=True, bias_correction=True)}))
+    session.set_plan(Plan(layers={"/conv2/Conv": LayerSettings("int8", calibration="entropy", cle=True, bias_correction=True,
+                                                                           symmetric=True)}))
     window.graph_view.select(["/conv2/Conv"])
     facts = inspector.facts.text()
     assert "int8 calibration: entropy" in facts and "cross-layer equalization" in facts and "bias correction" in facts
+    assert "activations: symmetric ranges (uint8, zero point 128)" in facts
     window.graph_view.select(["/conv1/Conv"])
     assert "bias correction" not in inspector.facts.text() and "SmoothQuant" not in inspector.facts.text()
     session.set_plan(Plan(layers={"/fc1/Gemm": LayerSettings("int8", smoothquant=0.5)}))

@@ -93,12 +93,12 @@ def test_rows_name_the_int8_methods_the_plan_chose(tmp_path: Path) -> None:
     s = make_session(tmp_path)
     first, second, third, fourth = (n.name for n in s.graph.layers[:4])
     s.set_plan(Plan(layers={first: LayerSettings("int8", calibration="entropy", bias_correction=True),
-                            second: LayerSettings("int8", cle=True), third: LayerSettings("int8", calibration="entropy"),
+                            second: LayerSettings("int8", cle=True), third: LayerSettings("int8", calibration="entropy", symmetric=True),
                             fourth: LayerSettings("int8", smoothquant=0.5, bias_correction=True)}))
     rows = {r.name: r for r in layer_rows(s)}
     assert rows[first].calibration == "entropy + bias correction"
     assert rows[second].calibration == "minmax + CLE"
-    assert rows[third].calibration == "entropy"
+    assert rows[third].calibration == "entropy + symmetric activations"
     assert rows[fourth].calibration == "minmax + SmoothQuant α=0.5 + bias correction"
     from dataclasses import replace
 
