@@ -158,7 +158,8 @@ class SweepSettings:
     # caches still cover every layer, so SQNR probes and results equal the whole sweep's.
     share: tuple[str, ...] | None = None
     # int8 calibration methods to try per layer (engine.passes.calibration.METHODS): each is an int8 variant
-    # of the same speed; the layer keeps the one with the smallest drop (ties: the first named).
+    # of the same speed; the layer keeps the one with the smallest drop (ties: the highest output SQNR on
+    # the probe samples, else the first named).
     calibration: tuple[str, ...] = ("minmax",)
     # Also the structural variants (engine.evaluate.structural: prune:0.25/0.5 per prune group,
     # rank:0.25/0.5 of break-even per factorable layer), one whole-model evaluation each: opt-in.
@@ -225,21 +226,31 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                     continue
                 yield Progress(done, total, f"{name} {routine}")
                 best = None
+                sqnr_of = lambda model, cut: layer_sqnr(graph, name, model, cut, probe, threads=settings.threads,
+                                                        optimization=settings.optimization) if cut and probe else None
                 for candidate_name, candidate in builder.variants(name, routine, settings.calibration, settings.int8_methods):
                     candidate_suffix = diff_suffix(base, candidate, base_inits, base_infos)
                     value = yield from context.metric(candidate, candidate_suffix)
                     if routine == "int8" and (len(settings.calibration) > 1 or settings.int8_methods):
                         measured.method_drops[candidate_name] = result.baseline - value
                     if best is None or value > best[0]:
-                        best = (value, candidate_name, candidate, candidate_suffix)
-                metric, chosen, variant, suffix = best
+                        best = (value, candidate_name, candidate, candidate_suffix, None)
+                    elif value == best[0]:
+                        # Equal drops (the metric does not see this layer alone at this sample count): the smaller
+                        # output error wins, since errors that cost nothing alone add up when many layers run int8.
+                        best_sqnr = best[4] if best[4] is not None else sqnr_of(best[2], best[3])
+                        mine = sqnr_of(candidate, candidate_suffix)
+                        best = best[:4] + (best_sqnr,)
+                        if mine is not None and (best_sqnr is None or mine > best_sqnr):
+                            best = (value, candidate_name, candidate, candidate_suffix, mine)
+                metric, chosen, variant, suffix, known_sqnr = best
                 if measured.method_drops:
                     chosen_variant = parse_variant(chosen)
                     measured.calibration, measured.cle = chosen_variant.method, chosen_variant.cle
                     measured.bias_correction, measured.smoothquant = chosen_variant.bias_correction, chosen_variant.smoothquant
                     measured.symmetric = chosen_variant.symmetric
                 measured.drops[routine] = result.baseline - metric
-                sqnr = layer_sqnr(graph, name, variant, suffix, probe, threads=settings.threads, optimization=settings.optimization) if suffix and probe else None
+                sqnr = known_sqnr if known_sqnr is not None else sqnr_of(variant, suffix)
                 if sqnr is not None:
                     measured.sqnr_db[routine] = sqnr
                 done += 1

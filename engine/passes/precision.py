@@ -193,7 +193,8 @@ def tensor_methods(model: onnx.ModelProto, methods: Mapping[str, str]) -> dict[s
 
 def symmetric_ranges(ranges: Mapping[str, tuple[np.ndarray, np.ndarray]], tensors: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``ranges`` with each of ``tensors`` made (-m, m), m = max(|low|, |high|): ORT's quantizer then gives
-    those uint8 activations zero point 128, as its ``ActivationSymmetric`` does, but per tensor."""
+    those uint8 activations zero point 128, as its ``ActivationSymmetric`` does, but per tensor (127 where
+    m / scale rounds to just under 127.5 in float32: the same grid within float error)."""
     out = dict(ranges)
     for t in tensors:
         if t in out:

@@ -72,3 +72,29 @@ def test_sweep_measures_symmetric_and_tunes_plan_matches(digits, digits_eval: Pa
     direct = evaluate(apply_plan(digits, plan, evaluator.calibration()).model, evaluator, optimization="extended").metric
     assert result.baseline - direct == pytest.approx(result.layers[LAYER].method_drops["minmax+symmetric"], abs=1e-9)
     assert not np.isnan(direct)
+
+
+@pytest.mark.parametrize("prefer_symmetric", [True, False])
+def test_equal_drops_are_decided_by_output_sqnr(digits, digits_eval: Path, monkeypatch: pytest.MonkeyPatch,
+                                                prefer_symmetric: bool) -> None:
+    """Where the metric cannot tell two variants apart, the one with the smaller error on the layer's output
+    is kept (a fake SQNR that favours zero point 128, or not, decides); a smaller drop always wins."""
+    import engine.evaluate.sensitivity as sensitivity
+
+    def fake_sqnr(graph, layer, variant, suffix, probe, **kwargs) -> float:
+        inits = {t.name: numpy_helper.to_array(t) for t in variant.graph.initializer}
+        node = next(n for n in variant.graph.node if n.name == layer)
+        dq = next(n for n in variant.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == node.input[0])
+        symmetric = int(inits[dq.input[2]]) in (127, 128)  # m / scale may round to 127.4999
+        return 50.0 if symmetric == prefer_symmetric else 30.0
+
+    monkeypatch.setattr(sensitivity, "layer_sqnr", fake_sqnr)
+    result = sweep(digits, load_evaluator(digits_eval), SweepSettings(routines=("int8",), int8_methods=("symmetric",)))
+    ties = [ls for ls in result.layers.values() if ls.method_drops["minmax"] == ls.method_drops["minmax+symmetric"]]
+    assert ties
+    for ls in result.layers.values():
+        if ls in ties:
+            assert ls.symmetric == prefer_symmetric and ls.sqnr_db["int8"] == 50.0, ls.name
+        else:
+            better = ls.method_drops["minmax+symmetric"] < ls.method_drops["minmax"]
+            assert ls.symmetric == better, ls.name
