@@ -76,13 +76,19 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
     ``tune_job`` (``tune_options``)."""
     from engine.measure.timing import physical_cores
     from engine.optimize.timing_feeds import timing_feeds
-    from engine.passes.precision import quantize_whole_model
-
+    from engine.evaluate.calibration import calibration_for
     from engine.optimize.peers import check_peers, peer_models
+    from engine.passes.precision import quantize_whole_model
 
     check_peers(peers)  # before the tune: a missing peer is known at once
     target = getattr(tune_options, "target", None)
     threads = threads or (int(target.info().get("cores") or 1) if target is not None else physical_cores())
+    calibration = calibration_for(graph, evaluator).samples
+    ensure_reference(evaluator, graph.model)
+    max_drop = float(getattr(tune_options, "max_drop", 0.01))
+    # the peers before the tune: a peer that fails on this model fails before minutes of tuning
+    peer_rows = yield from peer_models(graph.model, calibration, evaluator, peers, max_drop=max_drop,
+                                       accuracy_control=accuracy_control, threads=threads)
     timing = timing_feeds(graph, evaluator)  # the tune below times on the same sample
     if route_model is None:
         from engine.optimize.tune import TuneOptions, tune_job
@@ -91,15 +97,8 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
         tuned = yield from tune_job(graph, evaluator, opts)
         route_model, predicted_ms, routines, ops = tuned.model, tuned.ms_predicted, tuned.layer_routines(), tuned.plan.ops
     yield Progress(0, 3, "building ort-int8")
-    from engine.evaluate.calibration import calibration_for
-
-    calibration = calibration_for(graph, evaluator).samples
     int8 = quantize_whole_model(graph.model, calibration)
-    models = {"ort-fp32": graph.model, "ort-int8": int8, "layerlab": route_model}
-    ensure_reference(evaluator, graph.model)
-    max_drop = float(getattr(tune_options, "max_drop", 0.01))
-    models |= yield from peer_models(graph.model, calibration, evaluator, peers, max_drop=max_drop,
-                                     accuracy_control=accuracy_control, threads=threads)
+    models = {"ort-fp32": graph.model, "ort-int8": int8, "layerlab": route_model} | peer_rows
     metrics = {}
     for i, (name, model) in enumerate(models.items()):
         yield Progress(i, len(models), f"scoring {name}")

@@ -5,7 +5,10 @@ PERFORMANCE preset, fast bias correction), calibrated on the same inputs as ever
 (``subset_size`` = their count, so NNCF sees them all and nothing else). ``nncf-ac``: NNCF's
 ``quantize_with_accuracy_control`` at the bench's max drop (absolute), validated on the evaluator's
 scored samples with the evaluator's metric: the same samples and metric LayerLab's tune measures its
-drops on. NNCF is an optional extra (``pip install 'layerlab[peers]'``); asking for it without it
+drops on. NNCF gets the model ORT's quantizer gets (opset >= 13 for per-channel weights, shapes
+inferred: ``engine.passes.precision.prepare``), with every Cast of a constant folded into the constant
+(exact): NNCF 3.4's ``eliminate_nop_cast`` fails on a Cast that reads an initializer (ppocr-rec has
+some). NNCF is an optional extra (``pip install 'layerlab[peers]'``); asking for it without it
 installed is one clear line.
 """
 
@@ -21,9 +24,10 @@ import onnx
 from engine.errors import LayerLabError, SettingsError
 from engine.evaluate.contract import Evaluator, describe_error
 from engine.evaluate.evaluator import create_session, run_samples
+from engine.passes.base import clone
 from engine.progress import Job, Progress, run
 
-__all__ = ["PEERS", "check_peers", "nncf_quantize", "nncf_accuracy_control", "peer_models", "validation_fn"]
+__all__ = ["PEERS", "check_peers", "for_nncf", "nncf_quantize", "nncf_accuracy_control", "peer_models", "validation_fn"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +53,38 @@ def _nncf() -> Any:
     return nncf
 
 
+def for_nncf(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` prepared as for ORT's quantizer, each Cast of an initializer replaced by the cast initializer."""
+    from onnx import helper, numpy_helper
+
+    from engine.passes.precision import prepare
+
+    model = prepare(clone(model))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    folded = []
+    for n in graph.node:
+        if n.op_type == "Cast" and n.input[0] in inits and n.output[0] not in {o.name for o in graph.output}:
+            to = next(int(helper.get_attribute_value(a)) for a in n.attribute if a.name == "to")
+            value = numpy_helper.to_array(inits[n.input[0]]).astype(helper.tensor_dtype_to_np_dtype(to))
+            graph.initializer.append(numpy_helper.from_array(value, n.output[0]))
+            folded.append(n)
+    for n in folded:
+        graph.node.remove(n)
+    kept = {t for n in graph.node for t in n.input}
+    stale = [t for t in graph.initializer if t.name not in kept and t.name not in {i.name for i in graph.input}]
+    for t in stale:
+        graph.initializer.remove(t)
+    for vi in [vi for vi in graph.value_info if vi.name in {n.output[0] for n in folded}]:
+        graph.value_info.remove(vi)
+    return model
+
+
 def nncf_quantize(model: onnx.ModelProto, calibration: Sequence[dict[str, np.ndarray]]) -> onnx.ModelProto:
-    """``nncf.quantize`` with its defaults on exactly ``calibration``."""
+    """``nncf.quantize`` with its defaults on exactly ``calibration`` (``model`` as ``for_nncf`` gives it)."""
     nncf = _nncf()
     try:
-        return nncf.quantize(model, nncf.Dataset(list(calibration)), subset_size=len(calibration))
+        return nncf.quantize(for_nncf(model), nncf.Dataset(list(calibration)), subset_size=len(calibration))
     except Exception as exc:  # NNCF's own errors are many types; the user needs the one line
         raise LayerLabError(f"nncf.quantize failed: {describe_error(exc)}") from None
 
@@ -85,7 +116,7 @@ def nncf_accuracy_control(model: onnx.ModelProto, calibration: Sequence[dict[str
     indices = list(range(len(evaluator.samples())))
     try:
         return nncf.quantize_with_accuracy_control(
-            model, nncf.Dataset(list(calibration)), nncf.Dataset(indices), validation_fn(evaluator, threads),
+            for_nncf(model), nncf.Dataset(list(calibration)), nncf.Dataset(indices), validation_fn(evaluator, threads),
             max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration))
     except LayerLabError:
         raise

@@ -69,3 +69,26 @@ def test_bench_adds_nncf_rows_scored_and_timed_in_the_same_run(digits, digits_ev
         assert 0 < row.ms.p10 <= row.ms.median <= row.ms.p90
         assert row.speedup == pytest.approx(fp32_row.ms.median / row.ms.median)
     assert fp32_row.metric - result.row("nncf-ac").metric <= 0.01  # the accuracy control's max drop held
+
+
+def test_for_nncf_folds_casts_of_constants_and_keeps_the_outputs() -> None:
+    """NNCF 3.4 fails on a Cast that reads an initializer: the model it gets has the cast value instead."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from engine.optimize.peers import for_nncf
+
+    shift = numpy_helper.from_array(np.arange(4, dtype=np.int64), "shift")
+    nodes = [helper.make_node("Cast", ["shift"], ["shift_f"], name="cast", to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "shift_f"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [shift])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    model.ir_version = 7
+    prepared = for_nncf(model)
+    assert [n.op_type for n in prepared.graph.node] == ["Add"] and prepared.opset_import[0].version >= 13
+    assert [t.name for t in prepared.graph.initializer] == ["shift_f"]
+    x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    run_ = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(run_(prepared), run_(model))
+    assert [n.op_type for n in model.graph.node] == ["Cast", "Add"]  # the caller's model is not changed
