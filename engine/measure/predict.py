@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.ir.graph import ModelGraph
-
+from engine.measure.graph_index import graph_index, reached_layers
 from engine.measure.provider_costs import crossings_of, placement, uses_providers
 from engine.measure.providers import CPU
 from engine.measure.tables import AdaptCost, LayerProfile, Profile
@@ -18,8 +18,6 @@ from engine.measure.tables import AdaptCost, LayerProfile, Profile
 __all__ = ["CONVERTS", "context_scale", "context_shares", "convert_sites", "predict_ms", "reached_layers"]
 
 logger = logging.getLogger(__name__)
-
-_ISLAND_LIMIT = 32  # tensors explored per border: islands are local, and this bounds the cost
 
 #: The adapt a layer in a routine needs on each activation input and each output: (on inputs, on outputs).
 CONVERTS = {"int8": ("quantize", "dequantize"), "fp16": ("cast", "cast")}
@@ -32,11 +30,8 @@ def convert_sites(graph: ModelGraph, chosen: Mapping[str, str], routine: str) ->
     (QLinearConv -> QLinearConv: no Dequantize/Quantize pair). ``engine.optimize.routes`` prices the
     same sites pairwise, so DPRS and ``predict_ms`` agree on every route."""
     layers = {n.name for n in graph.layers}
-    producers = {o: n for n in graph.nodes for o in n.outputs}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.nodes:
-        for t in dict.fromkeys(n.inputs):
-            consumers.setdefault(t, []).append(n)
+    index = graph_index(graph)
+    producers, consumers = index.producers, index.consumers
     same = lambda node: node.name in layers and chosen.get(node.name) == routine
     inputs: list[str] = []
     outputs: list[str] = []
@@ -85,20 +80,15 @@ def predict_ms(profile: Profile, graph: ModelGraph, routines: Mapping[str, str],
         total += lp.routines[r] + shares.get(lp.name, {}).get(r, 0.0) if r is not None and r in lp.routines else lp.ms
     if where:
         total += crossings_of(profile, graph, where)
-    producers = {o: n for n in graph.nodes for o in n.outputs}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.nodes:
-        for t in n.inputs:
-            consumers.setdefault(t, []).append(n)
     for routine, (kind_in, kind_out) in CONVERTS.items():
         ins, outs = convert_sites(graph, chosen, routine)
         total += sum(profile.adapt_ms(t, kind_in) or 0.0 for t in ins)
         total += sum(profile.adapt_ms(t, kind_out) or 0.0 for t in outs)
     for routine, kind, seen in (("int8", "transpose", "transpose"), ("fp32", "layout", "reorder")):
         observed = sum(1 for a in profile.adapts if a.routine == routine and a.kind == seen)
-        expected = len(_borders(graph, {n.name: routine for n in graph.layers}, routine, producers, consumers))
+        expected = len(_borders(graph, {n.name: routine for n in graph.layers}, routine))
         weight = min(observed / expected, 1.0) if expected else 0.0
-        borders = _borders(graph, {**{n.name: "fp32" for n in graph.layers}, **chosen}, routine, producers, consumers)
+        borders = _borders(graph, {**{n.name: "fp32" for n in graph.layers}, **chosen}, routine)
         total += weight * sum(profile.adapt_ms(t, kind) or 0.0 for t in borders)
     return total
 
@@ -117,11 +107,7 @@ def context_shares(profile: Profile, graph: ModelGraph) -> dict[str, dict[str, f
     layer: the same in DPRS (``engine.optimize.routes``) as here."""
     by_name = {lp.name: lp for lp in profile.layers}
     nodes = {n.name: n for n in graph.nodes}
-    producers = {o: n for n in graph.nodes for o in n.outputs}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.nodes:
-        for t in dict.fromkeys(n.inputs):
-            consumers.setdefault(t, []).append(n)
+    index = graph_index(graph)
     shares: dict[str, dict[str, float]] = {}
     for lp in profile.layers:
         node = nodes.get(lp.name)
@@ -131,7 +117,7 @@ def context_shares(profile: Profile, graph: ModelGraph) -> dict[str, dict[str, f
         for tensors, upstream in ((node.inputs, True), (node.outputs, False)):
             for t in tensors:
                 if t:
-                    found, _ = reached_layers(t, producers, consumers, upstream, past_open_ends=True)
+                    found, _ = index.reach(t, upstream, past_open_ends=True)
                     around.update((n.name, n) for n in found)
         for routine, ms in lp.context.items():
             for name in around:
@@ -169,47 +155,23 @@ def _activations(graph: ModelGraph, node: Any) -> list[str]:
     return [t for t in node.inputs if t and t not in node.weights and t in graph.tensors]
 
 
-def _borders(graph: ModelGraph, plan: Mapping[str, str], routine: str, producers: Mapping[str, Any],
-             consumers: Mapping[str, list[Any]]) -> list[str]:
-    """Tensors where an island of Conv layers in ``routine`` meets anything else."""
+def _borders(graph: ModelGraph, plan: Mapping[str, str], routine: str) -> list[str]:
+    """Tensors where an island of Conv layers in ``routine`` meets anything else (walks from ``graph_index``)."""
+    index = graph_index(graph)
     same = lambda other: other.op_type == "Conv" and plan.get(other.name) == routine
     out = []
     for node in graph.layers:
         if node.op_type != "Conv" or plan.get(node.name) != routine:
             continue
-        out += [t for t in _activations(graph, node) if not _island(t, same, producers, consumers, upstream=True)]
-        out += [t for t in node.outputs if not _island(t, same, producers, consumers, upstream=False)]
+        out += [t for t in _activations(graph, node) if not _island(index.reach(t, True), same)]
+        out += [t for t in node.outputs if not _island(index.reach(t, False), same)]
     return out
 
 
-def _island(tensor: str, same: Any, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool) -> bool:
-    """Whether ``tensor`` reaches (through ops, not layers) only layers for which ``same`` holds."""
-    layers, open_end = reached_layers(tensor, producers, consumers, upstream)
+def _island(reached: tuple[tuple[Any, ...], bool], same: Any) -> bool:
+    """Whether a tensor that reaches ``reached`` (layers, open end) reaches only layers for which ``same`` holds."""
+    layers, open_end = reached
     return not open_end and bool(layers) and all(same(node) for node in layers)
-
-
-def reached_layers(tensor: str, producers: Mapping[str, Any], consumers: Mapping[str, list[Any]], upstream: bool,
-                   past_open_ends: bool = False) -> tuple[list[Any], bool]:
-    """Layers reached from ``tensor`` through ops, and whether a graph input/output or a constant (open end)
-    was reached; ``past_open_ends``: walk on past them (an op next to a constant still sits next to its layers)."""
-    frontier, seen, found, open_end = [tensor], set(), {}, False
-    while frontier and len(seen) < _ISLAND_LIMIT:
-        t = frontier.pop()
-        if t in seen:
-            continue
-        seen.add(t)
-        nodes = ([producers[t]] if t in producers else []) if upstream else consumers.get(t, [])
-        if not nodes:
-            open_end = True
-            if past_open_ends:
-                continue
-            break
-        for node in nodes:
-            if node.tunable:
-                found[node.name] = node
-            else:
-                frontier += [x for x in (node.inputs if upstream else node.outputs) if x]
-    return list(found.values()), open_end
 
 
 _SCALE_BOUNDS = (0.25, 4.0)  # beyond these the attribution, not the context, is the likelier cause

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 from engine.optimize import dprs
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph
-from engine.measure.predict import CONVERTS, context_shares
+from engine.measure.graph_index import graph_index
+from engine.measure.predict import CONVERTS, _borders, context_shares  # the same island rule as predict_ms
 from engine.measure.provider_costs import crossing_ms
 from engine.measure.providers import CPU, routine_on, split_routine
 from engine.ir.partition import owners
@@ -206,16 +207,10 @@ def _add_converts(graph: ModelGraph, profile: Profile, times: dict[str, dict[str
 
 def _add_borders(graph: ModelGraph, profile: Profile, times: dict[str, dict[str, float]], pairs: dict) -> None:
     """Transposes around int8 Conv islands and NCHWc reorders around fp32 ones, weighted like predict_ms."""
-    from engine.measure.predict import _borders, reached_layers  # the same island rule as predict_ms
-
-    producers = {o: n for n in graph.nodes for o in n.outputs}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.nodes:
-        for t in n.inputs:
-            consumers.setdefault(t, []).append(n)
+    index = graph_index(graph)
     for routine, kind, seen in (("int8", "transpose", "transpose"), ("fp32", "layout", "reorder")):
         observed = sum(1 for a in profile.adapts if a.routine == routine and a.kind == seen)
-        expected = len(_borders(graph, {n.name: routine for n in graph.layers}, routine, producers, consumers))
+        expected = len(_borders(graph, {n.name: routine for n in graph.layers}, routine))
         weight = min(observed / expected, 1.0) if expected else 0.0
         if weight == 0.0:
             continue
@@ -227,7 +222,7 @@ def _add_borders(graph: ModelGraph, profile: Profile, times: dict[str, dict[str,
                 ms = weight * (profile.adapt_ms(t, kind) or 0.0)
                 if not ms:
                     continue
-                others, open_end = reached_layers(t, producers, consumers, upstream)
+                others, open_end = index.reach(t, upstream)
                 others = [o for o in others if o.name != node.name]
                 if open_end or not others or any(o.op_type != "Conv" for o in others):
                     times[node.name][routine] += ms  # a border whatever the other side runs
