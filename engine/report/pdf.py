@@ -76,6 +76,8 @@ class _Doc:
             pdf.add_font(_CJK, "", str(_cjk_font()))
             pdf.set_fallback_fonts([_CJK], exact_match=False)
         pdf.set_text_shaping(True)  # HarfBuzz: Arabic forms, right-to-left order
+        self._shaping = pdf.text_shaping  # switched off for runs that need no shaping (see ``_shape``)
+        self._widths: dict[tuple[str, float, str], float] = {}
         pdf.set_title(title)
         pdf.set_creator("LayerLab")
         pdf.set_producer("LayerLab (fpdf2)")
@@ -98,17 +100,31 @@ class _Doc:
         family, style = {"F1": (_SANS, ""), "F2": (_SANS, "B"), "F3": (_MONO, "")}[font]
         self.pdf.set_font(family, style, size)
 
+    def _shape(self, text: str) -> None:
+        """HarfBuzz and the bidi algorithm only for text that needs them: a run below U+0590 (Latin, Greek,
+        Cyrillic, Armenian) is left to right with one glyph per character, and bidi analysis plus shaping
+        cost ~2 ms per run in fpdf2 (most of a 400-layer report's time)."""
+        self.pdf.text_shaping = self._shaping if _NEEDS_SHAPING.search(text) else None
+
     def width(self, text: str, size: float, font: str = "F1") -> float:
-        self.font(size, font)
-        return self.pdf.get_string_width(text)
+        """The width of ``text`` (measured once per text, size and font: tables and wrapping ask again and again)."""
+        key = (text, size, font)
+        width = self._widths.get(key)
+        if width is None:
+            self.font(size, font)
+            self._shape(text)
+            width = self._widths[key] = self.pdf.get_string_width(text)
+        return width
 
     def text(self, x: float, y: float, text: str, size: float, font: str = "F1", anchor: str = "start",
              color: str = "#222222") -> None:
         """``text`` with its baseline at ``y``."""
         text = _printable(text)
+        width = self.width(text, size, font)
         if anchor != "start":
-            x -= self.width(text, size, font) / (2 if anchor == "middle" else 1)
+            x -= width / (2 if anchor == "middle" else 1)
         self.font(size, font)
+        self._shape(text)
         # After a run in the CJK fallback font fpdf2 may believe the page font is still the main
         # one and skip selecting it again (following cells then print with the wrong glyphs).
         self.pdf.current_font_is_set_on_page = False
@@ -116,7 +132,7 @@ class _Doc:
         # cell(), not text(): only cells use the fallback fonts and text shaping. A cell of height
         # ``size`` puts the baseline 0.8 * size below its top.
         self.pdf.set_xy(x, y - 0.8 * size)
-        self.pdf.cell(w=self.pdf.get_string_width(text) + 1, h=size, text=text)
+        self.pdf.cell(w=width + 1, h=size, text=text)
 
     def rect(self, x: float, y: float, w: float, h: float, fill: str | None, stroke: str | None = None) -> None:
         if fill:
@@ -153,6 +169,9 @@ def _has_cjk(report: Report) -> bool:
             texts.append(block.text)
     return any(_CJK_RANGES.search(t) for t in texts)
 
+
+# Hebrew onwards: right-to-left scripts, joining Arabic, Indic and Southeast Asian clusters, CJK (fallback font)
+_NEEDS_SHAPING = re.compile("[^\u0000-\u058f]")
 
 # Hangul Jamo, CJK radicals to Yi, Hangul syllables, CJK compatibility, halfwidth forms, the SIP planes
 _CJK_RANGES = re.compile("[\u1100-\u11ff\u2e80-\ua4cf\uac00-\ud7af\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0003ffff]")
@@ -198,15 +217,20 @@ def _wrap(doc: _Doc, text: str, width: float, size: float, font: str = "F1") -> 
     return lines
 
 
-def _draw(doc: _Doc, drawing: Drawing, top: float, scale: float, shift: float, visible: float) -> None:
-    """Items of ``drawing`` whose drawing-y lies in [shift, shift + visible/scale], placed at ``top``."""
+def _draw(doc: _Doc, drawing: Drawing, top: float, scale: float, shift: float, visible: float,
+          spans: list[tuple[float, float]]) -> None:
+    """Items of ``drawing`` whose drawing-y lies in [shift, shift + visible/scale], placed at ``top``
+    (``spans``: each item's drawing-y extent, from ``_span``)."""
     ox = _M + max(0.0, (_AVAIL - drawing.width * scale) / 2)
 
     def at(x: float, y: float) -> tuple[float, float]:
         return ox + x * scale, top + (y - shift) * scale
 
+    low, high = shift - _SLACK, shift + visible / scale + _SLACK
     with doc.pdf.rect_clip(_M, top, _AVAIL, visible):  # only this page's slice of a tall drawing
-        for item in drawing.items:
+        for item, (y0, y1) in zip(drawing.items, spans):
+            if y0 > high or y1 < low:
+                continue  # on another page's slice: drawing it clipped away cost as much as drawing it
             if isinstance(item, Rect):
                 x, y = at(item.x, item.y)
                 doc.rect(x, y, item.w * scale, item.h * scale, item.fill, item.stroke)
@@ -220,15 +244,31 @@ def _draw(doc: _Doc, drawing: Drawing, top: float, scale: float, shift: float, v
                 doc.text(x, y, item.text, item.size * scale, "F2" if item.bold else "F1", item.anchor, item.fill)
 
 
+_SLACK = 20.0  # drawing units: text hangs above its baseline, strokes beyond their points
+
+
+def _span(item: Rect | Line | Circle | Text) -> tuple[float, float]:
+    """The drawing-y extent of ``item`` (``_SLACK`` covers strokes and descenders)."""
+    if isinstance(item, Rect):
+        return item.y, item.y + item.h
+    if isinstance(item, Line):
+        ys = [y for _, y in item.points] or [0.0]
+        return min(ys), max(ys)
+    if isinstance(item, Circle):
+        return item.y - item.r, item.y + item.r
+    return item.y - item.size, item.y  # Text: y is the baseline
+
+
 def _figure(doc: _Doc, fig: Figure) -> None:
     scale = min(1.0, _AVAIL / drawing_width(fig.drawing))
     height = fig.drawing.height * scale
     # on one page when it fits on a page; a taller one starts here unless little room is left
     doc.ensure(height if height <= _H - 2 * _M else _MIN_START)
     shift = 0.0
+    spans = [_span(item) for item in fig.drawing.items]
     while True:  # a drawing taller than a page continues on the next ones
         visible = min(height - shift * scale, _H - _M - doc.y)
-        _draw(doc, fig.drawing, doc.y, scale, shift, visible)
+        _draw(doc, fig.drawing, doc.y, scale, shift, visible, spans)
         doc.y += visible
         shift += visible / scale
         if shift * scale >= height - 0.5:
