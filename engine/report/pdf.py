@@ -182,9 +182,13 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else " " for c in text)
 
 
+_EPSILON = 0.01  # points
+
+
 def _fit(doc: _Doc, text: str, width: float, size: float, font: str = "F1") -> str:
     """``text`` cut with an ellipsis to fit ``width``."""
     text = _printable(text)
+    width += _EPSILON  # a column as wide as its widest text must not cut that text over a rounding error
     if doc.width(text, size, font) <= width:
         return text
     low, high = 0, len(text)  # the longest prefix that fits, by bisection (names may be very long)

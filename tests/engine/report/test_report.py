@@ -101,6 +101,29 @@ def test_pdf_renders(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("page-*.png"))) >= 2
 
 
+def test_pdf_cells_as_wide_as_their_column_are_not_cut(tmp_path: Path) -> None:
+    """A column is as wide as its widest text: that text (often the header, e.g. drop or rank) shows whole."""
+    from pypdf import PdfReader
+
+    from engine.report.document import Table
+    from engine.report.pdf import _Doc, _fit, _table
+
+    s = make_session(tmp_path)
+    write_report(s, tmp_path / "report.pdf")
+    extracted = "".join(page.extract_text() for page in PdfReader(tmp_path / "report.pdf").pages)
+    header = build_report(s).blocks
+    tables = [b for b in header if isinstance(b, Table)]
+    cells = {c for t in tables for c in (*t.header, *(c for row in t.rows for c in row))}
+    cut = sorted(c for c in cells if c and c not in extracted and c.replace(" ", "") not in extracted.replace(" ", ""))
+    assert not cut and "\u2026" not in extracted, (cut, extracted.count("\u2026"))
+    doc = _Doc("t", False)
+    for text in ("drop", "rank", "Latency p10\u2013p90", "9.456 ms \u2013 11.8 ms", "fp32 latency"):
+        for font in ("F1", "F2"):
+            width = doc.width(text, 7.0, font)
+            assert _fit(doc, text, width + 8.0 - 8.0, 7.0, font) == text  # the table's pad added and taken off
+    _table(doc, Table(("drop", "rank"), (("0", "\u2013"),), (True, True)))  # draws without raising
+
+
 def test_cli_writes_html_and_rejects_other_suffixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("LAYERLAB_CACHE", str(tmp_path / "cache"))
     session = tmp_path / "s.layerlab.json"
