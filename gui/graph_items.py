@@ -42,6 +42,11 @@ def shape_label(shape: Sequence[object] | None) -> str:
     return "x".join(str(d) for d in shape) or "scalar"
 
 
+def _lines(node: Any) -> tuple[str, str, str]:
+    """The three lines a box shows: op type, name, first output shape."""
+    return node.op_type, node.name, shape_label(node.out_shapes[0] if node.out_shapes else None)
+
+
 class NodeItem(QGraphicsItem):
     """One node: op type, name and output shape; layers (tunable) are larger, bold-bordered and tinted.
 
@@ -69,9 +74,16 @@ class NodeItem(QGraphicsItem):
         self.mark = ""  # "", "neighbour" or "group": outline drawn around the box
         self.mark_text = ""  # e.g. the neighbour's routine
         self.unmeasured = False  # the colour mode's table lacks this layer (a cancelled run): hatched
-        shape = node.out_shapes[0] if node.out_shapes else None
-        self._lines = (node.op_type, node.name, shape_label(shape))
+        self._lines = _lines(node)
         self._pictures: dict[tuple, QPicture] = {}
+
+    def set_node(self, node: Any) -> None:
+        """The same node from a reloaded graph (its shapes may differ): keep the box, redraw if the text changed."""
+        self.node = node
+        lines = _lines(node)
+        if lines != self._lines:
+            self._lines = lines
+            self.refresh()
 
     def _base_tooltip(self) -> str:
         n = self.node

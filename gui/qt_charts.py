@@ -11,6 +11,7 @@ import logging
 from typing import Any, Callable
 
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from gui.colour_modes import layers_by_name
@@ -85,12 +86,18 @@ class QtCharts(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.latency, 3)
         layout.addWidget(self.pareto, 2)
-        self._links = connect_view(session.events, {name: lambda _: self.refresh() for name in
+        # a burst of changes (a session opened, a tune landing) redraws once, on the next event-loop turn
+        self._later = QTimer(self)
+        self._later.setSingleShot(True)
+        self._later.setInterval(0)
+        self._later.timeout.connect(self.refresh)
+        self._links = connect_view(session.events, {name: lambda _: self._later.start() for name in
                                                      ("model", "profile", "route", "baseline", "current", "trials")},
                                    "charts")
         self.refresh()
 
     def close_view(self) -> None:
+        self._later.stop()
         self._links.disconnect()
 
     def refresh(self) -> None:
@@ -107,7 +114,7 @@ class QtCharts(QWidget):
         xs = list(range(len(names)))
         plot.addItem(pg.BarGraphItem(x=[x - 0.2 for x in xs], height=base, width=0.4, brush="#bbbbbb"))
         plot.addItem(pg.BarGraphItem(x=[x + 0.2 for x in xs], height=current, width=0.4, brush="#4c78a8"))
-        step = max(1, -(-len(names) // 8))  # at most 8 labels: more overlap
+        step = max(1, -(-len(names) // 5))  # at most 5 labels: layer names overlap beyond that in the dock
         plot.getAxis("bottom").setTicks([[(x, _short(n)) for x, n in zip(xs, names)][::step]])
 
     def _draw_pareto(self) -> None:

@@ -49,19 +49,20 @@ _WRITERS: dict[str, Callable[[Session, Path], Path]] = {"report": write_report, 
 
 def adopt(target: Session, loaded: Session) -> None:
     """Make ``target`` hold what ``loaded`` holds, announcing each field; it ends clean (or dirty, if recovered)."""
-    target.set_model(loaded.model_path, loaded.graph, loaded.input_shapes)
-    target.set_evaluator(loaded.evaluator_path, trusted=loaded.evaluator_trusted)
-    target.set_plan(loaded.plan)
-    target.set_profile(loaded.profile)
-    target.machine = loaded.machine  # set_profile assumed "measured here"; the file knows better
-    target.set_sensitivity(loaded.sensitivity)
-    target.set_route(loaded.route)
-    target.set_baseline(loaded.baseline)
-    for trial in loaded.trials:
-        target.add_trial(trial)
-    target.set_calibration(loaded.calibration)
-    target.set_current(loaded.current)
-    target.set_notes(loaded.notes)
+    with target.batch():  # each view hears of each field once, with the whole session in place
+        target.set_model(loaded.model_path, loaded.graph, loaded.input_shapes)
+        target.set_evaluator(loaded.evaluator_path, trusted=loaded.evaluator_trusted)
+        target.set_plan(loaded.plan)
+        target.set_profile(loaded.profile)
+        target.machine = loaded.machine  # set_profile assumed "measured here"; the file knows better
+        target.set_sensitivity(loaded.sensitivity)
+        target.set_route(loaded.route)
+        target.set_baseline(loaded.baseline)
+        for trial in loaded.trials:
+            target.add_trial(trial)
+        target.set_calibration(loaded.calibration)
+        target.set_current(loaded.current)
+        target.set_notes(loaded.notes)
     if loaded.path is not None and not loaded.dirty:
         target.mark_saved(loaded.path)
     else:
@@ -177,10 +178,12 @@ class QtFileActions(QObject):
                 self.done.emit("open", None)
 
         self.window.set_status(f"opening {path.name}…")
-        self.background.submit(lambda: load_session(path, model_path=model_path), failed)
+        current = self.session.graph  # reused when the file is of this very model (no reload, no revalidation)
+        self.background.submit(lambda: load_session(path, model_path=model_path, loaded=current), failed)
 
     def _opened(self, path: Path, loaded: Session) -> bool:
-        self.window.cancel_job(everything=True)
+        same_model = loaded.graph is self.session.graph  # load_session kept the loaded graph: same file, shapes
+        self.window.cancel_job(everything=True, keep=("layer_facts",) if same_model else ())
         self.window.undo_stack.clear()
         adopt(self.session, loaded)
         self.window.set_status(f"opened session {path.name}")

@@ -16,30 +16,23 @@ opens fitted when boxes stay readable, else at a readable zoom centred on the ho
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
-import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView
 
-from gui.colour_modes import MODES, ColourValues, default_mode, node_values
+from gui.colour_modes import MODES
+from gui.graph_paint import CATEGORY_COLOURS, COLORMAP, mark_related, recolour, update_badges
 from gui.graph_items import LAYER_SIZE, OP_SIZE, NodeItem, edge_items, lay_out
-from gui.layer_options import prune_group
 from gui.qt_background import QtBackground
 from gui.qt_graph_find import QtGraphFind, step
-from gui.session_links import connect_view
+from gui.session_links import connect_view, guarded
 
 __all__ = ["QtGraphView", "CATEGORY_COLOURS", "COLORMAP", "COMPACT_ABOVE"]
 
 logger = logging.getLogger(__name__)
 
-COLORMAP = "viridis"
-#: categorical colours (routines, kinds), tab10-like.
-CATEGORY_COLOURS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6",
-                    "#9d755d", "#bab0ac"]
-_KIND_COLOURS = {"layer": QColor("#a9c6ea"), "op": QColor("#eeeeee")}
 _ZOOM_STEP = 1.25
 #: above this many nodes the view starts in "layers only" mode.
 COMPACT_ABOVE = 300
@@ -65,9 +58,10 @@ class QtGraphView(QGraphicsView):
         self.building = False
         self._generation = 0
         self._layout = QtBackground(self, "layerlab-layout")
-        self._layer_nbrs: dict[str, list[str]] = {}
-        self._hottest: str | None = None
+        self.layer_nbrs: dict[str, list[str]] = {}
+        self.hottest: str | None = None
         self._syncing = False
+        self._drawn: tuple | None = None  # the layout input of the boxes in the scene (``_layout_work``)
         self.succs: dict[str, list[str]] = {}  # the drawn edges and ranks, for walking (gui.qt_graph_find.step)
         self.preds: dict[str, list[str]] = {}
         self.ranks: dict[str, int] = {}
@@ -89,12 +83,21 @@ class QtGraphView(QGraphicsView):
             shortcut = QShortcut(QKeySequence(keys), self)
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(slot)
+        # results arriving together (a session opened, a tune landing) repaint once, on the next turn
+        self._pending: set[str] = set()
+        self._later = QTimer(self)
+        self._later.setSingleShot(True)
+        self._later.setInterval(0)
+        self._later.timeout.connect(self.flush)
+        self._repaints = {"badges": guarded(lambda: self._update_badges(), "graph view on plan"),
+                          "colours": guarded(lambda: self.recolour(), "graph view on results"),
+                          "related": guarded(lambda: self._mark_related(self.session.selection), "graph view on route")}
         self._callbacks = {
             "model": lambda _: self.rebuild(),
-            "plan": lambda _: self._update_badges(),
-            "profile": lambda _: self.recolour(),
-            "sensitivity": lambda _: self.recolour(),
-            "route": lambda _: (self.recolour(), self._mark_related(self.session.selection)),
+            "plan": lambda _: self._soon("badges"),
+            "profile": lambda _: self._soon("colours"),
+            "sensitivity": lambda _: self._soon("colours"),
+            "route": lambda _: self._soon("colours", "related"),
             "selection": self._on_session_selection,
         }
         self._links = connect_view(session.events, self._callbacks, "graph view")
@@ -102,6 +105,7 @@ class QtGraphView(QGraphicsView):
 
     def close_view(self) -> None:
         """Stop listening to the session (the window calls this when it closes)."""
+        self._later.stop()
         self._generation += 1  # a layout still running lands nowhere
         self._links.disconnect()
         self._layout.shutdown()
@@ -122,25 +126,27 @@ class QtGraphView(QGraphicsView):
         self.rebuild(keep_view=True)
 
     def rebuild(self, keep_view: bool = False) -> None:
-        """Lay out and draw the session's graph from scratch (large graphs: in the background)."""
+        """Lay out and draw the session's graph from scratch (large graphs: in the background).
+
+        The same graph again (a session of this model reopened) keeps its boxes and layout: only the
+        nodes behind them are swapped, so a reopen costs a recolour, not a scene rebuild."""
         self._generation += 1
+        graph = self.session.graph
+        work = _layout_work(graph, self.layers_only) if graph is not None else None
+        if work is not None and work == self._drawn and not self.building and self.items and self._reuse(graph):
+            return
+        self._drawn = None
         scene = self.scene()
         self._syncing = True
         scene.clear()
         self._syncing = False
         self.items.clear()
-        graph = self.session.graph
-        if graph is None:
+        if work is None:
             self.building = False
             self.recolour()
             return
-        names = [n.name for n in graph.nodes]
-        known = set(names)
-        pairs = list(dict.fromkeys((e.src, e.dst) for e in graph.edges if e.src in known and e.dst in known))
-        layers = [n.name for n in graph.layers]
-        sizes = {n.name: LAYER_SIZE if n.tunable else OP_SIZE for n in graph.nodes}
-        compact = self.layers_only and bool(layers)
-        work = (names, pairs, layers, sizes, compact)
+        names = work[0]
+        self._drawn = work
         self.building = True
         if len(names) < _SYNC_BELOW:
             self._place(self._generation, lay_out(*work), None, keep_view)
@@ -155,10 +161,11 @@ class QtGraphView(QGraphicsView):
         if error is not None:  # a layout bug must not take the window down
             logger.error("layout failed", exc_info=error)
             self.building = False
+            self._drawn = None
             return
         layout, shapes, nbrs, shown = laid_out
         self.ranks = dict(layout.layers)
-        self._layer_nbrs = nbrs
+        self.layer_nbrs = nbrs
         self.succs = {n: [] for n in layout.positions}
         self.preds = {n: [] for n in layout.positions}
         for src, dst in layout.edges:
@@ -195,9 +202,20 @@ class QtGraphView(QGraphicsView):
         self.scene().addItem(item)
         self.items[node.name] = item
 
+    def _reuse(self, graph: Any) -> bool:
+        """Point the drawn boxes at ``graph``'s nodes (same names, edges and kinds); False if one is missing."""
+        nodes = {n.name: n for n in graph.nodes}
+        if any(name not in nodes for name in self.items):
+            return False
+        for name, item in self.items.items():
+            item.set_node(nodes[name])
+        self._finish(keep_view=True)
+        return True
+
     def _finish(self, keep_view: bool) -> None:
         logger.info("graph view: %d boxes%s", len(self.items), " (layers only)" if self.layers_only else "")
         self.building = False
+        self._pending.clear()  # everything below is done now
         self._update_badges()
         self.recolour()
         self._on_session_selection(self.session.selection)
@@ -206,6 +224,23 @@ class QtGraphView(QGraphicsView):
         self.built.emit()
 
     # --- colour -------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        """True while a repaint the session asked for waits for the next event-loop turn."""
+        return bool(self._pending)
+
+    def _soon(self, *what: str) -> None:
+        self._pending.update(what)
+        self._later.start()
+
+    def flush(self) -> None:
+        """Do the repaints the session asked for since the last turn (each once)."""
+        pending, self._pending = self._pending, set()
+        self._later.stop()
+        for what in ("badges", "colours", "related"):  # a bug in one is logged; the others still run
+            if what in pending:
+                self._repaints[what]()
 
     def set_colour_mode(self, mode: str) -> None:
         """Colour by ``mode`` from now on (the user's choice: results arriving no longer change it)."""
@@ -216,62 +251,11 @@ class QtGraphView(QGraphicsView):
         self.recolour()
 
     def recolour(self) -> None:
-        """Colour every node by the current mode, draw the latency bars and tell the legend."""
-        if not self.mode_chosen:
-            self.colour_mode = default_mode(self.session)
-        values = node_values(self.session, self.colour_mode) if self.session.graph is not None else ColourValues(
-            self.colour_mode, missing="no model")
-        lo = hi = None
-        fills: dict[str, QColor] = {}
-        categories: dict[str, QColor] = {}
-        if values.values:
-            data = {k: (math.log10(v) if values.log_scale else v) for k, v in values.values.items() if v > 0 or not values.log_scale}
-            lo, hi = min(data.values(), default=0.0), max(data.values(), default=1.0)
-            span = (hi - lo) or 1.0
-            cmap = pg.colormap.get(COLORMAP)
-            names = list(data)
-            colours = cmap.map([(data[n] - lo) / span for n in names], mode="qcolor")
-            fills = dict(zip(names, colours))
-            shown = [n for n in names if n in self.items]
-            self._hottest = max(shown, key=lambda n: data[n]) if shown else None
-        elif values.categories:
-            palette = {}
-            for cat in sorted(set(values.categories.values())):
-                if self.colour_mode == "kind":
-                    palette[cat] = _KIND_COLOURS.get(cat, QColor("#e9e9e9"))
-                else:
-                    palette[cat] = QColor(CATEGORY_COLOURS[len(palette) % len(CATEGORY_COLOURS)])
-            fills = {n: palette[c] for n, c in values.categories.items()}
-            categories = palette
-        latency = node_values(self.session, "latency") if self.colour_mode != "latency" else values
-        slowest = max((latency.values.get(n, 0.0) for n, item in self.items.items() if item.tunable), default=0.0)
-        unmeasured = set(values.unmeasured)
-        for name, item in self.items.items():
-            extra = values.tooltips.get(name, "")
-            ms = latency.values.get(name) if item.tunable else None
-            if ms is not None and self.colour_mode != "latency":
-                extra = f"{extra}\n{latency.tooltips.get(name, '')}".strip()
-            item.set_look(fills.get(name), extra, item.badge)
-            item.set_latency((ms, ms / slowest) if ms is not None and slowest > 0 else None)
-            item.set_unmeasured(name in unmeasured)
-        self.coloured.emit({"values": values, "lo": lo, "hi": hi, "categories": categories,
-                            "latency": slowest if latency.values else None})
+        """Colour every node by the current mode, draw the latency bars and tell the legend (``gui.graph_paint``)."""
+        recolour(self)
 
     def _update_badges(self) -> None:
-        plan = self.session.plan
-        for name, item in self.items.items():
-            badge = ""
-            if plan is not None and item.tunable and name in plan.layers:
-                s = plan.settings_for(name)
-                parts = [s.precision] if s.precision not in (None, "fp32") else []
-                if s.prune is not None and s.prune.ratio > 0:
-                    parts.append(f"p{round(100 * s.prune.ratio)}%")
-                if s.rank is not None:
-                    parts.append(f"r{s.rank}")
-                badge = " ".join(parts)
-            if badge != item.badge:
-                item.badge = badge
-                item.update()
+        update_badges(self)
 
     # --- navigation ---------------------------------------------------------------------------
 
@@ -299,7 +283,7 @@ class QtGraphView(QGraphicsView):
             return
         scale = min(max(fit, _READABLE), 1.0)
         self.scale(scale, scale)
-        hottest = self.items.get(self._hottest or "")
+        hottest = self.items.get(self.hottest or "")
         if hottest is not None:
             self.centerOn(hottest)
         else:
@@ -363,25 +347,16 @@ class QtGraphView(QGraphicsView):
             self._syncing = False
         self._mark_related(names or ())
 
+
     def _mark_related(self, names: Any) -> None:
-        """Outline the selected layers' prune group and neighbouring layers (those tagged with their routine)."""
-        graph = self.session.graph
-        group: set[str] = set()
-        nbrs: set[str] = set()
-        for name in names:
-            if name in self._layer_nbrs:
-                group.update(prune_group(graph, name))
-                nbrs.update(self._layer_nbrs[name])
-        selected = set(names)
-        routines = dict(getattr(self.session.route, "routines", {}) or {})
-        plan = self.session.plan
-        for name, item in self.items.items():
-            if name in selected or not item.tunable:
-                item.set_mark("")
-            elif name in group:
-                item.set_mark("group", "group")
-            elif name in nbrs:
-                routine = routines.get(name) or (plan.settings_for(name).precision if plan is not None else "fp32")
-                item.set_mark("neighbour", f"[{routine}]")
-            else:
-                item.set_mark("")
+        mark_related(self, names)
+
+
+def _layout_work(graph: Any, layers_only: bool) -> tuple:
+    """What ``lay_out`` needs for ``graph``: names, edges, layers, box sizes, layers-only (plain values)."""
+    names = [n.name for n in graph.nodes]
+    known = set(names)
+    pairs = list(dict.fromkeys((e.src, e.dst) for e in graph.edges if e.src in known and e.dst in known))
+    layers = [n.name for n in graph.layers]
+    sizes = {n.name: LAYER_SIZE if n.tunable else OP_SIZE for n in graph.nodes}
+    return names, pairs, layers, sizes, layers_only and bool(layers)

@@ -125,6 +125,7 @@ class QtInspector(QWidget):
         self._callbacks = {name: (lambda _: self.refresh()) for name in ("selection", "plan", "profile", "sensitivity")}
         self._callbacks["model"] = self._model_changed
         self._callbacks["evaluator"] = lambda _: self._request_facts()  # its calibration: data-aware energy
+        self._facts_job: tuple[Any, tuple] | None = None  # the layer-options job asked for, and for what
         self._links = connect_view(session.events, self._callbacks, "inspector")
         self.refresh()
 
@@ -146,9 +147,13 @@ class QtInspector(QWidget):
         facts = facts_for(graph)
         if facts is not None and facts.complete and getattr(facts, "evaluator", None) == evaluator:
             return
-        self._run_job(catalogue.LAYER_FACTS,
-                      {"path": str(path), "input_shapes": dict(self.session.input_shapes), "evaluator": evaluator},
-                      "Layer options", self._facts_arrived, kind="layer_facts")
+        request = (graph.sha256, str(path), dict(self.session.input_shapes), evaluator)
+        if self._facts_job is not None and self._facts_job[1] == request and getattr(self._facts_job[0], "running", False):
+            return  # already on its way (a reopened session of the same model)
+        job = self._run_job(catalogue.LAYER_FACTS,
+                            {"path": str(path), "input_shapes": request[2], "evaluator": evaluator},
+                            "Layer options", self._facts_arrived, kind="layer_facts")
+        self._facts_job = (job, request)
 
     def _facts_arrived(self, facts: Any) -> None:
         store_facts(facts)

@@ -10,7 +10,7 @@ job's partial result to whoever asked for it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from PySide6.QtCore import QObject
 
@@ -61,10 +61,11 @@ class QtJobRunner(QObject):
         self._changed()
         return job
 
-    def cancel(self, everything: bool = False) -> None:
-        """Cancel the running job; with ``everything`` the waiting ones are dropped too."""
+    def cancel(self, everything: bool = False, keep: Collection[str] = ()) -> None:
+        """Cancel the running job; with ``everything`` the waiting ones are dropped too; jobs of a kind in
+        ``keep`` go on (a session of the same model reopened keeps its layer options coming)."""
         for job in self._pending_jobs() if everything else [self.worker.current]:
-            if job is not None:
+            if job is not None and self._kinds.get(job.job_id) not in keep:
                 job.cancel()
 
     def close(self) -> None:

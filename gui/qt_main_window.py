@@ -272,9 +272,9 @@ class QtMainWindow(QMainWindow):
         """The job that runs now, if any."""
         return self.jobs.worker.current
 
-    def cancel_job(self, everything: bool = False) -> None:
-        """Cancel the running job; with ``everything`` the waiting ones are dropped too."""
-        self.jobs.cancel(everything)
+    def cancel_job(self, everything: bool = False, keep: tuple[str, ...] = ()) -> None:
+        """Cancel the running job; with ``everything`` the waiting ones are dropped too, but not jobs of a kind in ``keep``."""
+        self.jobs.cancel(everything, keep)
 
     def busy(self) -> bool:
         """True while a job runs or waits, a file is read or written, or the prediction is computing."""

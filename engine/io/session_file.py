@@ -313,11 +313,15 @@ def load_session(
     trust_evaluator: bool = False,
     model_path: str | os.PathLike[str] | None = None,
     accept_changed_model: bool = False,
+    loaded: Any = None,
 ) -> Session:
     """Read a session file and rebuild its graph from the model; cached tables are used as they are.
 
     ``model_path`` overrides the recorded path (after ``ModelMovedError`` the user located it);
     ``accept_changed_model`` loads a model whose sha256 differs (its cached tables may be stale).
+    ``loaded``: a graph already loaded (the window's current model); taken as the session's graph when
+    it is of the same file, unchanged (sha256), at the same input shapes, instead of loading and
+    validating the model again (most of a reopen's time, and of the GIL it holds).
     The evaluator is trusted only with ``trust_evaluator=True`` or when it is in the trust list.
     """
     from engine.ir.graph import load_model
@@ -352,7 +356,9 @@ def load_session(
     session = Session()
     session.model_path = model
     session.input_shapes = shapes
-    session.graph = load_model(model, shapes)
+    same = (loaded is not None and getattr(loaded, "sha256", None) == actual_sha and loaded.path is not None
+            and Path(loaded.path).resolve() == model.resolve() and dict(loaded.input_shapes) == shapes)
+    session.graph = loaded if same else load_model(model, shapes)
     evaluator = data.get("evaluator")
     if isinstance(evaluator, dict) and isinstance(evaluator.get("path"), str):
         session.evaluator_path = base / evaluator["path"]

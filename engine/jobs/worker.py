@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from collections import deque
@@ -260,7 +261,10 @@ class Worker:
             self._process.join(1.0)
         if self._process.is_alive():
             self._process.kill()
-            self._process.join(2.0)
+            if gently:
+                self._process.join(2.0)
+            else:  # a restart: the caller (the window's GUI thread) must not wait for the kill to land
+                threading.Thread(target=self._process.join, name="layerlab-reaper", daemon=True).start()
         self._process = self._requests = self._replies = None
 
 

@@ -18,6 +18,11 @@ def _profile(ms: dict[str, float]):
     return SimpleNamespace(layers=layers, end_to_end=(sum(ms.values()), 0, 0), coverage=1.0)
 
 
+def _settle(qtbot, window) -> None:
+    """Results reach the view's boxes on the next event-loop turn (a burst repaints once)."""
+    qtbot.waitUntil(lambda: not window.graph_view.pending, timeout=5_000)
+
+
 def test_every_node_has_an_item_and_layers_are_distinct(window, digits_graph) -> None:
     view = window.graph_view
     assert set(view.items) == {n.name for n in digits_graph.nodes}
@@ -56,7 +61,7 @@ def test_arrow_keys_walk_the_edges(window, qtbot) -> None:
     assert view.step(Qt.Key.Key_Down) == "/res/conv_a/Conv"  # the straight edge, not the skip connection
 
 
-def test_colour_modes_paint_from_the_session(window) -> None:
+def test_colour_modes_paint_from_the_session(window, qtbot) -> None:
     view, legend, session = window.graph_view, window.legend, window.session
     before = view.items["/conv1/Conv"].fill.name()
     view.set_colour_mode("macs")
@@ -67,24 +72,28 @@ def test_colour_modes_paint_from_the_session(window) -> None:
     legend.set_mode("latency")
     assert view.colour_mode == "latency" and legend.text.text() == "not profiled yet"
     session.set_profile(_profile({"/conv1/Conv": 0.1, "/conv2/Conv": 0.9}))
+    _settle(qtbot, window)
     assert view.items["/conv1/Conv"].fill != view.items["/conv2/Conv"].fill
     assert "90.0% of total" in view.items["/conv2/Conv"].tooltip()
     assert "2 nodes" in legend.text.text()
 
     session.set_route(SimpleNamespace(routines={"/conv1/Conv": "int8", "/conv2/Conv": "fp32", "/conv3/Conv": "int8"}))
+    _settle(qtbot, window)
     view.set_colour_mode("routine")
     items = view.items
     assert items["/conv1/Conv"].fill == items["/conv3/Conv"].fill != items["/conv2/Conv"].fill
 
     session.set_sensitivity(SimpleNamespace(layers={"/fc2/Gemm": SimpleNamespace(drops={"int8": 0.02}, sqnr_db=30.0)}))
+    _settle(qtbot, window)
     view.set_colour_mode("sensitivity")
     assert "drop (int8): 0.0200" in items["/fc2/Gemm"].tooltip()
 
 
-def test_plan_edits_show_as_badges(window) -> None:
+def test_plan_edits_show_as_badges(window, qtbot) -> None:
     from engine.model.plan import LayerSettings, Plan
 
     window.session.set_plan(Plan(layers={"/conv2/Conv": LayerSettings(precision="int8", rank=4)}))
+    _settle(qtbot, window)
     assert window.graph_view.items["/conv2/Conv"].badge == "int8 r4"
     assert window.graph_view.items["/conv1/Conv"].badge == ""
 
@@ -114,21 +123,24 @@ def test_a_thousand_nodes_build_and_zoom(qtbot) -> None:
     assert len(session.events.model) == 0
 
 
-def test_the_fill_follows_the_results_and_layers_carry_latency_bars(window) -> None:
+def test_the_fill_follows_the_results_and_layers_carry_latency_bars(window, qtbot) -> None:
     view, session, legend = window.graph_view, window.session, window.legend
     assert view.colour_mode == "kind" and not view.mode_chosen
     session.set_profile(_profile({"/conv1/Conv": 0.2, "/conv2/Conv": 0.8}))
+    _settle(qtbot, window)
     assert view.colour_mode == "latency"
     assert view.items["/conv2/Conv"].latency == (0.8, 1.0) and view.items["/conv1/Conv"].latency == (0.2, 0.25)
     assert view.items["/relu/Relu"].latency is None  # ops carry no bar
     session.set_sensitivity(SimpleNamespace(layers={"/conv1/Conv": SimpleNamespace(drops={"int8": 0.05}, sqnr_db=None),
                                                     "/conv2/Conv": SimpleNamespace(drops={"int8": 0.01}, sqnr_db=None)}))
+    _settle(qtbot, window)
     assert view.colour_mode == "sensitivity"  # drop fills, latency stays as bars
     assert view.items["/conv2/Conv"].latency == (0.8, 1.0)
     assert "latency: 0.800 ms" in view.items["/conv2/Conv"].tooltip()
     assert "slowest layer, 0.8 ms" in legend.latency_text.text()
     view.set_colour_mode("macs")
     session.set_profile(_profile({"/conv1/Conv": 0.3}))
+    _settle(qtbot, window)
     assert view.colour_mode == "macs"  # the user's choice sticks
 
 
@@ -159,6 +171,7 @@ def test_the_routine_legend_lists_each_routine_once(window, qtbot) -> None:
     view.set_colour_mode("routine")
     for routes in ({"/conv1/Conv": "fp32", "/conv2/Conv": "int8"}, {"/conv1/Conv": "int8", "/conv2/Conv": "fp32"}):
         session.set_route(SimpleNamespace(routines=routes))
+        _settle(qtbot, window)
     qtbot.wait(20)  # Qt shows widgets added to a visible layout on the next event-loop turn
     shown = [w.text() for w in legend._swatches.findChildren(QLabel) if w.isVisible() and w.text()]
     assert sorted(shown) == ["fp32", "int8"]
@@ -172,7 +185,7 @@ def test_selecting_a_layer_outlines_its_prune_group(window) -> None:
     assert view.items["/conv1/Conv"].mark == "neighbour"
 
 
-def test_a_cancelled_sweep_hatches_the_layers_it_did_not_reach(window) -> None:
+def test_a_cancelled_sweep_hatches_the_layers_it_did_not_reach(window, qtbot) -> None:
     from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity
 
     view, session, legend = window.graph_view, window.session, window.legend
@@ -180,6 +193,7 @@ def test_a_cancelled_sweep_hatches_the_layers_it_did_not_reach(window) -> None:
     done = layers[:3]
     session.set_sensitivity(Sensitivity(0.9, "accuracy", {n: LayerSensitivity(n, {"int8": 0.01}) for n in done},
                                         complete=False))
+    _settle(qtbot, window)
     assert view.colour_mode == "sensitivity"
     assert {n for n, item in view.items.items() if item.unmeasured} == set(layers[3:])
     missing = view.items[layers[-1]]
@@ -187,6 +201,24 @@ def test_a_cancelled_sweep_hatches_the_layers_it_did_not_reach(window) -> None:
     assert f"{len(layers) - 3} layer(s) not measured" in legend.text.text()
     session.set_sensitivity(Sensitivity(0.9, "accuracy", {n: LayerSensitivity(n, {"int8": 0.01}) for n in layers},
                                         complete=True))
+    _settle(qtbot, window)
     assert not any(item.unmeasured for item in view.items.values()) and "not measured" not in legend.text.text()
     view.set_colour_mode("kind")  # a mode without a table: nothing is hatched
     assert not any(item.unmeasured for item in view.items.values())
+
+
+def test_the_same_model_again_keeps_its_boxes(window, qtbot, digits_model) -> None:
+    """A reopened session of the drawn model swaps the nodes behind the boxes instead of rebuilding the scene."""
+    from engine.ir.graph import load_model
+
+    view, session = window.graph_view, window.session
+    boxes = dict(view.items)
+    again = load_model(digits_model, {"input": (1, 1, 8, 8)})  # what reading a session file gives: a new graph object
+    assert again is not session.graph
+    with qtbot.waitSignal(view.built, timeout=10_000):
+        session.set_model(digits_model, again, {"input": (1, 1, 8, 8)})
+    assert set(view.items) == set(boxes) and all(view.items[n] is boxes[n] for n in boxes)
+    assert all(view.items[n.name].node is n for n in again.nodes)
+    view.toggle_compact()  # another layout: new boxes
+    qtbot.waitUntil(lambda: not view.building, timeout=10_000)
+    assert not any(view.items[n] is boxes[n] for n in view.items)

@@ -133,3 +133,24 @@ def test_a_cancelled_profile_keeps_what_it_timed_once_fp32_is_in(window) -> None
     window.live._partial_profile(kept)
     assert window.session.profile is kept and window.session.baseline.ms == 2.0
     assert window.status_text.text() == "Profiling cancelled: kept fp32 and int8"
+
+
+def test_reopening_a_session_of_the_same_model_keeps_its_layer_options_job(window, qtbot, tmp_path) -> None:
+    """The layer options of the model on screen stay valid: a reopen of its session does not cancel them."""
+    from engine.jobs import catalogue
+
+    window.live.model_opened = lambda: None  # no profile job: only the two below are in the queue
+    facts = window.run_job(toy.SLOW, {"steps": 60, "pause": 0.05}, "Layer options", lambda _: None, kind="layer_facts")
+    other = window.run_job(toy.SLOW, {"steps": 60, "pause": 0.05}, "Other", lambda _: None, kind="other")
+    jobs = _record_jobs(window)
+    window.files.ask = lambda *_: False
+    window.files.save_to(tmp_path / "s.layerlab.json")
+    qtbot.waitUntil(lambda: not window.files.busy(), timeout=10_000)
+    graph = window.session.graph
+    window.files.open_session(tmp_path / "s.layerlab.json")
+    qtbot.waitUntil(lambda: not window.files.busy() and not other.running, timeout=10_000)
+    assert window.session.graph is graph  # the same file at the same shapes: not loaded again
+    assert other.outcome.status == "cancelled"
+    assert catalogue.LAYER_FACTS not in [j.name for j in jobs]
+    qtbot.waitUntil(lambda: not facts.running, timeout=30_000)
+    assert facts.outcome.status == "finished"  # never cancelled

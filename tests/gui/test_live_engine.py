@@ -134,12 +134,13 @@ def test_a_newer_measure_replaces_a_running_one(window, qtbot) -> None:
     assert len(window.session.trials) == 1
 
 
-def test_clicking_a_trial_restores_its_plan_undoably(window) -> None:
+def test_clicking_a_trial_restores_its_plan_undoably(window, qtbot) -> None:
     window.live.auto_measure = False
     name = window.session.graph.layers[0].name
     plan = Plan.from_dict({"layers": {name: {"precision": "int8"}}})
     window.session.set_baseline(Measurement(ms=2.0, metric=0.9))
     window.session.add_trial(Trial(plan.to_dict(), {name: "int8"}, Measurement(ms=1.0), Measurement(ms=1.2, metric=0.85)))
+    qtbot.waitUntil(lambda: len(window.charts.scatter.points()) == 1)  # the charts redraw on the next turn
     assert window.charts.scatter.points()[0].pos().x() == pytest.approx(1.2)
     window.charts.restore(0)
     assert window.session.plan.settings_for(name).precision == "int8"

@@ -138,6 +138,19 @@ def test_moved_model_names_expected_path_and_can_be_located(tmp_path: Path) -> N
     assert load_session(tmp_path / "s.layerlab.json", model_path=moved).model_path == moved
 
 
+def test_a_graph_already_loaded_from_the_same_model_is_reused(tmp_path: Path) -> None:
+    save_session(make_session(tmp_path), tmp_path / "s.layerlab.json")
+    same = load_model(tmp_path / "model.onnx", {"x": (1, 3, 16, 16)})
+    reopened = load_session(tmp_path / "s.layerlab.json", loaded=same)
+    assert reopened.graph is same and _fields(reopened) == _fields(load_session(tmp_path / "s.layerlab.json"))
+    other_shapes = load_model(tmp_path / "model.onnx")  # the file's own dims, not the session's shapes
+    fresh = load_session(tmp_path / "s.layerlab.json", loaded=other_shapes)
+    assert fresh.graph is not other_shapes and fresh.graph.input_shapes == {"x": (1, 3, 16, 16)}
+    onnx.save(builders.residual_net(seed=5), tmp_path / "model.onnx")  # the file changed under the loaded graph
+    changed = load_session(tmp_path / "s.layerlab.json", loaded=same, accept_changed_model=True)
+    assert changed.graph is not same and changed.graph.sha256 != same.sha256
+
+
 def test_changed_model_is_refused_unless_accepted(tmp_path: Path) -> None:
     save_session(make_session(tmp_path), tmp_path / "s.layerlab.json")
     onnx.save(builders.residual_net(seed=5), tmp_path / "model.onnx")
