@@ -62,6 +62,7 @@ class QtGraphView(QGraphicsView):
         self.hottest: str | None = None
         self._syncing = False
         self._drawn: tuple | None = None  # the layout input of the boxes in the scene (``_layout_work``)
+        self._drawn_graph: Any = None  # the graph whose boxes are in the scene
         self.succs: dict[str, list[str]] = {}  # the drawn edges and ranks, for walking (gui.qt_graph_find.step)
         self.preds: dict[str, list[str]] = {}
         self.ranks: dict[str, int] = {}
@@ -132,10 +133,13 @@ class QtGraphView(QGraphicsView):
         nodes behind them are swapped, so a reopen costs a recolour, not a scene rebuild."""
         self._generation += 1
         graph = self.session.graph
+        drawn = not self.building and bool(self.items) and self._drawn is not None
+        if drawn and graph is self._drawn_graph and self.layers_only == self._drawn[4] and self._reuse(graph):
+            return  # the very graph object (a reopen that kept it): nothing to compare
         work = _layout_work(graph, self.layers_only) if graph is not None else None
-        if work is not None and work == self._drawn and not self.building and self.items and self._reuse(graph):
+        if drawn and work is not None and work == self._drawn and self._reuse(graph):
             return
-        self._drawn = None
+        self._drawn, self._drawn_graph = None, graph
         scene = self.scene()
         self._syncing = True
         scene.clear()
@@ -209,6 +213,7 @@ class QtGraphView(QGraphicsView):
             return False
         for name, item in self.items.items():
             item.set_node(nodes[name])
+        self._drawn_graph = graph
         self._finish(keep_view=True)
         return True
 

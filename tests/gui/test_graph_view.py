@@ -219,6 +219,9 @@ def test_the_same_model_again_keeps_its_boxes(window, qtbot, digits_model) -> No
         session.set_model(digits_model, again, {"input": (1, 1, 8, 8)})
     assert set(view.items) == set(boxes) and all(view.items[n] is boxes[n] for n in boxes)
     assert all(view.items[n.name].node is n for n in again.nodes)
+    with qtbot.waitSignal(view.built, timeout=10_000):
+        session.set_model(digits_model, again, {"input": (1, 1, 8, 8)})  # the very same graph object
+    assert all(view.items[n] is boxes[n] for n in boxes)
     view.toggle_compact()  # another layout: new boxes
     qtbot.waitUntil(lambda: not view.building, timeout=10_000)
     assert not any(view.items[n] is boxes[n] for n in view.items)
