@@ -22,10 +22,12 @@ __all__ = ["interleaved_latency", "BLOCK", "SETTLE", "SESSIONS"]
 logger = logging.getLogger(__name__)
 
 
-# ORT's intra-op threads spin for a while after each run; a session run right after another one
-# competes with those spinning threads (ppocr-rec, 2 threads: 23 ms one-run-each vs 9.0 ms alone).
-# Taking turns in blocks and dropping the first runs of each block measures every model as it
-# runs alone (9.0 ms), while still spreading drift on a shared machine over every row.
+# ORT's intra-op threads spin for ~25-100 ms after each run; a session run right after another one
+# competed with those spinning threads (ppocr-rec, 2 threads: 23 ms one-run-each vs 9.0 ms alone), and
+# dropping 2 runs did not cover the spin for a fast model (MiniLM int8_dynamic: 2 ms a run). Timing
+# sessions now stop spinning when a run ends (``timing.make_session``); taking turns in blocks and
+# dropping the first runs of each block still lets the caches refill with this model's weights,
+# while drift on a shared machine is spread over every row.
 BLOCK = 10
 SETTLE = 2
 # Where ORT's threads land is fixed for a session's life and differs between sessions: one session of
@@ -38,8 +40,8 @@ def interleaved_latency(models: dict[str, onnx.ModelProto | PartitionedModel], f
                         repeats: int, warmup: int = 5, sessions: int = SESSIONS,
                         provider: str | None = None) -> Job[dict[str, Stats]]:
     """Per model, latency over ``repeats`` counted runs in each of ``sessions`` sessions, taken in turns:
-    ``BLOCK`` runs of each session in turn, the first ``SETTLE`` of every block not counted (the previous
-    session's threads still spin). A model's stats are those of its session with the lowest median. A
+    ``BLOCK`` runs of each session in turn, the first ``SETTLE`` of every block not counted (caches still
+    hold the previous model). A model's stats are those of its session with the lowest median. A
     ``PartitionedModel`` (a mixed-provider route) runs its parts on their providers, timed like a model."""
     extra = {"provider": provider} if provider else {}  # None: the profiler's provider (CPU)
     pool = {(name, k): _session(m, threads, name, extra) for name, m in models.items() for k in range(max(sessions, 1))}

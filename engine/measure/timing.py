@@ -91,6 +91,13 @@ def make_session(
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3  # the NCHWc serialisation warning is expected
+    # ORT's intra-op workers spin 2^20 pauses after a run ends (a core kept busy ~100 ms after a MiniLM run at
+    # load 17, seen in the process's CPU time): a session timed next shares the cores with them. Interleaved
+    # timing switches sessions every block, so a fast model (MiniLM int8_dynamic, 2 ms: a block is 20 ms) was
+    # timed beside the previous session's spinning worker (bench 3.4 ms, p10 2.05, vs 2.16 alone). Stopping
+    # the spin when a run ends (it still spins within a run) costs a model timed alone nothing measurable
+    # (MiniLM and digits, 5 alternating rounds: median ratios 1.001 and 1.005).
+    so.add_session_config_entry("session.force_spinning_stop", "1")
     if not spin:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile_prefix:
