@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     check_peers(peers)
     evaluator = load_evaluator(evaluator_path(args))
     target = remote_target(args)
-    route_model = predicted = routines = None
+    route_model = predicted = routines = profiled = None
     ops = "fp32"
     if args.session is not None:
         from engine.io.session_file import load_session
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             raise SettingsError(f"{args.session}: the session has no plan to bench (run layerlab tune --session first)")
         route_model = build_variant(graph, session.plan, calibration_for(graph, evaluator)).model
         predicted = getattr(session.route, "latency_ms", None)
+        profiled = session.profile.end_to_end.median if session.profile is not None else None
         routines = {n.name: session.plan.settings_for(n.name).precision or "fp32" for n in graph.layers}
         ops = session.plan.ops
         label = str(session.model_path)
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_job(
         bench_job(graph, evaluator, repeats=args.repeats, threads=args.threads, route_model=route_model,
                   predicted_ms=predicted, routines=routines, ops=ops, peers=peers,
-                  accuracy_control=args.nncf_accuracy_control,
+                  accuracy_control=args.nncf_accuracy_control, profiled_fp32_ms=profiled,
                   tune_options=TuneOptions(max_drop=args.max_drop, threads=args.threads, target=target, **int8_choices(args))),
         stderr_progress("bench"),
     )
@@ -95,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
         measured = result.row("layerlab").ms.median
         print(f"layerlab route: predicted {result.predicted_ms:.3f} ms, measured {measured:.3f} ms "
               f"({100 * (result.predicted_ms - measured) / measured:+.1f}%)")
+        change = result.load_change
+        if change is not None and abs(change) > 0.2:  # the freshness tolerance (engine.measure.freshness)
+            print(f"  the machine's load moved between profile and timing: fp32 {result.profiled_fp32_ms:.3f} ms "
+                  f"in the profile, {result.row('ort-fp32').ms.median:.3f} ms in this run ({change:+.0%}); the "
+                  f"prediction carries the profile's load")
     changed = {k: v for k, v in result.routines.items() if v != "fp32"}
     if result.routines:
         kinds = ", ".join(f"{sum(1 for v in changed.values() if v == x)} {x}" for x in sorted(set(changed.values())))

@@ -57,6 +57,16 @@ class BenchResult:
     routines: dict[str, str]
     ops: str = "fp32"  # the route plan's "ops"
     feeds: str = ""  # what every row was timed on (engine.optimize.timing_feeds)
+    # fp32 end to end in the profile the prediction comes from: beside this run's fp32 it shows how far the
+    # machine's load moved between profile and timing (a prediction carries the profile's load)
+    profiled_fp32_ms: float | None = None
+
+    @property
+    def load_change(self) -> float | None:
+        """This run's fp32 median over the profile's, minus 1 (+0.5: the machine is 50 % slower now)."""
+        if not self.profiled_fp32_ms:
+            return None
+        return self.row("ort-fp32").ms.median / self.profiled_fp32_ms - 1.0
 
     def row(self, name: str) -> BenchRow:
         return next(r for r in self.rows if r.name == name)
@@ -64,13 +74,15 @@ class BenchResult:
     def to_json(self) -> dict[str, Any]:
         return {"rows": [r.to_json() for r in self.rows], "predicted_ms": self.predicted_ms,
                 "threads": self.threads, "repeats": self.repeats, "routines": dict(self.routines),
-                "ops": self.ops, "timing_feeds": self.feeds}
+                "ops": self.ops, "timing_feeds": self.feeds, "profiled_fp32_ms": self.profiled_fp32_ms,
+                "load_change": self.load_change}
 
 
 def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, threads: int | None = None,
               route_model: onnx.ModelProto | None = None, predicted_ms: float | None = None,
               routines: dict[str, str] | None = None, tune_options: Any = None, ops: str = "fp32",
-              peers: Sequence[str] = (), accuracy_control: bool = False) -> Job[BenchResult]:
+              peers: Sequence[str] = (), accuracy_control: bool = False,
+              profiled_fp32_ms: float | None = None) -> Job[BenchResult]:
     """Bench the three rows and the ``peers``' (``engine.optimize.peers.PEERS``; ``accuracy_control`` adds
     NNCF's accuracy-controlled row at the tune's max drop). Without ``route_model`` the route comes from
     ``tune_job`` (``tune_options``)."""
@@ -96,6 +108,7 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
         opts = tune_options or TuneOptions(threads=threads)
         tuned = yield from tune_job(graph, evaluator, opts)
         route_model, predicted_ms, routines, ops = tuned.model, tuned.ms_predicted, tuned.layer_routines(), tuned.plan.ops
+        profiled_fp32_ms = tuned.profile.end_to_end.median
     yield Progress(0, 3, "building ort-int8")
     int8 = quantize_whole_model(graph.model, calibration)
     models = {"ort-fp32": graph.model, "ort-int8": int8, "layerlab": route_model} | peer_rows
@@ -110,4 +123,5 @@ def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, th
     base = stats["ort-fp32"].median
     rows = [BenchRow(name, stats[name], metrics[name], model.ByteSize(), base / stats[name].median,
                      metrics["ort-fp32"] - metrics[name]) for name, model in models.items()]
-    return BenchResult(rows, predicted_ms, threads, repeats, dict(routines or {}), ops, timing.source)
+    return BenchResult(rows, predicted_ms, threads, repeats, dict(routines or {}), ops, timing.source,
+                       profiled_fp32_ms or None)

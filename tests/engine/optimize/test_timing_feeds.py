@@ -79,6 +79,21 @@ def test_bench_times_every_row_on_the_evaluator_sample(monkeypatch: pytest.Monke
                                  predicted_ms=1.0, routines={}))
     assert len(seen) == 1 and _same(seen[0], _first_sample(evaluator))
     assert result.feeds.startswith("evaluator sample 0") and result.to_json()["timing_feeds"] == result.feeds
+    assert result.load_change is None  # no profile named: nothing to compare the load with
+
+
+def test_bench_states_how_far_the_load_moved_since_the_profile(monkeypatch: pytest.MonkeyPatch, digits: ModelGraph,
+                                                               evaluator: Evaluator) -> None:
+    def fake_latency(models, feeds, threads, repeats, *a, **k):
+        return {name: Stats(3.0 if name == "ort-fp32" else 1.5, 1.0, 4.0) for name in models}
+        yield  # noqa: unreachable
+
+    monkeypatch.setattr(bench, "interleaved_latency", fake_latency)
+    result = run(bench.bench_job(digits, evaluator, repeats=3, threads=1, route_model=digits.model,
+                                 predicted_ms=0.5, routines={}, profiled_fp32_ms=1.0))
+    assert result.load_change == pytest.approx(2.0)  # fp32 3 ms now, 1 ms in the profile: 3x the load
+    data = result.to_json()
+    assert data["profiled_fp32_ms"] == 1.0 and data["load_change"] == pytest.approx(2.0)
 
 
 def test_tune_profiles_and_times_every_latency_on_the_evaluator_sample(
