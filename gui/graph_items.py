@@ -16,8 +16,9 @@ from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QStyleOptionGrap
 
 from engine.layout.fold import fold_edges
 from engine.layout.layered import layout_graph
+from engine.layout.wrap import wrap_layout
 
-__all__ = ["NodeItem", "lay_out", "edge_paths", "edge_shapes", "edge_items", "LAYER_SIZE", "OP_SIZE", "shape_label", "MARK_COLOURS", "BAR_COLOUR",
+__all__ = ["NodeItem", "lay_out", "aspect_changed", "edge_paths", "edge_shapes", "edge_items", "LAYER_SIZE", "OP_SIZE", "shape_label", "MARK_COLOURS", "BAR_COLOUR",
            "UNMEASURED_COLOUR"]
 
 logger = logging.getLogger(__name__)
@@ -273,10 +274,20 @@ def edge_paths(polylines: Iterable[Sequence[tuple[float, float]]]) -> tuple[QGra
     return edge_items(*edge_shapes(polylines))
 
 
+def aspect_changed(aspect: float | None, built: float | None) -> bool:
+    """Whether a layout wrapped for ``built`` no longer suits a view of ``aspect`` (30 % off, or none before)."""
+    if aspect is None:
+        return False
+    return built is None or max(aspect / built, built / aspect) > 1.3
+
+
 def lay_out(names: list[str], pairs: list[tuple[str, str]], layers: list[str],
-            sizes: dict[str, tuple[float, float]], compact: bool) -> tuple[Any, Any, dict[str, list[str]], set[str]]:
+            sizes: dict[str, tuple[float, float]], compact: bool,
+            aspect: float | None = None) -> tuple[Any, Any, dict[str, list[str]], set[str]]:
     """For the view, on its layout thread: the layout, the edge shapes, each layer's neighbouring
-    layers, the nodes shown (``compact``: layers only, ops folded into the edges)."""
+    layers, the nodes shown (``compact``: layers only, ops folded into the edges). With the view's
+    width/height ``aspect``, a layout far taller than the view is wrapped into columns
+    (``engine.layout.wrap``) so that it fits at a readable scale."""
     folded = fold_edges(names, pairs, layers)
     nbrs: dict[str, list[str]] = {n: [] for n in layers}
     for src, dst in folded:
@@ -284,4 +295,6 @@ def lay_out(names: list[str], pairs: list[tuple[str, str]], layers: list[str],
         nbrs[dst].append(src)
     shown, shown_pairs = (layers, list(folded)) if compact else (names, pairs)
     layout = layout_graph(shown, shown_pairs, {n: sizes[n] for n in shown}, node_gap=28.0, rank_gap=36.0)
+    if aspect is not None:
+        layout = wrap_layout(layout, aspect)
     return layout, edge_shapes(layout.edges.values()), nbrs, set(shown)

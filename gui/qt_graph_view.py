@@ -10,7 +10,8 @@ At a glance: until the user picks a colour mode the fill follows the results (dr
 exists, else latency, else layer/op); every profiled layer carries a latency bar; selecting a layer
 outlines its neighbouring layers (with their routines) and its prune group. A large model is laid out
 on a background thread and its boxes are added in chunks, so the event loop never waits long; it
-opens fitted when boxes stay readable, else at a readable zoom centred on the hottest layer.
+opens fitted when boxes stay readable, else at a readable zoom centred on the hottest layer. A graph
+far taller than the view is wrapped into columns for the view's shape (``engine.layout.wrap``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView
 
 from gui.colour_modes import MODES
 from gui.graph_paint import CATEGORY_COLOURS, COLORMAP, mark_related, recolour, update_badges
-from gui.graph_items import LAYER_SIZE, OP_SIZE, NodeItem, edge_items, lay_out
+from gui.graph_items import LAYER_SIZE, OP_SIZE, NodeItem, aspect_changed, edge_items, lay_out
 from gui.qt_background import QtBackground
 from gui.qt_graph_find import QtGraphFind, step
 from gui.session_links import connect_view, guarded
@@ -66,6 +67,12 @@ class QtGraphView(QGraphicsView):
         self.succs: dict[str, list[str]] = {}  # the drawn edges and ranks, for walking (gui.qt_graph_find.step)
         self.preds: dict[str, list[str]] = {}
         self.ranks: dict[str, int] = {}
+        self.columns: tuple[tuple[int, int], ...] = ()  # the drawn layout's columns (first, last rank), wrapped
+        self._built_aspect: float | None = None  # the viewport's aspect the drawn layout was wrapped for
+        self._rewrap = QTimer(self)  # after a resize that changes the aspect a lot, wrap the columns anew
+        self._rewrap.setSingleShot(True)
+        self._rewrap.setInterval(250)
+        self._rewrap.timeout.connect(self._on_rewrap)
         self.setScene(QGraphicsScene(self))
         self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.TextAntialiasing)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.SmartViewportUpdate)
@@ -152,12 +159,30 @@ class QtGraphView(QGraphicsView):
         names = work[0]
         self._drawn = work
         self.building = True
+        aspect = self._built_aspect = self._aspect()
         if len(names) < _SYNC_BELOW:
-            self._place(self._generation, lay_out(*work), None, keep_view)
+            self._place(self._generation, lay_out(*work, aspect), None, keep_view)
             return
         generation = self._generation
-        self._layout.submit(lambda: lay_out(*work),
+        self._layout.submit(lambda: lay_out(*work, aspect),
                             lambda result, error: self._place(generation, result, error, keep_view))
+
+    def _aspect(self) -> float | None:
+        """The viewport's width/height (a tall graph is wrapped into columns to fit it), None before it has a size."""
+        size = self.viewport().size()
+        if size.width() < 50 or size.height() < 50:
+            return None
+        return round(size.width() / size.height(), 2)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        if self.items and not self.building and aspect_changed(self._aspect(), self._built_aspect):
+            self._rewrap.start()
+
+    def _on_rewrap(self) -> None:
+        if self.items and not self.building and aspect_changed(self._aspect(), self._built_aspect):
+            self._drawn = None  # the same graph, laid out for the new shape of the view
+            self.rebuild()
 
     def _place(self, generation: int, laid_out: Any, error: BaseException | None, keep_view: bool) -> None:
         if generation != self._generation:
@@ -169,6 +194,7 @@ class QtGraphView(QGraphicsView):
             return
         layout, shapes, nbrs, shown = laid_out
         self.ranks = dict(layout.layers)
+        self.columns = layout.columns
         self.layer_nbrs = nbrs
         self.succs = {n: [] for n in layout.positions}
         self.preds = {n: [] for n in layout.positions}
@@ -351,7 +377,6 @@ class QtGraphView(QGraphicsView):
         finally:
             self._syncing = False
         self._mark_related(names or ())
-
 
     def _mark_related(self, names: Any) -> None:
         mark_related(self, names)

@@ -46,6 +46,8 @@ class Layout:
     layers: dict[str, int]  # node id -> rank, 0 = top
     width: float
     height: float
+    #: (first rank, last rank) of each column once ``engine.layout.wrap`` has wrapped it; () unwrapped
+    columns: tuple[tuple[int, int], ...] = ()
 
 
 def layout_graph(

@@ -115,12 +115,32 @@ def test_a_thousand_nodes_build_and_zoom(qtbot) -> None:
         session.set_model("chain.onnx", _chain_graph(1200))
     assert len(view.items) == 1200
     view.fit()
-    assert view.transform().m11() < 0.1  # far out: boxes only, no text (level of detail)
+    # the chain is wrapped into columns for the view's shape: fitted it is far out, but not a sliver
+    assert len(view.columns) > 10
+    assert 0.05 < view.transform().m11() < 0.45  # boxes only, no text (level of detail)
     view.grab()  # paints every visible item once without error
     view.zoom(100.0)
     assert view.transform().m11() <= 4.0
     view.close_view()
     assert len(session.events.model) == 0
+
+
+def test_a_tall_chain_is_wrapped_for_the_view_and_wrapped_anew_when_its_shape_changes(qtbot) -> None:
+    session = Session()
+    view = QtGraphView(session)
+    qtbot.addWidget(view)
+    view.resize(1000, 600)
+    view.show()
+    with qtbot.waitSignal(view.built, timeout=30_000):
+        session.set_model("chain.onnx", _chain_graph(60))
+    wide = view.columns
+    assert len(wide) >= 4
+    xs = [view.items[f"relu_{i}"].pos().x() + view.items[f"relu_{i}"].boundingRect().center().x() for i in range(60)]
+    assert xs[0] < xs[-1]  # later nodes stand in columns further right
+    with qtbot.waitSignal(view.built, timeout=30_000):
+        view.resize(400, 1200)  # a portrait view: fewer columns
+    assert 1 <= len(view.columns) < len(wide)
+    view.close_view()
 
 
 def test_the_fill_follows_the_results_and_layers_carry_latency_bars(window, qtbot) -> None:
