@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
 import pyqtgraph as pg
@@ -191,11 +192,13 @@ class QtInspector(QWidget):
     def _show_facts(self) -> None:
         graph, selection = self.session.graph, self.session.selection
         if graph is None:
+            self.title.setToolTip("")
             self.title.setText("<b>No model</b>")
             self.facts.setText("Open a model with File ▸ Open or drop an .onnx file on the window.")
             return
+        self.title.setToolTip(graph.label if graph.path else "")  # the full path; the title shows its file name
         if not selection:
-            self.title.setText(f"<b>{html.escape(graph.label)}</b>")
+            self.title.setText(f"<b>{html.escape(Path(graph.path).name if graph.path else graph.label)}</b>")
             self.facts.setText(f"{len(graph.nodes)} nodes, {len(graph.layers)} layers. Select a node to inspect it.")
             return
         if len(selection) > 1:

@@ -332,7 +332,8 @@ def load_session(
     data = _read(path)
     base = path.parent
     recorded = base / data["model"]["path"]
-    model = Path(model_path) if model_path is not None else recorded
+    # normalized: a path saved relative to the session reads "/tmp/s/../../root/m.onnx" otherwise
+    model = Path(os.path.abspath(model_path if model_path is not None else recorded))
     if not model.is_file():
         raise ModelMovedError(f"{path}: model not found at {model} (moved or renamed?)", model, path)
     expected_sha = data["model"].get("sha256")
@@ -361,7 +362,7 @@ def load_session(
     session.graph = loaded if same else load_model(model, shapes)
     evaluator = data.get("evaluator")
     if isinstance(evaluator, dict) and isinstance(evaluator.get("path"), str):
-        session.evaluator_path = base / evaluator["path"]
+        session.evaluator_path = Path(os.path.abspath(base / evaluator["path"]))
         session.evaluator_trusted = trust_evaluator or is_trusted(session.evaluator_path)
         if not session.evaluator_path.is_file():
             logger.warning("%s: evaluator %s not found", label, session.evaluator_path)

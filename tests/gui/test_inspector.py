@@ -137,3 +137,12 @@ def test_facts_name_the_int8_methods_of_the_plan(window) -> None:
     window.graph_view.select(["/fc1/Gemm"])
     facts = inspector.facts.text()
     assert "SmoothQuant: alpha 0.5" in facts and "int8 calibration: minmax" in facts and "cross-layer" not in facts
+
+
+def test_the_header_names_the_model_file_with_its_full_path_as_tooltip(window) -> None:
+    window.session.set_selection(())
+    window.inspector.refresh()
+    graph = window.session.graph
+    title = window.inspector.title
+    assert graph.path.name in title.text() and str(graph.path.parent) not in title.text()
+    assert title.toolTip() == str(graph.path)

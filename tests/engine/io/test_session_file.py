@@ -128,6 +128,19 @@ def test_file_is_versioned_json_with_relative_paths(tmp_path: Path) -> None:
                                    "random": False, "count": 8, "shapes": {"x": [[1, 3, 16, 16]]}}
 
 
+def test_a_session_saved_away_from_its_model_loads_the_model_path_normalized(tmp_path: Path) -> None:
+    deep = tmp_path / "runs" / "shot"
+    deep.mkdir(parents=True)
+    s = make_session(tmp_path)
+    s.evaluator_path = tmp_path / "eval.py"
+    save_session(s, deep / "s.layerlab.json")
+    assert json.loads((deep / "s.layerlab.json").read_text())["model"]["path"] == "../../model.onnx"
+    loaded = load_session(deep / "s.layerlab.json")
+    assert loaded.model_path == tmp_path / "model.onnx" and ".." not in loaded.model_path.parts
+    assert loaded.graph.label == str(tmp_path / "model.onnx")  # what the window and messages show
+    assert loaded.evaluator_path == tmp_path / "eval.py"
+
+
 def test_moved_model_names_expected_path_and_can_be_located(tmp_path: Path) -> None:
     save_session(make_session(tmp_path), tmp_path / "s.layerlab.json")
     moved = tmp_path / "elsewhere.onnx"
