@@ -193,12 +193,17 @@ class NodeItem(QGraphicsItem):
         plain = QFont(painter.font())
         plain.setPointSizeF(8.0)
         line_h = inner.height() / 3
+        corner = " ".join(t for t in (self.mark_text, self.badge) if t)
+        corner_w = QFontMetrics(plain).horizontalAdvance(corner) + 6 if corner else 0
         for i, (text, font) in enumerate(zip(self._lines, (bold, plain, plain))):
             painter.setFont(font)
-            elided = QFontMetrics(font).elidedText(text, Qt.TextElideMode.ElideMiddle, int(inner.width()))
             row = QRectF(inner.left(), inner.top() + i * line_h, inner.width(), line_h)
-            painter.drawText(row, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, elided)
-        corner = " ".join(t for t in (self.mark_text, self.badge) if t)
+            align = Qt.AlignmentFlag.AlignHCenter
+            if i == 0 and QFontMetrics(font).horizontalAdvance(text) / 2 > inner.width() / 2 - corner_w:
+                row.setWidth(inner.width() - corner_w)  # centred, the title would run into the corner text
+                align = Qt.AlignmentFlag.AlignLeft
+            elided = QFontMetrics(font).elidedText(text, Qt.TextElideMode.ElideMiddle, int(row.width()))
+            painter.drawText(row, align | Qt.AlignmentFlag.AlignVCenter, elided)
         if corner:
             painter.setFont(plain)
             painter.drawText(inner, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, corner)
