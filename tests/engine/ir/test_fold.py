@@ -49,9 +49,14 @@ def test_classic_cnn_profile_covers_end_to_end(tmp_path: Path, capsys, monkeypat
     monkeypatch.setenv("LAYERLAB_CACHE", str(tmp_path / "cache"))
     path = tmp_path / "classic.onnx"
     onnx.save(builders.classic_cnn(), path)
-    assert main(["profile", str(path), "--json", "--repeats", "10", "--threads", "1"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["inputs"] == {"x": [1, 3, 16, 16]}
-    tunable = [layer["name"] for layer in out["layers"] if layer["tunable"]]
-    assert tunable == ["conv1", "fc"] and all("int8" in layer["routines"] for layer in out["layers"] if layer["tunable"])
-    assert 0.9 <= out["coverage"] <= 1.1
+    coverages = []
+    for _ in range(3):  # a loaded machine can preempt one run's kernels; a real gap (unfolded weights: ~0.5) repeats
+        assert main(["profile", str(path), "--json", "--repeats", "10", "--threads", "1", "--no-cache"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["inputs"] == {"x": [1, 3, 16, 16]}
+        tunable = [layer["name"] for layer in out["layers"] if layer["tunable"]]
+        assert tunable == ["conv1", "fc"] and all("int8" in layer["routines"] for layer in out["layers"] if layer["tunable"])
+        coverages.append(out["coverage"])
+        if 0.9 <= coverages[-1] <= 1.1:
+            break
+    assert 0.9 <= coverages[-1] <= 1.1, coverages

@@ -102,8 +102,11 @@ def test_tune_reaches_more_int8_layers_with_the_methods(monkeypatch: pytest.Monk
     layer in int8, and the plan it writes says so. Times are fixed (fewer fp32 layers, faster) so the
     routes are decided by the real drops alone; the sweep, the builds and the metrics are real."""
     prof = profile(chain, ProfileOptions(repeats=4, profile_runs=3, warmup=1, use_cache=False, routines=("fp32", "int8")))
-    fast = replace(prof, layers=[replace(lp, routines={"int8": lp.ms / 10}) if lp.tunable else lp for lp in prof.layers],
-                   adapt_scale={})
+    # Every time fixed (a layer 1 ms in fp32, 0.1 ms in int8; ops and conversions next to nothing): the real
+    # profile's times move with the machine's load, and on a loaded one a conversion could outweigh a layer.
+    fast = replace(prof, layers=[replace(lp, ms=1.0, routines={"int8": 0.1}) if lp.tunable
+                                 else replace(lp, ms=0.001, context={}, int8_ops=None) for lp in prof.layers],
+                   adapts=[replace(a, ms=0.001) for a in prof.adapts], adapt_scale={})
 
     def job(value):
         def fn(*args, **kwargs):
