@@ -50,27 +50,42 @@ def column_bands(tops: list[float], bottoms: list[float], columns: int) -> list[
         if start >= n - 1:
             break
         goal = tops[0] + total * k / columns
-        # the last rank of this column: its bottom nearest the goal, at least one rank, leave one for later
-        best = min(range(start, n - 1), key=lambda r: (abs(bottoms[r] - goal), r))
+        # the last rank of this column: its bottom nearest the goal (bottoms increase), at least one
+        # rank, leaving one for later; a tie goes to the upper rank
+        i = bisect.bisect_left(bottoms, goal, start, n - 1)
+        best = min({max(i - 1, start), min(i, n - 2)}, key=lambda r: (abs(bottoms[r] - goal), r))
         out.append((start, best))
         start = best + 1
     out.append((start, n - 1))
     return out
 
 
-def _extent(layout: Layout, first: int, last: int, tops: list[float], bottoms: list[float],
-            pad: float) -> tuple[float, float]:
-    """Left and right x of what is drawn within ranks first..last (boxes, edge points up to ``pad`` outside)."""
-    lo, hi = math.inf, -math.inf
+def _rank_extents(layout: Layout, tops: list[float], bottoms: list[float],
+                  pad: float) -> tuple[list[float], list[float]]:
+    """Left and right x of what is drawn in each rank band (boxes, edge points up to ``pad`` outside it)."""
+    lo, hi = [math.inf] * len(tops), [-math.inf] * len(tops)
     for name, r in layout.layers.items():
-        if first <= r <= last:
-            x, w = layout.positions[name][0], layout.sizes[name][0]
-            lo, hi = min(lo, x - w / 2), max(hi, x + w / 2)
+        x, w = layout.positions[name][0], layout.sizes[name][0]
+        lo[r], hi[r] = min(lo[r], x - w / 2), max(hi[r], x + w / 2)
+    padded = [b + pad for b in bottoms]
     for pts in layout.edges.values():
         for x, y in pts:
-            if tops[first] - pad <= y <= bottoms[last] + pad:
-                lo, hi = min(lo, x), max(hi, x)
+            r = bisect.bisect_left(padded, y)  # the first band whose padded bottom is at or below y
+            while r < len(tops) and tops[r] - pad <= y:
+                lo[r], hi[r] = min(lo[r], x), max(hi[r], x)
+                r += 1
     return lo, hi
+
+
+def _gap_crossings(layout: Layout, tops: list[float], bottoms: list[float]) -> list[int]:
+    """How many edge segments cross the middle of each gap between rank r and r + 1 (where a cut goes)."""
+    mids = [(bottoms[r] + tops[r + 1]) / 2 for r in range(len(tops) - 1)]
+    count = [0] * len(mids)
+    for pts in layout.edges.values():
+        for (_, y0), (_, y1) in zip(pts, pts[1:]):
+            for i in range(bisect.bisect_right(mids, y0), bisect.bisect_left(mids, y1)):
+                count[i] += 1
+    return count
 
 
 def _fit_score(widths: list[float], heights: list[float], aspect: float, gap: float, margin: float) -> float:
@@ -99,12 +114,14 @@ def wrap_layout(layout: Layout, aspect: float, *, column_gap: float = 90.0, lane
     rank_gap = min(tops[r + 1] - bottoms[r] for r in range(n_ranks - 1))
     best: tuple[float, list[tuple[int, int]], list[tuple[float, float]]] | None = None
     one = None
+    rank_lo, rank_hi = _rank_extents(layout, tops, bottoms, rank_gap)
+    crossing = _gap_crossings(layout, tops, bottoms)
     for count in range(1, min(max_columns, n_ranks) + 1):
         cols = column_bands(tops, bottoms, count)
         if best is not None and len(cols) < count:
             break
-        spans = [_extent(layout, a, b, tops, bottoms, rank_gap) for a, b in cols]
-        margin = rank_gap / 2 + lane * _max_lanes(layout, cols, tops, bottoms)
+        spans = [(min(rank_lo[a:b + 1]), max(rank_hi[a:b + 1])) for a, b in cols]
+        margin = rank_gap / 2 + lane * max((crossing[b] for _, b in cols[:-1]), default=0)
         score = _fit_score([hi - lo for lo, hi in spans], [bottoms[b] - tops[a] for a, b in cols],
                            aspect, column_gap, margin)
         if one is None:
@@ -133,10 +150,6 @@ def _crossings(layout: Layout, cuts: list[float]) -> list[list[tuple[float, tupl
     for crossing in out:
         crossing.sort()
     return out
-
-
-def _max_lanes(layout: Layout, cols: list[tuple[int, int]], tops: list[float], bottoms: list[float]) -> int:
-    return max((len(c) for c in _crossings(layout, _cuts(cols, tops, bottoms))), default=0)
 
 
 def _apply(layout: Layout, cols: list[tuple[int, int]], spans: list[tuple[float, float]],

@@ -1,4 +1,4 @@
-"""Benchmark for engine.layout.layered: time ``layout_graph`` on 2,000-node model-like DAGs (and a random one).
+"""Benchmark for engine.layout: time ``layout_graph``, then ``wrap_layout`` into a 1.5:1 view, on 2,000-node model-like DAGs (and a random one).
 
 Run ``python tests/bench/bench_layout.py``; it prints the median and spread (min..max) over repeats.
 Target: each graph under a second on the project machines.
@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout
 
 from engine.layout.layered import layout_graph  # after the path insert above
+from engine.layout.wrap import wrap_layout
 
 __all__ = ["chain", "main", "random_dag", "resnet_like", "transformer_like"]
 
@@ -84,14 +85,17 @@ def random_dag(n: int, seed: int = 0) -> Graph:
     return nodes, edges
 
 
-def _time(graph: Graph, repeats: int) -> list[float]:
+def _time(graph: Graph, repeats: int) -> tuple[list[float], list[float], int]:
     nodes, edges = graph
-    times = []
+    times, wraps, columns = [], [], 0
     for _ in range(repeats):
         start = time.perf_counter()
-        layout_graph(nodes, edges)
-        times.append(time.perf_counter() - start)
-    return times
+        layout = layout_graph(nodes, edges)
+        middle = time.perf_counter()
+        columns = len(wrap_layout(layout, 1.5).columns)
+        times.append(middle - start)
+        wraps.append(time.perf_counter() - middle)
+    return times, wraps, columns
 
 
 def main(repeats: int = 7, n: int = 2000) -> None:
@@ -99,10 +103,12 @@ def main(repeats: int = 7, n: int = 2000) -> None:
     for name, make in (("chain", chain), ("resnet-like", resnet_like), ("transformer-like", transformer_like),
                        ("random-dag", random_dag)):
         graph = make(n)
-        times = _time(graph, repeats)
+        times, wraps, columns = _time(graph, repeats)
         print(f"{name:17s} nodes={len(graph[0]):5d} edges={len(graph[1]):5d}  "
               f"median {statistics.median(times) * 1e3:7.1f} ms  "
-              f"spread {min(times) * 1e3:.1f}..{max(times) * 1e3:.1f} ms  ({repeats} repeats)")
+              f"spread {min(times) * 1e3:.1f}..{max(times) * 1e3:.1f} ms  "
+              f"wrap {statistics.median(wraps) * 1e3:6.1f} ms ({min(wraps) * 1e3:.1f}..{max(wraps) * 1e3:.1f}) "
+              f"into {columns} columns  ({repeats} repeats)")
 
 
 if __name__ == "__main__":

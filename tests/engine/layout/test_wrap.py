@@ -57,6 +57,7 @@ def check_wrapped(lay: Layout, before: Layout) -> None:
         (xd, yd), (_, hd) = lay.positions[dst], lay.sizes[dst]
         assert pts[0] == pytest.approx((xs, ys + hs / 2)) and pts[-1] == pytest.approx((xd, yd - hd / 2))
         assert pts[-1][1] > pts[-2][1]  # the arrow head points down into the target
+        assert all(-EPS <= x <= lay.width + EPS and -EPS <= y <= lay.height + EPS for x, y in pts)
         for p, q in itertools.pairwise(pts):
             for name, box in boxes.items():
                 if name not in (src, dst):
@@ -122,3 +123,26 @@ def test_random_dags_wrap_without_overlaps_or_crossed_boxes(n: int, data: st.Dat
     aspect = data.draw(st.sampled_from([0.5, 1.0, 1.6, 3.0]))
     tall = layout_graph(names, edges)
     check_wrapped(wrap_layout(tall, aspect), tall)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=2, max_value=30), st.data())
+def test_per_rank_extents_and_gap_crossings_match_a_walk_over_every_point(n: int, data: st.DataObject) -> None:
+    from engine.layout.wrap import _bands, _gap_crossings, _rank_extents
+
+    names = [f"v{i}" for i in range(n)]
+    pairs = data.draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=2 * n))
+    lay = layout_graph(names, [(names[a], names[b]) for a, b in pairs if a < b])
+    tops, bottoms = _bands(lay)
+    pad = 48.0
+    lo, hi = _rank_extents(lay, tops, bottoms, pad)
+    points = [p for pts in lay.edges.values() for p in pts]
+    for r in range(len(tops)):
+        xs = [lay.positions[v][0] - lay.sizes[v][0] / 2 for v in names if lay.layers[v] == r]
+        xs += [lay.positions[v][0] + lay.sizes[v][0] / 2 for v in names if lay.layers[v] == r]
+        xs += [x for x, y in points if tops[r] - pad <= y <= bottoms[r] + pad]
+        assert (lo[r], hi[r]) == (min(xs), max(xs))
+    crossing = _gap_crossings(lay, tops, bottoms)
+    for r, count in enumerate(crossing):
+        mid = (bottoms[r] + tops[r + 1]) / 2
+        assert count == sum(1 for pts in lay.edges.values() for p, q in itertools.pairwise(pts) if p[1] < mid < q[1])
