@@ -4,10 +4,11 @@ The engine does the work (``engine.io.session_file``, ``engine.report.write``, `
 asks for paths, turns errors into one-line messages, and copies a loaded session into the window's
 session through its setters (the views stay subscribed to that one object).
 
-Nothing slow runs on the GUI thread: reports (HTML, PDF), the CSV, the plan and session files are written,
-and session files read, on a background thread (``gui.qt_background.QtBackground``, which hands the
-result back on the GUI thread); the optimized model is built by an engine job in the worker process
-(``engine.jobs.catalogue.EXPORT_PLAN``).
+Nothing slow runs on the GUI thread: the CSV, the plan and session files are written, and session files
+read, on a background thread (``gui.qt_background.QtBackground``, which hands the result back on the GUI
+thread); the reports (HTML, PDF) and the optimized model are written by engine jobs in the worker process
+(``engine.jobs.catalogue.WRITE_REPORT``, ``EXPORT_PLAN``): drawing a PDF holds the GIL for seconds, which
+on a thread of this process starved the GUI thread.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from engine.model.session import Session
 from engine.io.session_file import ModelMovedError, load_session, save_session
 from engine.io.autosave import autosave, autosave_path, find_autosave, recover
 from engine.report.export import write_layer_csv, write_plan
-from engine.report.write import write_report
 from gui.qt_background import QtBackground
 
 __all__ = ["QtFileActions", "AUTOSAVE_MS", "adopt", "EXPORTS"]
@@ -43,8 +43,7 @@ EXPORTS: dict[str, tuple[str, str, str]] = {
     "plan": ("Plan &JSON…", ".plan.json", "Plan (*.json)"),
     "csv": ("Per-layer &CSV…", ".layers.csv", "CSV (*.csv)"),
 }
-_WRITERS: dict[str, Callable[[Session, Path], Path]] = {"report": write_report, "pdf": write_report,
-                                                        "plan": write_plan, "csv": write_layer_csv}
+_WRITERS: dict[str, Callable[[Session, Path], Path]] = {"plan": write_plan, "csv": write_layer_csv}
 
 
 def adopt(target: Session, loaded: Session) -> None:
@@ -85,14 +84,15 @@ class QtFileActions(QObject):
         self.ask: Callable[[str, str], bool] = self._ask
         self.choose_file: Callable[[str, str, str, bool], str] = self._choose_file
         self.background = QtBackground(self, "layerlab-files")
+        self._exports: set[int] = set()  # ids of the export jobs that wait or run in the worker
         self.timer = QTimer(self)
         self.timer.setInterval(AUTOSAVE_MS)
         self.timer.timeout.connect(self.autosave_now)
         self.timer.start()
 
     def busy(self) -> bool:
-        """True while a file is being read or written in the background."""
-        return self.background.pending > 0
+        """True while a file is being read or written in the background (here or in the worker)."""
+        return self.background.pending > 0 or bool(self._exports)
 
     def close(self) -> None:
         """Stop autosaving and let a file being written finish (the window calls this when it closes)."""
@@ -253,8 +253,8 @@ class QtFileActions(QObject):
     def export(self, kind: str, path: Path | None = None) -> Path | None:
         """Start an export (``EXPORTS``: report, pdf, model, plan, csv); returns the path it will write.
 
-        ``done(kind, path)`` follows once it is written (None when it failed). The optimized model is
-        built by an engine job in the worker; the others are written on a background thread.
+        ``done(kind, path)`` follows once it is written (None when it failed or was cancelled). The reports
+        and the optimized model are written by engine jobs in the worker; the others on a background thread.
         """
         label, suffix, filter_ = EXPORTS[kind]
         if self.session.graph is None:
@@ -269,6 +269,9 @@ class QtFileActions(QObject):
         path = Path(path)
         if kind == "model":
             self._export_model(path)
+        elif kind in ("report", "pdf"):
+            snapshot = catalogue.SessionSnapshot.of(self.session)  # the session as of now, without the graph
+            self._in_worker(kind, path, catalogue.WRITE_REPORT, {"snapshot": snapshot, "out_path": str(path)})
         else:
             writer = _WRITERS[kind]
             self._in_background(kind, lambda: writer(self.session, path), self._exported)
@@ -293,12 +296,24 @@ class QtFileActions(QObject):
             self.done.emit("model", None)
             return
         routines = dict(getattr(session.route, "routines", {}) or {})
-        worker = self.window.run_job(
-            catalogue.EXPORT_PLAN,
-            {"path": str(session.model_path), "input_shapes": dict(session.input_shapes),
-             "plan": session.plan.to_dict(), "routines": routines, "out_path": str(path),
-             # int8 calibrates as Measure and Tune did: the bytes that were measured
-             "evaluator": str(session.evaluator_path) if session.evaluator_path and session.evaluator_trusted else None},
-            f"Exporting {path.name}", lambda written: self.done.emit("model", self._exported(Path(written))),
-            kind="export")
-        worker.errored.connect(lambda *_: self.done.emit("model", None))
+        self._in_worker("model", path, catalogue.EXPORT_PLAN, {
+            "path": str(session.model_path), "input_shapes": dict(session.input_shapes),
+            "plan": session.plan.to_dict(), "routines": routines, "out_path": str(path),
+            # int8 calibrates as Measure and Tune did: the bytes that were measured
+            "evaluator": str(session.evaluator_path) if session.evaluator_path and session.evaluator_trusted else None})
+
+    def _in_worker(self, kind: str, path: Path, name: str, kwargs: dict[str, Any]) -> None:
+        """Queue catalogue job ``name``, which writes ``path``, in the window's worker; ``done(kind, path or None)``
+        follows. It queues behind the job that runs (jobs run one at a time); a later export to the same
+        file replaces it, exports to other files wait their turn."""
+        label = f"Exporting {path.name}"
+        ahead = self.window.job
+        job = self.window.run_job(name, kwargs, label,
+                                  lambda written: self.done.emit(kind, self._exported(Path(written))),
+                                  kind=f"export {path}")
+        self._exports.add(job.job_id)
+        job.errored.connect(lambda *_: self.done.emit(kind, None))  # the runner shows the error line
+        job.cancelled.connect(lambda *_: self.done.emit(kind, None))
+        job.ended.connect(lambda: self._exports.discard(job.job_id))
+        if ahead is not None and self.window.job is not job:
+            self.window.set_status(f"{label}: waits for {ahead.label}")

@@ -24,11 +24,13 @@ from typing import Any, Callable, Mapping
 from engine.errors import LayerLabError
 from engine.jobs.layer_facts import layer_facts_job
 from engine.jobs.loaded import load_graph, load_job_evaluator
+from engine.jobs.report_job import SessionSnapshot, write_report_job
 from engine.progress import Job, Progress, in_thread
 from engine.jobs.prediction import Prediction, baseline_measurement, plan_routines, predict_plan, tune_available  # re-exported
 from engine.model.session import Measurement, Trial
 
-__all__ = ["JOBS", "OPEN_MODEL", "PROFILE", "SENSITIVITY", "MEASURE", "TUNE", "EXPORT_PLAN", "LAYER_FACTS", "register",
+__all__ = ["JOBS", "OPEN_MODEL", "PROFILE", "SENSITIVITY", "MEASURE", "TUNE", "EXPORT_PLAN", "LAYER_FACTS", "WRITE_REPORT",
+           "register", "SessionSnapshot",
            "resolve", "load_job_evaluator", "PlanMeasurement", "Prediction", "TuneOutcome", "load_graph", "open_model",
            "profile_model_job", "sensitivity_model_job",
            "measure_plan_job", "tune_model_job", "tune_outcome", "export_plan_job", "plan_routines", "predict_plan",
@@ -285,6 +287,7 @@ MEASURE = "measure"
 TUNE = "tune"
 EXPORT_PLAN = "export_plan"
 LAYER_FACTS = "layer_facts"
+WRITE_REPORT = "write_report"
 
 
 #: Job name -> function (a generator yielding ``Progress``, or a plain function); the worker runs only these.
@@ -296,6 +299,7 @@ JOBS: dict[str, Callable[..., Any]] = {
     TUNE: tune_model_job,
     EXPORT_PLAN: export_plan_job,
     LAYER_FACTS: layer_facts_job,
+    WRITE_REPORT: write_report_job,
 }
 
 _PLUGINS_ENV = "LAYERLAB_JOB_PLUGINS"

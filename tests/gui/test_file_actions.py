@@ -68,3 +68,23 @@ def test_a_bad_session_file_is_one_line(window, qtbot, tmp_path) -> None:
     _, opened = _finish(qtbot, window.files, lambda: window.files.open_session(bad))
     assert opened is None
     assert "bad.layerlab.json" in window.last_error and "\n" not in window.last_error
+
+
+def test_a_report_that_cannot_be_written_is_one_line(window, qtbot, tmp_path) -> None:
+    target = tmp_path / "missing" / "r.report.pdf"
+    path, written = _finish(qtbot, window.files, lambda: window.files.export("pdf", target))
+    assert path == target and written is None and not window.files.busy()
+    assert window.last_error.startswith("Exporting r.report.pdf failed: ") and "does not exist" in window.last_error
+    assert "\n" not in window.last_error
+
+
+def test_reports_are_written_by_the_worker_with_the_session_as_asked(window, qtbot, tmp_path) -> None:
+    window.session.set_notes("before the export")
+    with qtbot.waitSignal(window.files.done, timeout=_WAIT_MS) as blocker:
+        window.files.export("report", tmp_path / "r.html")
+        queued = [j for j in [window.job, *window.jobs.worker.waiting()] if j is not None]
+        assert window.files.busy() and [j.name for j in queued][-1:] == ["write_report"]
+        window.session.set_notes("after the export was asked for")  # not in the report: it was asked before
+    assert blocker.args == ["report", tmp_path / "r.html"] and not window.files.busy()
+    text = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "before the export" in text and "after the export" not in text
