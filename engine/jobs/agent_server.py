@@ -107,15 +107,23 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length)
         if not self.server.slots.acquire(blocking=False):  # before any work: reading the models costs too
             return self._refuse(503, f"busy: {self.server.limits.max_jobs} job(s) running, the agent's limit; try again later")
+        final: dict[str, Any] | None = None
         try:
             try:
                 kind, settings, blobs = unpack(body)
                 job = start_job(kind, settings, blobs)
             except LayerLabError as exc:
                 return self._refuse(400, str(exc))
-            self._stream(kind, job)
+            final = self._stream(kind, job)
         finally:
             self.server.slots.release()
+        if final is not None:  # after the release: a client that sends its next job on reading this finds a free slot
+            try:
+                self._line(final)
+            except OSError:
+                pass
+            except (TypeError, ValueError) as exc:  # a result JSON cannot carry: still one line to the client
+                self._try_line({"error": f"the agent could not send the job's result: {str(exc)[:200]}"})
 
     def do_PUT(self) -> None:
         self._refuse(405, f"method {self.command} refused (the agent serves GET /v1/info, POST /v1/jobs)")
@@ -134,8 +142,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._refuse(401, "wrong or missing token")
         return False
 
-    def _stream(self, kind: str, job: Any) -> None:
-        """Run ``job``, sending progress lines and then its result; stop it at the time limit or when the client leaves."""
+    def _stream(self, kind: str, job: Any) -> dict[str, Any] | None:
+        """Run ``job``, sending progress lines; return the last line (its result or error) for the caller to send
+        once the job's slot is free, or None when the client left. Stops at the time limit or when the client leaves."""
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.end_headers()
@@ -147,24 +156,23 @@ class _Handler(BaseHTTPRequestHandler):
                 try:
                     p: Progress = next(job)
                 except StopIteration as stop:
-                    self._line({"result": stop.value})
                     logger.info("%s: %s job done", self.client_address[0], kind)
-                    return
+                    return {"result": stop.value}
                 if time.monotonic() > deadline:
                     job.close()
-                    self._line({"error": f"{kind} job stopped at the agent's limit of {self.server.limits.job_seconds:g} s"})
-                    return
+                    return {"error": f"{kind} job stopped at the agent's limit of {self.server.limits.job_seconds:g} s"}
                 if time.monotonic() - last >= _PROGRESS_EVERY:
                     last = time.monotonic()
                     self._line({"progress": {"done": p.done, "total": p.total, "message": p.message}})
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             logger.warning("%s: client went away; %s job stopped", self.client_address[0], kind)
             job.close()
+            return None
         except LayerLabError as exc:
-            self._try_line({"error": str(exc)})
+            return {"error": str(exc)}
         except Exception as exc:  # a bug or an ORT failure: tell the client in one line, keep serving
             logger.exception("%s job failed", kind)
-            self._try_line({"error": f"{kind} job failed on the agent: {exc.__class__.__name__}: {str(exc)[:200]}"})
+            return {"error": f"{kind} job failed on the agent: {exc.__class__.__name__}: {str(exc)[:200]}"}
 
     def _line(self, data: dict[str, Any]) -> None:
         self.wfile.write(json.dumps(data).encode() + b"\n")

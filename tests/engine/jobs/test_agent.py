@@ -6,6 +6,7 @@ import http.client
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +274,24 @@ def test_busy_agent_refuses_a_second_job_at_once(remote: RemoteTarget, digits_mo
             run(remote.latency_job({"m": graph.model}, random_feeds(graph), 1, 5))
     finally:
         first.close()  # cancel: the connection closes and the agent stops the job
+
+
+def test_back_to_back_jobs_find_the_slot_free(remote: RemoteTarget, digits_model: Path) -> None:
+    """The agent frees a job's slot before it sends the result, so a client that sends its next job on
+    reading one is never told 'busy' (it was, now and then, under load: the slot was freed after the send)."""
+    from engine.measure.variants import random_feeds
+
+    graph = _digits(digits_model)
+    feeds = random_feeds(graph)
+    deadline = time.monotonic() + 30
+    while True:  # a job another test cancelled runs on until the agent sees its client gone
+        try:
+            run(remote.latency_job({"m": graph.model}, feeds, 1, 3))
+            break
+        except TargetError as exc:
+            if "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    for _ in range(10):  # now each job is sent the moment the previous result is read
+        stats = run(remote.latency_job({"m": graph.model}, feeds, 1, 3))
+        assert stats
