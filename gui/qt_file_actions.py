@@ -6,9 +6,12 @@ session through its setters (the views stay subscribed to that one object).
 
 Nothing slow runs on the GUI thread: the CSV, the plan and session files are written, and session files
 read, on a background thread (``gui.qt_background.QtBackground``, which hands the result back on the GUI
-thread); the reports (HTML, PDF) and the optimized model are written by engine jobs in the worker process
+thread); the reports (HTML, PDF) and the optimized model are written by engine jobs in worker processes
 (``engine.jobs.catalogue.WRITE_REPORT``, ``EXPORT_PLAN``): drawing a PDF holds the GIL for seconds, which
-on a thread of this process starved the GUI thread.
+on a thread of this process starved the GUI thread. Reports have a worker of their own, started on the
+first report: in the window's worker they waited behind whatever ran (a sweep: minutes) and an open
+dropped them. The optimized model, whose int8 calibration is real work, queues in the window's worker
+like the other jobs, so it never runs beside a job that times things.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from engine.io.session_file import ModelMovedError, load_session, save_session
 from engine.io.autosave import autosave, autosave_path, find_autosave, recover
 from engine.report.export import write_layer_csv, write_plan
 from gui.qt_background import QtBackground
+from gui.qt_worker import QtJob, QtWorker
 
 __all__ = ["QtFileActions", "AUTOSAVE_MS", "adopt", "EXPORTS"]
 
@@ -84,7 +88,9 @@ class QtFileActions(QObject):
         self.ask: Callable[[str, str], bool] = self._ask
         self.choose_file: Callable[[str, str, str, bool], str] = self._choose_file
         self.background = QtBackground(self, "layerlab-files")
-        self._exports: set[int] = set()  # ids of the export jobs that wait or run in the worker
+        self._exports: set[QtJob] = set()  # the export jobs that wait or run in a worker
+        self._reports: QtWorker | None = None  # the reports' own worker process, started on the first report
+        self._report_paths: dict[QtJob, Path] = {}  # report jobs that wait or run -> the file each writes
         self.timer = QTimer(self)
         self.timer.setInterval(AUTOSAVE_MS)
         self.timer.timeout.connect(self.autosave_now)
@@ -98,6 +104,11 @@ class QtFileActions(QObject):
         """Stop autosaving and let a file being written finish (the window calls this when it closes)."""
         self.timer.stop()
         self.background.shutdown(wait=True)
+        if self._reports is not None:
+            running = self._reports.current
+            if running is not None:  # a report being drawn (a second or two) is finished, not lost
+                self._reports.wait(running, timeout=10.0)
+            self._reports.close(timeout=2.0)  # the process does not stay
 
     # --- dialogs (replaced in tests) ------------------------------------------------------------
 
@@ -271,7 +282,7 @@ class QtFileActions(QObject):
             self._export_model(path)
         elif kind in ("report", "pdf"):
             snapshot = catalogue.SessionSnapshot.of(self.session)  # the session as of now, without the graph
-            self._in_worker(kind, path, catalogue.WRITE_REPORT, {"snapshot": snapshot, "out_path": str(path)})
+            self._report(kind, path, {"snapshot": snapshot, "out_path": str(path)})
         else:
             writer = _WRITERS[kind]
             self._in_background(kind, lambda: writer(self.session, path), self._exported)
@@ -311,9 +322,28 @@ class QtFileActions(QObject):
         job = self.window.run_job(name, kwargs, label,
                                   lambda written: self.done.emit(kind, self._exported(Path(written))),
                                   kind=f"export {path}")
-        self._exports.add(job.job_id)
-        job.errored.connect(lambda *_: self.done.emit(kind, None))  # the runner shows the error line
-        job.cancelled.connect(lambda *_: self.done.emit(kind, None))
-        job.ended.connect(lambda: self._exports.discard(job.job_id))
+        self._track(kind, job)
         if ahead is not None and self.window.job is not job:
             self.window.set_status(f"{label}: waits for {ahead.label}")
+
+    def _report(self, kind: str, path: Path, kwargs: dict[str, Any]) -> None:
+        """Write a report in the reports' worker: it starts at once, whatever the window's worker is doing."""
+        if self._reports is None:
+            self._reports = QtWorker(self)
+        label = f"Exporting {path.name}"
+        for other, written in list(self._report_paths.items()):  # a later report to the same file replaces it
+            if written == path:
+                other.cancel()
+        job = self._reports.submit(catalogue.WRITE_REPORT, kwargs, label)
+        self._report_paths[job] = path
+        job.ended.connect(lambda: self._report_paths.pop(job, None))
+        job.finished.connect(lambda written: self.done.emit(kind, self._exported(Path(written))))
+        job.errored.connect(lambda message, detail: self.window.show_error(f"{label} failed: {message}", detail))
+        self._track(kind, job)
+        self.window.set_status(f"{label}…")
+
+    def _track(self, kind: str, job: QtJob) -> None:
+        self._exports.add(job)
+        job.errored.connect(lambda *_: self.done.emit(kind, None))  # the error line is shown by whoever ran it
+        job.cancelled.connect(lambda *_: self.done.emit(kind, None))
+        job.ended.connect(lambda: self._exports.discard(job))
