@@ -13,7 +13,7 @@ from engine.model.plan import LayerSettings, Plan, PruneSettings
 from engine.passes.lowrank import break_even_rank
 from engine.passes.manager import check_plan
 from engine.progress import Cancelled, run
-from tests.engine.optimize.test_tune import digits, evaluator  # noqa: F401 (module fixtures)
+from tests.engine.optimize.conftest import digits, evaluator  # noqa: F401 (module fixtures)
 
 
 SWEPT = ("/conv1/Conv", "/conv2/Conv", "/res/conv_b/Conv", "/fc2/Gemm")

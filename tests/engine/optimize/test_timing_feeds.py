@@ -13,7 +13,7 @@ import pytest
 
 from engine.evaluate.contract import Evaluator
 from engine.evaluate.evaluator import load_evaluator
-from engine.ir.graph import ModelGraph, load_model
+from engine.ir.graph import ModelGraph
 from engine.measure.profiler import Stats
 from engine.measure.tables import Profile
 from engine.optimize import bench, tune
@@ -21,11 +21,6 @@ from engine.optimize.reuse import profile_fits
 from engine.optimize.timing_feeds import GENERATED, timing_feeds
 from engine.progress import run
 from tests.engine.optimize.tables import fixed_profile
-
-
-@pytest.fixture(scope="module")
-def digits(digits_model: Path) -> ModelGraph:
-    return load_model(digits_model, {"input": (1, 1, 8, 8)})
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ import pytest
 from engine.optimize import dprs
 
 from engine.optimize import tune, tune_session
-from engine.evaluate.evaluator import Evaluator, load_evaluator
+from engine.evaluate.evaluator import Evaluator
 from engine.ir.graph import ModelGraph, load_model
 from engine.progress import run
 from engine.model.plan import LayerSettings, Plan
@@ -23,16 +23,6 @@ from engine.optimize.routes import build_problem
 from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity, SweepSettings, sweep
 
 FAST = ProfileOptions(repeats=6, profile_runs=5, warmup=2, use_cache=False)
-
-
-@pytest.fixture(scope="module")
-def digits(digits_model: Path) -> ModelGraph:
-    return load_model(digits_model, {"input": (1, 1, 8, 8)})
-
-
-@pytest.fixture(scope="module")
-def evaluator(digits_eval: Path) -> Evaluator:
-    return load_evaluator(digits_eval)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from engine.optimize.routes import build_problem
 from engine.optimize.structural import FORBIDDEN_MS, structural_profile
 from engine.optimize.tune import TuneOptions, route_plan, tune_job
 from engine.passes.manager import check_plan
-from tests.engine.optimize.test_tune import digits, evaluator  # noqa: F401 (module fixtures)
 from engine.progress import run
 
 CONV3, FC1 = "/conv3/Conv", "/fc1/Gemm"

@@ -7,23 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluate.evaluator import Evaluator, load_evaluator
+from engine.evaluate.evaluator import Evaluator
 from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity
-from engine.ir.graph import ModelGraph, load_model
+from engine.ir.graph import ModelGraph
 from engine.measure.profiler import ProfileOptions, Stats
 from engine.optimize import tune
 from engine.progress import run
 from tests.engine.optimize.tables import fixed_profile
-
-
-@pytest.fixture(scope="module")
-def digits(digits_model: Path) -> ModelGraph:
-    return load_model(digits_model, {"input": (1, 1, 8, 8)})
-
-
-@pytest.fixture(scope="module")
-def evaluator(digits_eval: Path) -> Evaluator:
-    return load_evaluator(digits_eval)
 
 
 def test_profile_and_every_latency_take_one_thread_count(
