@@ -219,3 +219,33 @@ def test_unavailable_provider_is_one_line_before_any_measuring(tmp_path: Path, c
         run(profile_job(build_graph(builders.gemm_mlp()), _options(tmp_path, provider="NoSuchExecutionProvider")),
             seen.append)
     assert seen == []
+
+
+def test_a_variant_is_timed_as_bench_times_it_and_its_trace_priced_to_that(digits_graph, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    """Sessions of one model keep different speeds for life (``timing.SESSIONS``): a variant's time is its
+    fastest session's, as in bench, and a trace from a slower session is scaled down to that time."""
+    from engine.measure.timing import SESSIONS, Calibration
+
+    pools: list[int] = []
+
+    def fake_turns(pool, feeds, repeats, warmup, label=str):
+        pools.append(len(pool))
+        if False:
+            yield
+        # the last session is the fastest, at 13 us; the run cost below is 10 us, leaving 3 us for kernels
+        return {key: [0.013 * (len(pool) - k)] * repeats for k, key in enumerate(pool)}
+
+    def fixed_calibration(threads, tmp):
+        if False:
+            yield
+        return Calibration(kernel_ms=0.0, run_ms=0.010)  # no per-kernel cost: only the scale can fit the trace
+
+    monkeypatch.setattr(profiler, "time_in_turns", fake_turns)
+    monkeypatch.setattr(profiler, "calibrate", fixed_calibration)
+    prof = profile(digits_graph, _options(tmp_path, routines=("fp32",), use_cache=False, adapts=False))
+    assert pools == [SESSIONS]
+    assert prof.end_to_end.median == pytest.approx(0.013)
+    kernels = sum(lp.ms for lp in prof.layers) + sum(a.ms for a in prof.adapts if a.routine == "fp32" and a.kind != "run")
+    assert kernels == pytest.approx(0.003, rel=1e-6)  # the digits trace sums to ~20 us on its own
+    assert prof.coverage == pytest.approx(1.0, rel=1e-6)
