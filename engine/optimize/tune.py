@@ -384,7 +384,7 @@ def _latency(model: onnx.ModelProto, feeds: Mapping[str, Any], options: TuneOpti
     """End-to-end latency here, or on the options' target."""
     if options.target is None:
         return measure_latency(model, feeds, options.threads, repeats=options.repeats, label=label)
-    stats = yield from options.target.latency_job({label: model}, feeds, options.threads, options.repeats, sessions=1)
+    stats = yield from options.target.latency_job({label: model}, feeds, options.threads, options.repeats)
     return stats[label]
 
 
