@@ -96,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         measured = result.row("layerlab").ms.median
         print(f"layerlab route: predicted {result.predicted_ms:.3f} ms, measured {measured:.3f} ms "
               f"({100 * (result.predicted_ms - measured) / measured:+.1f}%)")
+        if result.speedup_error is not None:
+            predicted = result.profiled_fp32_ms / result.predicted_ms  # type: ignore[operator]
+            print(f"  speed-up over fp32: predicted {predicted:.2f}x (in the profile), measured "
+                  f"{result.row('layerlab').speedup:.2f}x (in this run): {100 * result.speedup_error:+.1f}%")
         change = result.load_change
         if change is not None and abs(change) > 0.2:  # the freshness tolerance (engine.measure.freshness)
             print(f"  the machine's load moved between profile and timing: fp32 {result.profiled_fp32_ms:.3f} ms "

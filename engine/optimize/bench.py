@@ -68,6 +68,16 @@ class BenchResult:
             return None
         return self.row("ort-fp32").ms.median / self.profiled_fp32_ms - 1.0
 
+    @property
+    def speedup_error(self) -> float | None:
+        """The predicted speed-up (the profile's fp32 over the prediction) over the measured one (this run's
+        fp32 over the route), minus 1: both are ratios within one timing, so the load each was taken under
+        cancels, where the ms error carries the load's move between profile and timing."""
+        if not self.profiled_fp32_ms or not self.predicted_ms:
+            return None
+        predicted = self.profiled_fp32_ms / self.predicted_ms
+        return predicted / self.row("layerlab").speedup - 1.0
+
     def row(self, name: str) -> BenchRow:
         return next(r for r in self.rows if r.name == name)
 
@@ -75,7 +85,7 @@ class BenchResult:
         return {"rows": [r.to_json() for r in self.rows], "predicted_ms": self.predicted_ms,
                 "threads": self.threads, "repeats": self.repeats, "routines": dict(self.routines),
                 "ops": self.ops, "timing_feeds": self.feeds, "profiled_fp32_ms": self.profiled_fp32_ms,
-                "load_change": self.load_change}
+                "load_change": self.load_change, "speedup_error": self.speedup_error}
 
 
 def bench_job(graph: ModelGraph, evaluator: Evaluator, *, repeats: int = 100, threads: int | None = None,

@@ -89,6 +89,11 @@ def test_bench_states_how_far_the_load_moved_since_the_profile(monkeypatch: pyte
     assert result.load_change == pytest.approx(2.0)  # fp32 3 ms now, 1 ms in the profile: 3x the load
     data = result.to_json()
     assert data["profiled_fp32_ms"] == 1.0 and data["load_change"] == pytest.approx(2.0)
+    # predicted 1 / 0.5 = 2x faster, measured 3 / 1.5 = 2x: the ms prediction is 67 % off, the speed-up exact
+    assert result.speedup_error == pytest.approx(0.0) and data["speedup_error"] == pytest.approx(0.0)
+    slower = run(bench.bench_job(digits, evaluator, repeats=3, threads=1, route_model=digits.model,
+                                 predicted_ms=0.8, routines={}, profiled_fp32_ms=1.0))
+    assert slower.speedup_error == pytest.approx(1.25 / 2.0 - 1.0)
 
 
 def test_tune_profiles_and_times_every_latency_on_the_evaluator_sample(
