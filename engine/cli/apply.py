@@ -78,11 +78,9 @@ def run(args: argparse.Namespace) -> int:
     with forwarding(stderr_progress("apply")):  # int8 of a huge graph reports its calibration and windows
         result = build_variant(graph, plan, calibration_for(graph, evaluator, samples, str(args.calib or "")))
     model = result.model
-    from engine.report.provider_export import annotate, assignment_settings, plan_providers
+    from engine.report.provider_export import annotated, deploy_lines
 
-    providers = plan_providers(graph, plan)
-    if providers:  # a mixed-provider plan: every node says where it runs (layer_ann)
-        model = annotate(model, graph, providers)
+    model, providers = annotated(model, graph, plan)  # a mixed-provider plan: every node says where it runs (layer_ann)
     after = build_graph(model, shapes, path=Path(args.output))  # validated before anything is written
     onnx.save(model, args.output)
     print(f"{path} -> {args.output}" + ("" if result.modified else "  (unchanged: the plan is all fp32)"))
@@ -98,13 +96,8 @@ def run(args: argparse.Namespace) -> int:
         print("  (some MACs unknown: give concrete input shapes with --input NAME=DxDx... or --dim NAME=N)")
     for note in result.notes:
         print(f"  note: {note}")
-    if providers:
-        text, notes = assignment_settings(providers)
-        print(f"  {len(providers)} layer(s) on {', '.join(sorted(set(providers.values())))}; nodes carry layer_ann. "
-              f"For ONNX Runtime builds with layer assignment (1.2x+), set the session config entry\n"
-              f"    session.layer_assignment_settings = \"{text}\"")
-        for note in notes:
-            print(f"  note: {note}")
+    for line in deploy_lines(providers):
+        print(f"  {line}")
     return 0
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 __all__ = ["add_int8_arguments", "int8_choices", "format_count", "resolve_model", "input_shapes", "load_graph", "shape_text", "shapes_text",
-           "add_model_arguments", "add_shape_arguments", "evaluator_path", "add_target_arguments", "remote_target"]
+           "add_model_arguments", "add_shape_arguments", "evaluator_path", "add_target_arguments", "remote_target",
+           "add_providers_argument", "providers_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,18 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure on a remote agent (HOST:PORT, https://HOST:PORT, or a name from targets.json)")
     parser.add_argument("--token-file", metavar="FILE", help="the agent's bearer token (file of mode 600)")
     parser.add_argument("--cafile", metavar="PEM", help="CA certificate to verify an https:// target")
+
+
+def add_providers_argument(parser: argparse.ArgumentParser) -> None:
+    """--providers A,B: other execution providers whose per-layer routine tables are built (here or on --target)."""
+    parser.add_argument("--providers", default="", metavar="A,B",
+                        help="also time every layer's segment as a micro-model on these execution providers (fp32 and int8), "
+                             "as routines fp32@<EP>/int8@<EP>, with the cost of crossing between them and CPU")
+
+
+def providers_of(args: argparse.Namespace) -> tuple[str, ...]:
+    """The --providers list, in order, without blanks or repeats."""
+    return tuple(dict.fromkeys(p.strip() for p in getattr(args, "providers", "").split(",") if p.strip()))
 
 
 def remote_target(args: argparse.Namespace) -> object | None:

@@ -7,8 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from engine.cli.common import (add_model_arguments, add_target_arguments, load_graph, remote_target, resolve_model,
-                               shapes_text)
+from engine.cli.common import (add_model_arguments, add_providers_argument, add_target_arguments, load_graph, providers_of,
+                               remote_target, resolve_model, shapes_text)
 
 __all__ = ["add_parser", "profile_to_json", "run", "unattributed_ms"]
 
@@ -28,9 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", default="CPUExecutionProvider", metavar="NAME",
                    help="ONNX Runtime execution provider to profile on (default CPUExecutionProvider; "
                         "e.g. OpenVINOExecutionProvider where onnxruntime-openvino is installed)")
-    p.add_argument("--providers", default="", metavar="A,B",
-                   help="also time every layer's segment as a micro-model on these execution providers (fp32 and int8), "
-                        "as routines fp32@<EP>/int8@<EP>, with the cost of crossing between them and CPU")
+    add_providers_argument(p)
     add_target_arguments(p)
     p.set_defaults(func=run)
 
@@ -101,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     )
     job = profile_job(graph, options) if remote is None else remote.profile_job(graph, options)  # type: ignore[attr-defined]
     profile = run_job(job, stderr_progress(f"profile {path.name}"))
-    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
+    providers = providers_of(args)
     if providers:
         profile = _with_providers(graph, profile, providers, options, remote, path.name)
     if args.json:
@@ -116,17 +114,14 @@ def run(args: argparse.Namespace) -> int:
 def _with_providers(graph: object, profile: object, providers: tuple[str, ...], options: object, remote: object,
                     name: str) -> object:
     """``profile`` with routine tables per provider (here, or on the target), cached per target and provider."""
-    from engine.measure.provider_tables import TableOptions, merge, provider_tables_job
+    from engine.measure.provider_tables import TableOptions, with_providers_job
     from engine.progress import run as run_job
     from engine.progress import stderr_progress
 
     table_options = TableOptions(providers=providers, threads=profile.threads, feeds=options.feeds,  # type: ignore[attr-defined]
                                  use_cache=options.use_cache)  # type: ignore[attr-defined]
-    if remote is None:
-        job = provider_tables_job(graph, table_options)  # type: ignore[arg-type]
-    else:
-        job = provider_tables_job(graph, table_options, remote.routines_timer(), remote.identity())  # type: ignore[attr-defined]
-    return merge(profile, run_job(job, stderr_progress(f"routines per provider {name}")), graph)  # type: ignore[arg-type]
+    job = with_providers_job(graph, profile, table_options, remote)  # type: ignore[arg-type]
+    return run_job(job, stderr_progress(f"routines per provider {name}"))
 
 
 def unattributed_ms(profile: object) -> float:

@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from engine.cli.common import add_int8_arguments, add_model_arguments, int8_choices, add_target_arguments, load_graph, remote_target, resolve_model, shapes_text
+from engine.cli.common import (add_int8_arguments, add_model_arguments, add_providers_argument, add_target_arguments, int8_choices,
+                               load_graph, providers_of, remote_target, resolve_model, shapes_text)
 
 __all__ = ["add_parser", "parse_bytes", "run"]
 
@@ -27,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "when it exists for the same model, shapes and evaluator, its profile and sensitivity are reused")
     p.add_argument("--json", action="store_true", help="print baseline, route and rounds as JSON")
     add_target_arguments(p)
+    add_providers_argument(p)
     p.add_argument("--structural", action="store_true",
                    help="also let the route prune groups (prune:0.25/0.5) and factor layers (rank:0.25/0.5 of break-even), "
                         "each variant's drop and end-to-end time measured first")
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         executor=parse_executor(args.executor),
         **int8_choices(args),
         structural=args.structural,
+        providers=providers_of(args),
     )
     path, defaults = resolve_model(args.model)
     eval_path = evaluator_path(args)
@@ -85,17 +88,22 @@ def run(args: argparse.Namespace) -> int:
     shapes = graph.input_shapes
     profile, sensitivity = _tables(args.session, graph, shapes, eval_path)
     result = run_job(tune_job(graph, evaluator, options, None, profile, sensitivity), stderr_progress(f"tune {path.name}"))
+    deploy: list[str] = []
     if args.output is not None:
         import onnx
 
-        onnx.save(result.model, str(args.output))
+        from engine.report.provider_export import annotated, deploy_lines
+
+        model, placed = annotated(result.model, graph, result.plan)  # layer_ann where the route mixes providers
+        onnx.save(model, str(args.output))
+        deploy = deploy_lines(placed)
     if args.session is not None:
         from engine.io.session_file import save_session
 
         save_session(to_session(result, graph, path.resolve(), Path(eval_path).resolve(), shapes), args.session)
     if args.json:
         data = result.to_json()
-        print(json.dumps({"inputs": {k: list(v) for k, v in shapes.items()}}
+        print(json.dumps({"inputs": {k: list(v) for k, v in shapes.items()}, "providers": _providers_json(result)}
                          | {k: data[k] for k in ("baseline", "route", "rounds", "round_details", "feasible", "note",
                                                  "calibration", "calibration_random", "reused", "timing_feeds")}, indent=1))
         return 0
@@ -114,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"route: predicted {result.ms_predicted:.3f} ms, measured {m.median:.3f} ms (p10 {m.p10:.3f}, p90 {m.p90:.3f}), "
           f"{speed_words(b.median, m.median)} than fp32{'; ops int8' if result.plan.ops != 'fp32' else ''}; {evaluator.metric_name} {result.metric:.4f} "
           f"(drop {result.baseline_metric - result.metric:+.4f}, budget {options.max_drop:g})")
+    if options.providers:
+        _print_providers(result)
     if result.calibration is not None:
         print(f"int8 calibration: {describe(result.calibration)}" + (" (WARNING: random)" if result.calibration.random else ""))
     if result.reused:
@@ -122,9 +132,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {result.note}")
     if args.output is not None:
         print(f"wrote {args.output}")
+        for line in deploy:
+            print(f"  {line}")
     if args.session is not None:
         print(f"saved session {args.session}")
     return 0
+
+
+def _providers_json(result) -> dict:  # type: ignore[no-untyped-def]
+    """Per layer: the provider the route runs it on and its routine times per provider (ms, as DPRS priced them)."""
+    from engine.measure.providers import split_routine
+
+    out = {}
+    for name, routine in result.layer_routines().items():
+        lp = result.profile.layer(name)
+        out[name] = {"routine": routine, "provider": split_routine(routine)[1],
+                     "ms": {r: lp.routines[r] for r in sorted(lp.routines) if split_routine(r)[0] in ("fp32", "int8")}}
+    return out
+
+
+def _print_providers(result) -> None:  # type: ignore[no-untyped-def]
+    """The route's layers with the provider each runs on, beside their fp32/int8 times on every provider."""
+    data = _providers_json(result)
+    columns = sorted({r for v in data.values() for r in v["ms"]}, key=lambda r: ("@" in r, r))
+    width = max([len(n) for n in data] + [5])
+    print(f"\n{'layer':<{width}}  {'routine':<14} {'provider':<10}" + "".join(f"{r:>15}" for r in columns))
+    for name, v in data.items():
+        cells = "".join(f"{v['ms'][r]:>15.4f}" if r in v["ms"] else f"{'-':>15}" for r in columns)
+        print(f"{name:<{width}}  {v['routine']:<14} {v['provider'].removesuffix('ExecutionProvider'):<10}{cells}")
+    for key, (fixed, per_mb) in result.profile.crossings.items():
+        print(f"crossing {key.replace('ExecutionProvider', '')}: {fixed:.4f} ms + {per_mb:.4f} ms/MB")
+    print("(ms: the profile's time of each routine; @<EP>: the layer's segment on that provider, scaled to context)\n")
 
 
 def _tables(session_path: Path | None, graph, shapes, eval_path) -> tuple:  # type: ignore[no-untyped-def]

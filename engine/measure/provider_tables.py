@@ -49,7 +49,7 @@ from engine.passes.precision import PrecisionPass
 from engine.progress import Job, Progress, run
 
 __all__ = ["CROSSING_SIZES", "ProviderTables", "Segment", "TableOptions", "crossing_fit", "merge", "provider_tables",
-           "provider_tables_job", "segment_models", "time_segments_job"]
+           "provider_tables_job", "segment_models", "time_segments_job", "with_providers_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,15 @@ def provider_tables_job(graph: ModelGraph, options: TableOptions, timer: Timer |
     finally:
         cache.close()
     return out
+
+
+def with_providers_job(graph: ModelGraph, profile: Profile, options: TableOptions, target: Any = None) -> Job[Profile]:
+    """``profile`` with the routine tables of ``options.providers`` merged in (``merge``): timed here, or on
+    ``target`` (an ``engine.measure.remote.RemoteTarget``: its ``routines`` job, cached under its identity).
+    What ``profile --providers`` and ``tune --providers`` both run."""
+    timer, identity = (None, None) if target is None else (target.routines_timer(), target.identity())
+    tables = yield from provider_tables_job(graph, options, timer, identity)
+    return merge(profile, tables, graph)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from engine.evaluate.sensitivity import Sensitivity
 from engine.ir.graph import ModelGraph
 from engine.measure.predict import predict_ms
+from engine.measure.providers import split_routine
 from engine.measure.tables import Profile
 
 __all__ = ["next_layers", "worst_layers"]
@@ -38,11 +39,11 @@ def next_layers(graph: ModelGraph, profile: Profile, sens: Sensitivity, current:
             continue
         best = None
         for r in routines:
-            ls = sens.layers.get(name)
-            if r == "fp32" or r not in by_name[name].routines or ls is None or r not in ls.drops:
+            ls, base = sens.layers.get(name), split_routine(r)[0]  # int8@OpenVINO loses what int8 does
+            if r == "fp32" or r not in by_name[name].routines or (base != "fp32" and (ls is None or base not in ls.drops)):
                 continue
             saved = now - predict_ms(profile, graph, {**current, name: r})
-            drop = max(float(ls.drops[r]), 0.0)
+            drop = max(float(ls.drops[base]), 0.0) if base != "fp32" and ls is not None else 0.0
             if saved > 0 and (best is None or saved / max(drop, _MIN_DROP) > best[0]):
                 best = (saved / max(drop, _MIN_DROP), name, r, drop)
         if best is not None:
@@ -63,11 +64,12 @@ def worst_layers(sens: Sensitivity, routines: Mapping[str, str], excess: float, 
     ``excess``; at least one, at most a quarter of them (per-layer drops often underestimate the whole)."""
     cands = []
     for name, r in routines.items():
-        if r == "fp32" or name in pinned:
+        base = split_routine(r)[0]  # a provider's routine loses what its precision does (fp32@OpenVINO: nothing)
+        if base == "fp32" or name in pinned:
             continue
         ls = sens.layers.get(name)
-        drop = ls.drops.get(r, 0.0) if ls else 0.0
-        sqnr = ls.sqnr_db.get(r, math.inf) if ls else math.inf
+        drop = ls.drops.get(base, 0.0) if ls else 0.0
+        sqnr = ls.sqnr_db.get(base, math.inf) if ls else math.inf
         cands.append((-drop, sqnr, name, drop))
     cands.sort()
     out, covered = [], 0.0

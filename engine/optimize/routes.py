@@ -88,10 +88,11 @@ def build_problem(
             for r in routines:
                 if r == "fp32" or r not in lp.routines:
                     continue
-                if sensitivity is not None and (known is None or split_routine(r)[0] not in known.drops):
+                base = split_routine(r)[0]  # fp32@OpenVINO loses what fp32 does: nothing
+                if sensitivity is not None and base != "fp32" and (known is None or base not in known.drops):
                     continue  # unknown accuracy cost: never offer it blind
                 offered[r] = lp.routines[r]
-                drops.setdefault(node.name, {})[r] = max(float(known.drops[split_routine(r)[0]]), 0.0) if known else 0.0
+                drops.setdefault(node.name, {})[r] = max(float(known.drops[base]), 0.0) if known and base != "fp32" else 0.0
         times[node.name] = offered
         params = int(node.params or 0)
         nbytes[node.name] = {r: _weight_bytes(params, r) for r in offered}

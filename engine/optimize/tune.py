@@ -42,6 +42,9 @@ from engine.optimize.routes import build_problem
 from engine.evaluate.sensitivity import Sensitivity, SweepSettings, sensitivity_job
 from engine.evaluate.structural import STRUCTURAL, is_structural
 from engine.optimize.structural import with_structural
+from engine.optimize.tune_providers import check_providers, provider_routines, timed_form
+from engine.measure.provider_tables import TableOptions, with_providers_job
+from engine.measure.providers import CPU, routine_on, split_routine
 
 from engine.optimize.plans import route_plan, sweep_calibration  # route_plan re-exported
 
@@ -79,8 +82,11 @@ class TuneOptions:
     # per-layer int8 methods the sweep tries on top (engine.passes.layer_variants.INT8_METHODS: "cle",
     # "bias_correction", "smoothquant"); the route's int8 layers use the variant with the smallest measured drop
     int8_methods: tuple[str, ...] = ()
+    # Other execution providers whose routine tables DPRS may choose from per layer (engine.optimize.tune_providers)
+    providers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        check_providers(self.providers, self.structural)
         if not (self.max_drop >= 0 and math.isfinite(self.max_drop)):
             raise SettingsError(f"max_drop {self.max_drop!r}: must be a number >= 0")
         if self.memory_limit is not None and self.memory_limit <= 0:
@@ -163,7 +169,7 @@ class TuneResult:
         """The routine of every layer (ops left out: they always run fp32); a pruned or factored layer's is its
         structural routine (prune:r, rank:f), the plan's precision otherwise."""
         chosen = self.route.routines
-        return {n: chosen[n] if is_structural(chosen.get(n, "")) else s.precision or "fp32"
+        return {n: chosen[n] if is_structural(chosen.get(n, "")) else routine_on(s.precision or "fp32", s.provider or CPU)
                 for n, s in self.plan.layers.items()}
 
 
@@ -196,6 +202,12 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         assert profile is not None
         prof = profile
     reused = [reuse.describe("profile", why)]
+    if options.providers:  # the same tables as profile --providers, here or on the target
+        yield Progress(1, 5, f"routines per provider: {', '.join(options.providers)}")
+        bases = tuple(b for b in ("fp32", "int8") if b == "fp32" or b in options.routines)
+        prof = yield from with_providers_job(graph, prof, TableOptions(
+            providers=options.providers, routines=bases, threads=prof.threads, feeds=feeds, use_cache=popts.use_cache),
+            options.target)
     sweep = SweepSettings(routines=tuple(r for r in options.routines if r != "fp32"), threads=threads or 0,
                           calibration=options.calibration, structural=options.structural,
                           int8_methods=options.int8_methods)
@@ -224,10 +236,10 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     built: list[tuple[dprs.Route, onnx.ModelProto, Plan]] = []
     calibration = calibration_for(graph, evaluator)
     # With structural routines, DPRS works on ``tables``: the profile plus each variant's end-to-end time.
-    offer, data, tables = options.routines, not calibration.random, prof
+    offer, data, tables = provider_routines(options.routines, options.providers), not calibration.random, prof
     if options.structural:
         sens, tables = yield from with_structural(graph, evaluator, sens, prof, calibration, feeds, options)
-        offer = (*options.routines, *STRUCTURAL)
+        offer = (*offer, *STRUCTURAL)
     for i in range(options.max_rounds):
         yield Progress(3, 5, f"round {i + 1}: solving")
         problem = build_problem(graph, tables, sens, pinned=pinned, routines=offer)
@@ -237,10 +249,10 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         rplan = route_plan(graph, route.routines, calibration=methods, data=data)
         if rounds and _layer_routines(graph, route.routines) == rounds[-1].routines:
             break  # nothing left to revert
-        model, ms, metric = yield from _build_and_measure(graph, rplan, calibration, evaluator, feeds, options, i)
+        model, ms, metric, timed = yield from _build_and_measure(graph, rplan, calibration, evaluator, feeds, options, i)
         rounds.append(Round(_layer_routines(graph, route.routines), route.latency_ms, ms, metric, route.drop,
                             route.weight_bytes))
-        built.append((route, model, rplan))
+        built.append((route, model, rplan, timed))
         excess = base_eval.metric - metric - options.max_drop
         if excess <= _TOL:
             break
@@ -248,7 +260,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         if not worst:
             break
         rounds[-1].reverted = worst
-        pinned.update({n: "fp32" for n in worst})
+        pinned.update({n: routine_on("fp32", split_routine(route.routines[n])[1]) for n in worst})  # fp32, where it ran
     # Under the budget: add layers by predicted time saved per unit of drop and measure, until it is used.
     for _ in range(options.max_fill):
         last = rounds[-1] if rounds else None
@@ -263,10 +275,10 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         problem = build_problem(graph, tables, sens, pinned=pinned, routines=offer)
         full = {n.name: routines.get(n.name, "fp32") for n in graph.nodes}
         lat, drop, nbytes = dprs.route_cost(problem, full)
-        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, routines, calibration=methods, data=data), calibration, evaluator,
-                                                          feeds, options, len(rounds))
+        fplan = route_plan(graph, routines, calibration=methods, data=data)
+        model, ms, metric, timed = yield from _build_and_measure(graph, fplan, calibration, evaluator, feeds, options, len(rounds))
         rounds.append(Round(_layer_routines(graph, routines), lat, ms, metric, drop, nbytes, added=sorted(adds)))
-        built.append((dprs.Route(full, lat, drop, nbytes, 0.0), model, route_plan(graph, routines, calibration=methods, data=data)))
+        built.append((dprs.Route(full, lat, drop, nbytes, 0.0), model, fplan, timed))
     # Predictions can be wrong where ORT fuses across layers: also measure the plain all-int8 route when
     # its summed drops fit, and keep whichever measures fastest within the budget.
     problem = build_problem(graph, tables, sens, pinned=pinned, routines=offer)
@@ -276,22 +288,24 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     fits = drop <= options.max_drop + _TOL and (options.memory_limit is None or nbytes <= options.memory_limit)
     if fits and all(_layer_routines(graph, uniform) != r.routines for r in rounds):
         yield Progress(3, 5, "measuring the all-int8 route")
-        model, ms, metric = yield from _build_and_measure(graph, route_plan(graph, uniform, calibration=methods, data=data), calibration, evaluator,
-                                                          feeds, options, len(rounds))
+        uplan = route_plan(graph, uniform, calibration=methods, data=data)
+        model, ms, metric, timed = yield from _build_and_measure(graph, uplan, calibration, evaluator, feeds, options, len(rounds))
         rounds.append(Round(_layer_routines(graph, uniform), lat, ms, metric, drop, nbytes))
-        built.append((dprs.Route(uniform, lat, drop, nbytes, 0.0), model, route_plan(graph, uniform, calibration=methods, data=data)))
+        built.append((dprs.Route(uniform, lat, drop, nbytes, 0.0), model, uplan, timed))
     ok = [k for k, r in enumerate(rounds) if base_eval.metric - r.metric <= options.max_drop + _TOL]
-    int8 = [k for k in ok if "int8" in rounds[k].routines.values()]
+    # ops in int8 only around CPU layers: a route split into parts keeps its ops fp32
+    int8 = [k for k in ok if "int8" in rounds[k].routines.values()
+            and all(split_routine(r)[1] == CPU for r in rounds[k].routines.values())]
     if int8:
         best = min(int8, key=lambda k: rounds[k].ms_measured.median)
         r = rounds[best]
         yield Progress(3, 5, "measuring the best route with its ops in int8 too")
         oplan = route_plan(graph, r.routines, "int8", calibration=methods, data=data)
-        model, ms, metric = yield from _build_and_measure(graph, oplan, calibration, evaluator, feeds, options,
-                                                          len(rounds))
+        model, ms, metric, timed = yield from _build_and_measure(graph, oplan, calibration, evaluator, feeds, options,
+                                                                 len(rounds))
         rounds.append(Round(dict(r.routines), predicted_ms(tables, graph, r.routines, "int8"), ms, metric,
                             r.drop_predicted, r.weight_bytes, ops="int8"))
-        built.append((built[best][0], model, oplan))
+        built.append((built[best][0], model, oplan, timed))
         if base_eval.metric - metric <= options.max_drop + _TOL:
             ok.append(len(rounds) - 1)
     feasible, note = bool(ok), ""
@@ -299,7 +313,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         # Rounds were timed minutes apart and the load drifts: time fp32 and the best candidates
         # again, round-robin in one run, so "faster than fp32" is decided on comparable numbers.
         ok = sorted(ok, key=lambda k: rounds[k].ms_measured.median)[:3]
-        base_ms, fresh = yield from _compare_interleaved(graph.model, {k: built[k][1] for k in ok}, feeds, options)
+        base_ms, fresh = yield from _compare_interleaved(graph.model, {k: built[k][3] for k in ok}, feeds, options)
         for k, stats in fresh.items():
             rounds[k].ms_measured = stats
     pick = min(ok, key=lambda k: rounds[k].ms_measured.median) if ok else None
@@ -318,7 +332,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
         result = TuneResult(base_ms, base_eval.metric, route, lat, base_ms, base_eval.metric, rounds, graph.model,
                             route_plan(graph, {}), prof, sens, feasible, note)
     else:
-        route, model, rplan = built[pick]
+        route, model, rplan, _ = built[pick]
         r = rounds[pick]
         result = TuneResult(base_ms, base_eval.metric, route, r.ms_predicted, r.ms_measured, r.metric, rounds,
                             model, rplan, prof, sens, True, note)
@@ -333,7 +347,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
 # --- steps ----------------------------------------------------------------------------------
 
 
-def _compare_interleaved(base: onnx.ModelProto, candidates: Mapping[int, onnx.ModelProto], feeds: dict[str, Any],
+def _compare_interleaved(base: onnx.ModelProto, candidates: Mapping[int, Any], feeds: dict[str, Any],
                          options: TuneOptions) -> Generator[Progress, None, tuple[Stats, dict[int, Stats]]]:
     """fp32 and each candidate timed round-robin in one run (see engine.measure.interleave)."""
     from engine.measure.interleave import interleaved_latency
@@ -370,20 +384,27 @@ def _layer_routines(graph: ModelGraph, routines: Mapping[str, str]) -> dict[str,
 
 
 def _build_and_measure(graph: ModelGraph, plan: Plan, calibration: Calibration, evaluator: Evaluator,
-                       feeds: Mapping[str, Any], options: TuneOptions, i: int) -> Job[tuple[onnx.ModelProto, Stats, float]]:
+                       feeds: Mapping[str, Any], options: TuneOptions, i: int) -> Job[tuple[onnx.ModelProto, Stats, float, Any]]:
+    """The plan's variant, its latency (a mixed-provider route: as parts, ``timed_form``), its metric, and what was timed."""
     yield Progress(3, 5, f"round {i + 1}: building the variant")
     model = build_variant(graph, plan, calibration).model
-    yield Progress(4, 5, f"round {i + 1}: measuring")
-    ms = yield from _latency(model, feeds, options, f"{graph.label} [route]")
+    timed = timed_form(graph, plan, model, feeds, options.threads)
+    yield Progress(4, 5, f"round {i + 1}: measuring" + ("" if timed is model else f" ({len(timed.parts)} parts)"))
+    ms = yield from _latency(timed, feeds, options, f"{graph.label} [route]")
     result = yield from evaluate_job(model, evaluator, threads=options.threads or 0)
     logger.info("tune round %d: %.3f ms, metric %.4f", i + 1, ms.median, result.metric)
-    return model, ms, result.metric
+    return model, ms, result.metric, timed
 
 
-def _latency(model: onnx.ModelProto, feeds: Mapping[str, Any], options: TuneOptions, label: str) -> Job[Stats]:
-    """End-to-end latency here, or on the options' target."""
-    if options.target is None:
+def _latency(model: Any, feeds: Mapping[str, Any], options: TuneOptions, label: str) -> Job[Stats]:
+    """End-to-end latency here, or on the options' target; a ``PartitionedModel`` runs its parts in turn."""
+    if options.target is None and isinstance(model, onnx.ModelProto):
         return measure_latency(model, feeds, options.threads, repeats=options.repeats, label=label)
+    if options.target is None:  # a route as parts: the same session rule (the fastest of 3 in turns)
+        from engine.measure.interleave import interleaved_latency
+
+        stats = yield from interleaved_latency({label: model}, dict(feeds), options.threads or 1, options.repeats)
+        return stats[label]
     stats = yield from options.target.latency_job({label: model}, feeds, options.threads, options.repeats)
     return stats[label]
 

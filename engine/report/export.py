@@ -26,7 +26,7 @@ from typing import Any, Mapping
 from engine.errors import LayerLabError
 from engine.model.session import Session
 from engine.measure.providers import CPU, split_routine
-from engine.report.provider_export import annotate, plan_providers
+from engine.report.provider_export import annotated
 from engine.io.session_file import to_data
 from engine.io.files import atomic_write_text
 
@@ -293,9 +293,7 @@ def export_model(session: Session, path: str | os.PathLike[str], evaluator: Any 
     plan = session.plan if isinstance(session.plan, Plan) else Plan.from_dict(to_data(session.plan), "session plan")
     plan = _resolve_auto(plan, session)
     model = build_variant(session.graph, plan, calibration_for(session.graph, evaluator)).model
-    providers = plan_providers(session.graph, plan)
-    if providers:  # a mixed-provider plan: layer_ann on every node (engine.report.provider_export)
-        model = annotate(model, session.graph, providers)
+    model, _ = annotated(model, session.graph, plan)  # a mixed-provider plan: layer_ann on every node
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

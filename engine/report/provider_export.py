@@ -25,7 +25,7 @@ from engine.ir.graph import ModelGraph
 from engine.measure.provider_costs import placement
 from engine.measure.providers import CPU, routine_on, short_name
 
-__all__ = ["DEVICES", "LAYER_ANN", "annotate", "assignment_settings", "plan_providers"]
+__all__ = ["DEVICES", "LAYER_ANN", "annotate", "annotated", "assignment_settings", "deploy_lines", "plan_providers"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,3 +100,21 @@ def assignment_settings(providers: Mapping[str, str] | set[str]) -> tuple[str, l
                          "so ORT cannot keep them apart (run such a route as parts, as LayerLab measures it)")
     text = "; ".join(f"{d}({', '.join('=ep_' + short_name(p) for p in ps)})" for d, ps in by_device.items())
     return text, notes
+
+
+def annotated(model: onnx.ModelProto, graph: ModelGraph, plan: object) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """``model`` (``plan``'s variant of ``graph``) annotated when the plan places layers on other providers
+    (else ``model`` itself), and the layer -> provider map it used."""
+    providers = plan_providers(graph, plan)
+    return (annotate(model, graph, providers) if providers else model), providers
+
+
+def deploy_lines(providers: Mapping[str, str]) -> list[str]:
+    """What a user deploying the annotated model needs to know: where the layers go, the session config
+    entry, and what it cannot express ([] for a CPU-only plan)."""
+    if not providers:
+        return []
+    text, notes = assignment_settings(providers)
+    return [f"{len(providers)} layer(s) on {', '.join(sorted(set(providers.values())))}; nodes carry layer_ann. "
+            f"For ONNX Runtime builds with layer assignment (1.2x+), set the session config entry\n"
+            f"    session.layer_assignment_settings = \"{text}\"", *(f"note: {n}" for n in notes)]

@@ -120,8 +120,8 @@ def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensiti
         routines = {n.name: plan.settings_for(n.name).precision for n in graph.layers}
         built.append(routines)
         if plan.ops == "int8":
-            return graph.model, Stats(ops_ms, ops_ms, ops_ms), metric_of(routines) - ops_drop
-        return graph.model, Stats(0.5, 0.4, 0.6), metric_of(routines)
+            return graph.model, Stats(ops_ms, ops_ms, ops_ms), metric_of(routines) - ops_drop, graph.model
+        return graph.model, Stats(0.5, 0.4, 0.6), metric_of(routines), graph.model
         yield  # noqa: unreachable
 
     def fake_compare(base, candidates, feeds, options):
