@@ -50,11 +50,10 @@ _YIELD_EVERY = 0.25  # seconds between progress yields inside timing loops
 # a shared machine is spread over every session.
 BLOCK = 10
 SETTLE = 2
-# A session keeps its speed for life, and it differs between sessions of one model: one session of the
-# digits model measures 22.6 us for good, the next 32 us; MiniLM int8_dynamic sessions 2.1 to 3.0 ms, each
-# with a tight p10-p90 (threads are not pinned: the cause is below us). So every latency LayerLab reports,
-# the profiler's as bench's, is that of the fastest of SESSIONS fresh sessions: a profile timed in one
-# session and a route timed in three disagreed by up to +50 % (MiniLM all-int8_dynamic 3.05 vs 2.01 ms).
+# Every latency LayerLab reports, the profiler's as bench's, is that of the fastest of SESSIONS fresh
+# sessions timed in turns: one session of the digits model measured 22.6 us for its whole run, the next
+# 32 us. (Six MiniLM sessions in turns agreed within 2 %, while the machine's speed moved by half between
+# two such runs seconds apart: the profiler's ``_Reference`` answers that part.)
 SESSIONS = 3
 
 

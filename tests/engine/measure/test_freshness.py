@@ -48,7 +48,7 @@ def fake_profiling(monkeypatch: pytest.MonkeyPatch) -> dict:
     """The profiler's measuring steps replaced: each variant 'measures' state['e2e'] ms; counts what was measured."""
     state = {"e2e": 4.0, "variants": [], "calibrations": 0}
 
-    def fake_variant(graph, routine, feeds, threads, calib, options, tmp):
+    def fake_variant(graph, routine, feeds, threads, calib, options, tmp, reference=None):
         state["variants"].append(routine)
         e2e = state["e2e"] if routine == "fp32" else state["e2e"] / 2
         return {"ok": True, "e2e": {"median": e2e, "p10": e2e, "p90": e2e}, "unsupported": {},

@@ -249,3 +249,26 @@ def test_a_variant_is_timed_as_bench_times_it_and_its_trace_priced_to_that(digit
     kernels = sum(lp.ms for lp in prof.layers) + sum(a.ms for a in prof.adapts if a.routine == "fp32" and a.kind != "run")
     assert kernels == pytest.approx(0.003, rel=1e-6)  # the digits trace sums to ~20 us on its own
     assert prof.coverage == pytest.approx(1.0, rel=1e-6)
+
+
+def test_a_variant_is_priced_by_its_ratio_to_fp32_timed_in_the_same_turns(digits_graph, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """The machine's speed moves between variants: each is timed in turns with fp32's sessions, and its
+    time is fp32's median times the ratio in those turns, not the ms it read at its own moment."""
+    pools: list[list[str]] = []
+
+    def fake_turns(pool, feeds, repeats, warmup, label=str):
+        pools.append(sorted({name for name, _ in pool}))
+        if False:
+            yield
+        if len(pools) == 1:  # fp32 alone, at 1 ms
+            return {key: [1.0] * repeats for key in pool}
+        # the machine is twice as slow now: fp32 reads 2 ms, int8 1 ms beside it
+        return {key: [2.0 if key[0] == "fp32" else 1.0] * repeats for key in pool}
+
+    monkeypatch.setattr(profiler, "time_in_turns", fake_turns)
+    prof = profile(digits_graph, _options(tmp_path, routines=("fp32", "int8"), use_cache=False, adapts=False,
+                                          ops_int8=False))
+    assert pools == [["fp32"], ["fp32", "int8"]]
+    assert prof.end_to_end.median == pytest.approx(1.0)
+    assert prof.variants["int8"].median == pytest.approx(0.5)  # half of fp32, as in its turns
