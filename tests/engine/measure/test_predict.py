@@ -140,3 +140,21 @@ def test_a_layer_with_its_share_never_costs_less_than_nothing(fixed) -> None:
     assert shares["conv_2"]["int8"] == pytest.approx(-_INT8["conv_2"], abs=1e-12)
     problem = build_problem(graph, profile, None, routines=("fp32", "int8"))
     assert min(t for times in problem.times.values() for t in times.values()) >= 0
+
+
+def test_layout_adapts_are_priced_as_the_run_of_their_borders_showed_them(fixed) -> None:
+    """fp32 Conv islands meet the rest at ``x`` and ``conv_2_out`` (the Relus between Convs keep one
+    island): micro-models price a Reorder there at 0.02 + 0.03 ms, the fp32 run showed two for 0.1 ms in
+    all. The scale makes the all-fp32 route cost the fp32 run's own Reorders, and an int8 layer's borders
+    keep that scale."""
+    from dataclasses import replace
+
+    from engine.measure.predict import context_scale
+
+    graph, profile = fixed
+    adapts = [*profile.adapts, AdaptCost("x", "layout", 0.02), AdaptCost("conv_2_out", "layout", 0.03),
+              AdaptCost("x", "reorder", 0.04, "fp32"), AdaptCost("conv_2_out", "reorder", 0.06, "fp32")]
+    scale = context_scale(graph, profile.layers, adapts)
+    assert scale["layout"] == pytest.approx(2.0)
+    profile = replace(profile, adapts=adapts, adapt_scale={**profile.adapt_scale, **scale})
+    assert predict_ms(profile, graph, {}) == pytest.approx(_RUN + sum(_FP32.values()) + 3 * _RELU + 0.1, abs=1e-12)

@@ -82,7 +82,8 @@ def test_digits_routines_unsupported_reasons_and_adapts(digits_graph, tmp_path: 
     assert any(a.kind == "run" and a.routine == "fp32" for a in p.adapts)
     assert set(p.variants) == {"fp32", "int8", "int8_dynamic", "fp16", "int8_ops"}  # int8_ops: ops in int8 too
     assert p.layer("/relu/Relu").int8_ops is not None and conv.int8_ops is not None
-    assert set(p.adapt_scale) <= {"quantize", "dequantize"} and all(0.25 <= v <= 4 for v in p.adapt_scale.values())
+    assert set(p.adapt_scale) <= {"quantize", "dequantize", "transpose", "layout"}
+    assert all(0.25 <= v <= 4 for v in p.adapt_scale.values())
     again = Profile.from_json(json.loads(json.dumps(p.to_json())))
     assert again == p
 
