@@ -29,7 +29,8 @@ Fields of one entry (all optional):
   or ``entropy`` (see ``engine.passes.calibration``). ``layerlab tune`` writes the method the
   sensitivity sweep measured best for the layer; plans without the field read as before.
 - ``cle``: ``true`` equalizes this Conv with the Conv it feeds (cross-layer equalization,
-  ``engine.passes.cle``; exact, fp32 outputs unchanged). ``bias_correction``: ``true`` folds this
+  ``engine.passes.cle``, then high-bias absorption; exact, fp32 outputs unchanged, but for a ReLU6
+  between them, replaced by ReLU as AIMET does: the notes say so). ``bias_correction``: ``true`` folds this
   int8 layer's mean output error on the calibration samples into its bias
   (``engine.passes.bias_correction``). ``symmetric``: ``true`` makes the ranges of the tensors this
   int8 layer reads and writes symmetric about 0 (uint8 activations with zero point 128: the same

@@ -9,7 +9,8 @@ the same nodes as quantizing the whole model with only that layer chosen, at a f
 
 ``int8_variants`` adds the per-layer int8 methods (``INT8_METHODS``): bias correction of the layer
 (``engine.passes.bias_correction``, on the same calibration samples), cross-layer equalization of
-the Conv pair the layer starts (``engine.passes.cle``, exact) and SmoothQuant migration of a
+the Conv pair the layer starts with high-bias absorption (``engine.passes.cle``: exact, but for a
+ReLU6 replaced by ReLU as AIMET does, whose cost the measured drop includes) and SmoothQuant migration of a
 MatMul/Gemm's activation outliers into its weights (``engine.passes.smoothquant``, alpha
 ``SMOOTHQUANT_ALPHA``, exact in fp32) and symmetric activation ranges for the tensors the layer reads
 and writes (uint8 with zero point 128, ``engine.passes.precision.symmetric_ranges``), each alone and
@@ -152,7 +153,7 @@ class VariantBuilder:
         built: list[tuple[dict[str, bool], VariantBuilder, onnx.ModelProto]] = [({}, self, plain)]
         if "cle" in methods:
             if self._pair_starts is None:
-                self._pair_starts = {p.first for p in find_pairs(self.base)}
+                self._pair_starts = {p.first for p in find_pairs(self.base, approximate=True)}
             if layer in self._pair_starts:
                 builder = self._derived_builder(layer, "cle")
                 built.append(({"cle": True}, builder, builder.build([layer], "int8", method)))
@@ -186,7 +187,7 @@ class VariantBuilder:
         kept = self._derived.get(kind)
         if kept is None or kept[0] != layer:
             if kind == "cle":
-                base = CLEPass({layer})(self.base).model
+                base = CLEPass({layer}, approximate=True, samples=self._samples)(self.base).model
             else:
                 base = SmoothQuantPass({layer: SMOOTHQUANT_ALPHA}, self._samples)(self.base).model
             kept = self._derived[kind] = (layer, VariantBuilder(base, self._samples))

@@ -90,7 +90,8 @@ def apply_plan(
     steps: list[tuple[str, Callable[[onnx.ModelProto], PassResult]]] = [
         ("prune", PrunePass(prune, calibration=calibration, skip_refused=from_default, shapes=graph_shapes(graph))),
         ("low-rank", LowRankPass(ranks, calibration=calibration)),
-        ("equalization", CLEPass({n for n, s in settings.items() if s.cle and n not in ranks and n not in prune})),
+        ("equalization", CLEPass({n for n, s in settings.items() if s.cle and n not in ranks and n not in prune},
+                                  approximate=True, samples=calibration or ())),
         ("smoothquant", SmoothQuantPass({n: s.smoothquant for n, s in settings.items()
                                          if s.smoothquant is not None and n not in ranks}, calibration)),
         ("precision", BiasCorrectionPass(precision, corrected, calibration) if corrected else precision),
