@@ -174,6 +174,34 @@ def test_the_best_route_is_also_measured_with_its_ops_in_int8(
     assert result.rounds[-1].ops == "int8" and result.plan.ops == "fp32" and result.ms_measured.median == 0.5
 
 
+def test_the_all_int8_route_is_measured_with_its_ops_in_int8_even_when_another_round_timed_faster(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
+) -> None:
+    """ORT's whole-model int8 is all layers and ops in int8: tune must try that model whenever its drop fits,
+    not only the ops-in-int8 twin of the round that happened to time fastest alone."""
+    names = [n.name for n in digits.layers]
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    prof = fixed_profile(digits)
+    slow = names[0]  # the profile says int8 is slower here, so DPRS keeps it fp32
+    prof = replace(prof, layers=[replace(lp, routines={**lp.routines, "int8": 3 * lp.ms}) if lp.name == slow else lp
+                                 for lp in prof.layers])
+    _fake_pipeline(monkeypatch, prof, sens, lambda r: 0.99)
+    built: list[tuple[str, bool]] = []
+    fake_build = tune._build_and_measure
+
+    def timed_build(graph, plan, calibration, evaluator, feeds, options, i):
+        all_int8 = all(plan.settings_for(n).precision == "int8" for n in names)
+        built.append((plan.ops, all_int8))
+        model, _, metric, timed = yield from fake_build(graph, plan, calibration, evaluator, feeds, options, i)
+        ms = {("int8", True): 0.3, ("int8", False): 0.45, ("fp32", True): 0.6}.get((plan.ops, all_int8), 0.5)
+        return model, Stats(ms, ms, ms), metric, timed
+
+    monkeypatch.setattr(tune, "_build_and_measure", timed_build)
+    result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))))
+    assert built[0] == ("fp32", False) and ("fp32", True) in built and ("int8", True) in built
+    assert result.plan.ops == "int8" and {result.routines[n] for n in names} == {"int8"} and result.ms_measured.median == 0.3
+
+
 def test_infeasible_and_slower_routes_fall_back_to_fp32(
     monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
