@@ -31,6 +31,7 @@ __all__ = ["CALIBRATION_WORDS", "WORDS", "calibration", "characters", "decode", 
 
 logger = logging.getLogger(__name__)
 
+METRIC_NAME = "word_accuracy"  # exact-match words, shown by bench, tune and the window
 INPUT_NAME = "x"
 HEIGHT = 48
 MIN_WIDTH = 64
