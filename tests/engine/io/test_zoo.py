@@ -24,6 +24,7 @@ ZOO = {
     "silero-vad": ({}, 0, False),  # the network lives in If branches LayerLab does not descend into yet
     "oww-melspec": ({"samples": 1280}, 2, True),
     "picodet-layout": ({}, 100, True),  # PicoDet (Paddle): weights in Constant nodes, 1,493 nodes
+    "nudenet-320n": ({"height": 320, "width": 320}, 60, True),  # YOLOv8n, batch defaults to 1
 }
 
 
