@@ -7,7 +7,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["make_model", "conv_stack", "residual_net", "concat_net", "transformer_block", "gemm_mlp", "dynamic_width_cnn", "classic_cnn", "bert_encoder"]
+__all__ = ["make_model", "conv_stack", "residual_net", "concat_net", "transformer_block", "gemm_mlp", "dynamic_width_cnn", "classic_cnn", "bert_encoder",
+           "run_time_reshape_head"]
 
 
 class _Builder:
@@ -222,3 +223,25 @@ def bert_encoder(vocab: int = 50, hidden: int = 16, seed: int = 0, mask_dtype: i
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def run_time_reshape_head(channels: int = 8, classes: int = 4, seed: int = 0) -> onnx.ModelProto:
+    """x[N,C,H,W] -> Conv -> GlobalAveragePool -> Reshape to [N, C] -> MatMul -> Softmax, with the Reshape
+    target computed at run time as Paddle exports it (``Shape -> Cast int32 -> Slice -> Cast int64 ->
+    Concat(axis=-1)``): ONNX's inference leaves the MatMul input without a shape and ORT's symbolic one
+    gives up (it asserts a Concat axis of 0)."""
+    b = _Builder(seed)
+    y = b.conv("x", 3, channels, name="conv")
+    pooled = b.node("GlobalAveragePool", [y], name="pool")
+    shape = b.node("Shape", [pooled], name="shape")
+    as32 = b.node("Cast", [shape], name="cast32", to=TensorProto.INT32)
+    consts = {"starts": [0], "ends": [1], "axes": [0], "channels": [channels]}
+    for key, value in consts.items():
+        b.inits.append(numpy_helper.from_array(np.array(value, np.int32 if key != "channels" else np.int64), key))
+    batch = b.node("Slice", [as32, "starts", "ends", "axes"], name="slice")
+    as64 = b.node("Cast", [batch], name="cast64", to=TensorProto.INT64)
+    target = b.node("Concat", [as64, "channels"], name="concat", axis=-1)
+    flat = b.node("Reshape", [pooled, target], name="reshape")
+    logits = b.node("MatMul", [flat, b.weight("fc.w", (channels, classes))], name="fc")
+    out = b.node("Softmax", [logits], name="softmax", axis=-1)
+    return make_model(b, ["N", 3, "H", "W"], out, ["N", classes], opset=13)

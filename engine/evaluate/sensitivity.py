@@ -256,9 +256,9 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                 done += 1
                 if settings.recover:
                     if routine not in result.whole_model:
-                        everyone = [n.name for n in graph.layers if applicable(n.op_type, routine)]
+                        everyone = [n.name for n in graph.layers if applicable(graph, n, routine)]
                         result.whole_model[routine] = yield from context.full_metric(builder.build(everyone, routine))
-                    others = [n.name for n in graph.layers if applicable(n.op_type, routine) and n.name != name]
+                    others = [n.name for n in graph.layers if applicable(graph, n, routine) and n.name != name]
                     metric = yield from context.full_metric(builder.build(others, routine))
                     measured.recovered[routine] = metric - result.whole_model[routine]
                     done += 1
@@ -356,7 +356,7 @@ def _plan(graph: ModelGraph, settings: SweepSettings) -> list[tuple[str, str]]:
         if missing:
             raise SettingsError(f"{graph.label}: no layer named {missing[0]!r}")
         layers = [n for n in layers if n.name in set(settings.layers)]
-    return [(n.name, r) for n in layers for r in settings.routines if applicable(n.op_type, r)]
+    return [(n.name, r) for n in layers for r in settings.routines if applicable(graph, n, r)]
 
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:

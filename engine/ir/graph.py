@@ -24,7 +24,8 @@ from engine.errors import ModelError, SettingsError
 from engine.ir.topology import all_inputs, topological_order  # topological_order re-exported
 from engine.ir.fold import fold_constants
 from engine.ir.ops import Shape, count_macs, op_facts
-from engine.ir.shapes import TensorInfo, apply_input_shapes, infer_shapes
+from engine.ir.feeds import generated_feeds
+from engine.ir.shapes import TensorInfo, apply_input_shapes, infer_shapes, observed_shapes, unknown_tensors
 from engine.ir.validate import (
     check_dims,
     check_external_data,
@@ -210,6 +211,7 @@ def build_graph(
         shaped = _copy(model)
         apply_input_shapes(shaped, shapes, label)
         _, tensors = infer_shapes(shaped, label)
+        tensors = _complete_by_run(shaped, tensors, label)
     inits = {t.name: t for t in model.graph.initializer}
     check_input_sizes({i.name: tensors[i.name].shape for i in model.graph.input if i.name in tensors and i.name not in inits}, label)
     const_outputs = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
@@ -257,6 +259,25 @@ def upgrade_opset(model: onnx.ModelProto, minimum: int = 13) -> onnx.ModelProto:
 
 def _first_line(exc: BaseException) -> str:
     return one_line(exc)
+
+
+def _complete_by_run(model: onnx.ModelProto, tensors: dict[str, TensorInfo], label: str) -> dict[str, TensorInfo]:
+    """``tensors`` with the shapes neither inference computed taken from one fp32 run at the concrete
+    input shapes (generated feeds, as timing without an evaluator uses): apply's int8 needs every
+    layer's input shape, and tune and the sweep offer only what apply can do."""
+    unknown = unknown_tensors(model, tensors)
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [tensors.get(i.name, TensorInfo(i.name, None, None)) for i in model.graph.input if i.name not in inits]
+    if not unknown or any(t.shape is None or not all(isinstance(d, int) for d in t.shape) for t in inputs):
+        return tensors
+    try:
+        feeds = generated_feeds(model, inputs, label)
+    except Exception as exc:  # an input ORT could not be fed: the shapes stay unknown, as inference left them
+        logger.info("%s: no feeds to record shapes (%s)", label, _first_line(exc))
+        return tensors
+    observed = observed_shapes(model, feeds, unknown, label)
+    logger.info("%s: %d of %d unknown shape(s) recorded from one fp32 run", label, len(observed), len(unknown))
+    return {**tensors, **observed}
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,14 +1,18 @@
-"""Shapes and dtypes of every tensor: ONNX's shape inference completed by ONNX Runtime's symbolic one.
+"""Shapes and dtypes of every tensor: ONNX's shape inference completed by ONNX Runtime's symbolic one,
+and, once the input shapes are concrete, by one run of the model.
 
 Split from ``engine.ir.graph`` so the graph module stays about nodes and edges. Everything here is
-best effort: what cannot be computed is ``None`` (unknown), never an error.
+best effort: what cannot be computed is ``None`` (unknown), never an error. Exporters compute
+Reshape targets at run time in ways both inferences give up on (Paddle's ``Shape -> Cast -> Slice ->
+Cast -> Concat(axis=-1)``: ORT's symbolic inference asserts ``axis == 0``), so
+:func:`observed_shapes` records what one fp32 run actually produces.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -17,7 +21,7 @@ from onnx import helper, numpy_helper, shape_inference
 from engine.errors import SettingsError
 from engine.ir.ops import Shape
 
-__all__ = ["TensorInfo", "apply_input_shapes", "infer_shapes", "tensor_infos"]
+__all__ = ["TensorInfo", "apply_input_shapes", "infer_shapes", "observed_shapes", "session_with_outputs", "tensor_infos", "unknown_tensors"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,51 @@ def infer_shapes(model: onnx.ModelProto, label: str) -> tuple[onnx.ModelProto, d
                 tensors[name] = TensorInfo(name, info.dtype or (old.dtype if old else None), info.shape)
         _write_value_infos(inferred, tensors)
     return inferred, tensors
+
+
+def unknown_tensors(model: onnx.ModelProto, tensors: Mapping[str, TensorInfo]) -> list[str]:
+    """Tensors the top-level nodes read or write whose dtype or any dim is not known, in graph order."""
+    inits = {t.name for t in model.graph.initializer}
+    names = dict.fromkeys(t for n in model.graph.node for t in (*n.input, *n.output) if t and t not in inits)
+    return [t for t in names if not _concrete(tensors.get(t))]
+
+
+def _concrete(info: TensorInfo | None) -> bool:
+    return info is not None and info.dtype is not None and info.shape is not None and all(isinstance(d, int) for d in info.shape)
+
+
+def session_with_outputs(model: onnx.ModelProto, outputs: Iterable[str], *, optimize: bool = True):  # -> onnxruntime.InferenceSession
+    """A CPU session of ``model`` that also outputs ``outputs`` (``optimize=False``: no graph optimizations)."""
+    import onnxruntime as ort
+
+    extended = onnx.ModelProto()
+    extended.CopyFrom(model)
+    have = {o.name for o in extended.graph.output}
+    extended.graph.output.extend(onnx.ValueInfoProto(name=t) for t in dict.fromkeys(outputs) if t not in have)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(extended.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def observed_shapes(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], names: Sequence[str],
+                    label: str) -> dict[str, TensorInfo]:
+    """Dtype and shape of ``names`` as one fp32 run of ``model`` on ``feeds`` produces them.
+
+    Best effort like the inferences: when ONNX Runtime cannot load or run the model (feeds it refuses,
+    a tensor it cannot output), the answer is empty and the shapes stay unknown."""
+    if not names:
+        return {}
+    try:
+        session = session_with_outputs(model, names, optimize=False)
+        wanted = [o.name for o in session.get_outputs() if o.name in set(names)]
+        with np.errstate(all="ignore"):
+            values = session.run(wanted, dict(feeds))
+    except Exception as exc:
+        logger.info("%s: the run to record %d unknown shape(s) failed (%s)", label, len(names), _first_line(exc))
+        return {}
+    return {n: TensorInfo(n, np.asarray(v).dtype.name, tuple(int(d) for d in np.shape(v))) for n, v in zip(wanted, values)}
 
 
 def _symbolic(cls: type, model: onnx.ModelProto) -> onnx.ModelProto | None:

@@ -39,7 +39,8 @@ from engine.errors import LayerLabError, SettingsError
 from engine.ir.graph import ModelGraph, build_graph
 from engine.ir.partition import Chunk, segments
 from engine.measure.cache import ProfileCache, cache_key, cpu_model
-from engine.measure.feeds import feeds_digest, random_feeds
+from engine.measure.feeds import feeds_digest
+from engine.ir.feeds import random_feeds
 from engine.measure.partition import build_parts, partition
 from engine.measure.predict import predict_ms
 from engine.measure.providers import CPU, routine_on, short_name, split_routine

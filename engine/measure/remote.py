@@ -32,7 +32,8 @@ from engine.measure.profiler import ProfileOptions, feeds_record
 from engine.measure.provider_tables import Segment, TableOptions, Timer
 from engine.measure.tables import Profile, Stats
 from engine.measure.targets import Target
-from engine.measure.feeds import feeds_digest, random_feeds
+from engine.measure.feeds import feeds_digest
+from engine.ir.feeds import random_feeds
 from engine.measure.wire import npz_bytes, pack, read_token
 from engine.progress import Job, Progress
 

@@ -16,7 +16,8 @@ import onnx
 
 from engine.errors import LayerLabError, SettingsError
 from engine.ir.graph import ModelGraph, Node
-from engine.measure.feeds import random_feeds  # re-exported: where the profiler and jobs get their feeds
+from engine.ir.feeds import random_feeds  # re-exported: where the profiler and jobs get their feeds
+from engine.passes.layer_variants import routine_problem
 from engine.passes.precision import PrecisionPass, unconverted
 
 __all__ = ["OPS_INT8", "ROUTINES", "build_variant", "int8_variant", "random_feeds", "to_graph"]
@@ -26,7 +27,6 @@ logger = logging.getLogger(__name__)
 ROUTINES = ("fp32", "int8", "int8_dynamic", "fp16")
 #: Not a layer routine: every layer in int8 *and* the ops between them (the plan's "ops": "int8").
 OPS_INT8 = "int8_ops"
-_DYNAMIC_OPS = ("MatMul", "Gemm")
 
 
 def build_variant(
@@ -44,7 +44,7 @@ def build_variant(
         except SettingsError as exc:
             raise LayerLabError(f"{graph.label}: int8 conversion with ops failed ({exc})") from None
         return result.model, {}
-    candidates = {n.name: _not_applicable(n, routine) for n in graph.layers}
+    candidates = {n.name: routine_problem(graph, n, routine) for n in graph.layers}
     reasons = {name: why for name, why in candidates.items() if why}
     chosen = [name for name, why in candidates.items() if not why]
     if not chosen:
@@ -60,17 +60,6 @@ def int8_variant(graph: ModelGraph, layers: list[str], feeds: dict[str, np.ndarr
     if not layers:
         return graph.model
     return _precision(graph, "int8", layers, feeds)
-
-
-def _not_applicable(node: Node, routine: str) -> str:
-    """Why ``routine`` does not exist for this layer; empty when it does."""
-    if routine != "int8_dynamic":
-        return ""
-    if node.op_type not in _DYNAMIC_OPS:
-        return "int8_dynamic applies to MatMul/Gemm layers only"
-    if node.op_type == "Gemm" and (node.attributes.get("transA", 0) or node.inputs[1] not in node.weights):
-        return "int8_dynamic needs a Gemm with constant B and transA=0"  # PrecisionPass refuses the others
-    return ""
 
 
 def _precision(graph: ModelGraph, routine: str, layers: list[str], feeds: dict[str, np.ndarray]) -> onnx.ModelProto:

@@ -59,7 +59,7 @@ def profile_fits(profile: Profile | None, graph: ModelGraph, threads: int | None
     if feeds is not None and profile.feeds_digest != wanted:
         return f"the profile was timed on {profile.feeds or 'generated inputs'}, tune times on {feeds.source}"
     timed = {r for lp in profile.layers for r in lp.routines}
-    lacking = [r for r in routines if r != "fp32" and r not in timed and any(applicable(n.op_type, r) for n in graph.layers)]
+    lacking = [r for r in routines if r != "fp32" and r not in timed and any(applicable(graph, n, r) for n in graph.layers)]
     if lacking:
         return f"the profile has no {lacking[0]} times"
     return ""
@@ -81,7 +81,7 @@ def missing_sweep(sens: Sensitivity, graph: ModelGraph, routines: Sequence[str],
     layers, need = [], set()
     for node in graph.layers:
         known = sens.layers.get(node.name)
-        lacking = [r for r in wanted if applicable(node.op_type, r) and (known is None or r not in known.drops)]
+        lacking = [r for r in wanted if applicable(graph, node, r) and (known is None or r not in known.drops)]
         if lacking:
             layers.append(node.name)
             need.update(lacking)

@@ -6,7 +6,7 @@ scored at. Data-dependent kernels (NonZero, TopK, Loop, early-exit decoders) and
 ones. The sample taken is the first scored sample whose inputs have the graph's input shapes (the
 graph was resolved at the evaluator's most frequent shapes unless ``--input``/``--dim`` said
 otherwise). Without an evaluator, or when none of its samples fits the shapes, the inputs are
-generated (``engine.measure.feeds.random_feeds``) and the source says why.
+generated (``engine.ir.feeds.random_feeds``) and the source says why.
 
 ``bench``, ``tune`` (its profile, baseline and every round), the window's Profile and Measure, and
 ``profile --eval`` all take their feeds from :func:`timing_feeds`, and state its ``source``.
@@ -21,7 +21,8 @@ import numpy as np
 
 from engine.evaluate.contract import Evaluator
 from engine.ir.graph import ModelGraph
-from engine.measure.feeds import feeds_digest, random_feeds
+from engine.measure.feeds import feeds_digest
+from engine.ir.feeds import random_feeds
 
 __all__ = ["GENERATED", "TimingFeeds", "timing_feeds"]
 

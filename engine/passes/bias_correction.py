@@ -20,24 +20,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from engine.ir.shapes import session_with_outputs
 from engine.passes.base import PassResult, clone, set_initializer
 from engine.passes.precision import prepare
 
-__all__ = ["BiasCorrectionPass", "correct_biases", "output_errors", "session_with_outputs"]
+__all__ = ["BiasCorrectionPass", "correct_biases", "output_errors"]
 
 logger = logging.getLogger(__name__)
-
-
-def session_with_outputs(model: onnx.ModelProto, outputs: Iterable[str]):  # -> onnxruntime.InferenceSession
-    """A CPU session of ``model`` that also outputs ``outputs``."""
-    import onnxruntime as ort
-
-    extended = clone(model)
-    have = {o.name for o in extended.graph.output}
-    extended.graph.output.extend(onnx.ValueInfoProto(name=t) for t in outputs if t not in have)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(extended.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def output_errors(fp32: onnx.ModelProto, int8: onnx.ModelProto, tensors: Sequence[tuple[str, str]],

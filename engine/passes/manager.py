@@ -24,6 +24,7 @@ from engine.ir.graph import ModelGraph
 from engine.ir.ops import op_facts
 from engine.model.plan import Plan
 from engine.passes.base import PassResult
+from engine.passes.layer_variants import routine_problem
 from engine.passes.lowrank import LowRankPass, lowrank_names, lowrank_problem
 from engine.passes.bias_correction import BiasCorrectionPass
 from engine.passes.cle import CLEPass
@@ -76,14 +77,6 @@ def apply_plan(
             by_precision[s.precision] += list(lowrank_names(name)) if name in ranks else [name]
     methods = {n: s.calibration for n, s in settings.items() if s.precision == "int8" and s.calibration and n not in ranks}
     symmetric = [n for n, s in settings.items() if s.precision == "int8" and s.symmetric and n not in ranks]
-    if by_precision["int8"]:
-        unknown = [
-            n.name
-            for n in graph.layers
-            if n.name in by_precision["int8"] and getattr(graph.tensors.get(n.inputs[0]), "shape", None) is None
-        ]
-        if unknown:
-            raise SettingsError(f"{graph.label}: shapes unknown at {unknown[0]!r}; give concrete input shapes (--input NAME=SHAPE)")
     precision = PrecisionPass(calibration=calibration, **by_precision, int8_calibration=methods, int8_symmetric=symmetric,
                               int8_ops_except=_layer_nodes(settings, ranks) if plan.ops == "int8" else None)
     corrected = [n for n, s in settings.items() if s.bias_correction and s.precision == "int8" and n not in ranks]
@@ -139,10 +132,9 @@ def check_plan(plan: Plan, graph: ModelGraph) -> list[str]:
         s = plan.settings_for(node.name)
         where = f"layer {node.name!r} ({node.op_type})"
         facts = op_facts(node.op_type)
-        if s.precision == "int8" and not facts.quantizable:
-            problems.append(f"{where}: int8 is not supported for this op")
-        if s.precision == "int8_dynamic" and node.op_type not in ("MatMul", "Gemm"):
-            problems.append(f"{where}: int8_dynamic is for MatMul/Gemm only (dynamic Conv is slower than fp32)")
+        why = routine_problem(graph, node, s.precision) if s.precision in ("int8", "int8_dynamic", "fp16") else ""
+        if why:
+            problems.append(f"{where}: {why}")
         if s.prune is not None and s.rank is not None:
             problems.append(f"{where}: choose pruning or a rank, not both")
         if s.prune is not None and s.prune.ratio > 0 and node.name in plan.layers:  # a default skips what it cannot prune

@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from engine.passes.base import PassResult, clone, initializers, set_initializer
-from engine.passes.bias_correction import session_with_outputs
+from engine.ir.shapes import session_with_outputs
 
 __all__ = ["SmoothQuantPass", "channel_absmax", "smoothable"]
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.common import resolve_model  # noqa: E402
 from engine.ir.graph import load_model, parse_input_shape  # noqa: E402
-from engine.measure.feeds import random_feeds  # noqa: E402
+from engine.ir.feeds import random_feeds  # noqa: E402
 from engine.measure.partition import Part, PartitionedModel, partition  # noqa: E402
 from engine.measure.predict import predict_ms  # noqa: E402
 from engine.measure.profiler import ProfileOptions  # noqa: E402

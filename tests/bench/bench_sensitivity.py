@@ -84,7 +84,7 @@ def _evidence(graph, sensitivity, threads: int) -> None:  # type: ignore[no-unty
     base = upgrade_opset(graph.model, 13)
     fp32 = evaluate(base, evaluator, threads=threads).metric
     ranking = sensitivity.ranking("int8")
-    int8_layers = [n.name for n in graph.layers if applicable(n.op_type, "int8")]
+    int8_layers = [n.name for n in graph.layers if applicable(graph, n, "int8")]
     print(f"\nfp32 metric: {fp32:.4f}")
     print("most int8-sensitive layers: " + ", ".join(f"{n} ({sensitivity.layers[n].drops['int8']:+.4f})" for n in ranking[:8]))
     smallest = None

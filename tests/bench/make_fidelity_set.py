@@ -19,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.common import add_shape_arguments, load_graph, resolve_model  # noqa: E402
-from engine.measure.feeds import random_feeds  # noqa: E402
+from engine.ir.feeds import random_feeds  # noqa: E402
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from engine.ir.graph import build_graph
 from engine.ir.partition import Chunk
-from engine.measure.feeds import random_feeds
+from engine.ir.feeds import random_feeds
 from engine.measure.partition import build_parts
 from engine.measure.provider_tables import TableOptions, segment_models, time_segments_job
 from engine.measure.providers import CPU

@@ -9,7 +9,7 @@ import pytest
 from engine.errors import SettingsError
 from engine.ir.graph import build_graph
 from engine.ir.partition import Chunk, chunks, cut, owners, segments
-from engine.measure.feeds import random_feeds
+from engine.ir.feeds import random_feeds
 from engine.measure.partition import build_parts, partition
 from engine.measure.provider_costs import placement
 from engine.measure.providers import CPU

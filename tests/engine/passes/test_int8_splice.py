@@ -33,7 +33,7 @@ def _check_every_layer(model: onnx.ModelProto) -> int:
     feeds = random_calibration(graph.model, 3, seed=7)
     spliced = 0
     with VariantBuilder(graph.model, calib) as builder:
-        for layer in [n.name for n in graph.layers if applicable(n.op_type, "int8")]:
+        for layer in [n.name for n in graph.layers if applicable(graph, n, "int8")]:
             built = builder.build([layer], "int8")
             whole = PrecisionPass(calibration=calib, int8=[layer])(graph.model).model
             onnx.checker.check_model(built)
@@ -47,7 +47,8 @@ def _check_every_layer(model: onnx.ModelProto) -> int:
 @pytest.mark.parametrize("name", ["conv_stack", "residual_net", "concat_net", "gemm_mlp", "transformer_block"])
 def test_spliced_layers_compute_what_the_whole_model_quantizer_builds(name: str) -> None:
     model = getattr(builders, name)()
-    layers = [n for n in build_graph(model).layers if applicable(n.op_type, "int8")]
+    graph = build_graph(model)
+    layers = [n for n in graph.layers if applicable(graph, n, "int8")]
     # The first build calibrates through the whole-model path; every later one is spliced.
     assert _check_every_layer(model) == len(layers) - 1
 

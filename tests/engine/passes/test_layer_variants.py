@@ -26,9 +26,11 @@ def test_variants_are_the_precision_pass(routine: str) -> None:
 
 
 def test_applicable_and_unknown_routines() -> None:
-    assert applicable("Conv", "int8") and applicable("Conv", "fp16") and not applicable("Conv", "int8_dynamic")
-    assert applicable("Gemm", "int8_dynamic") and applicable("MatMul", "int8_dynamic")
+    convs, mlp = build_graph(builders.conv_stack()), build_graph(builders.gemm_mlp())
+    conv, fc = convs.layers[0], mlp.node("fc0")
+    assert applicable(convs, conv, "int8") and applicable(convs, conv, "fp16") and not applicable(convs, conv, "int8_dynamic")
+    assert applicable(mlp, fc, "int8_dynamic") and applicable(mlp, fc, "int8")
     with pytest.raises(LayerLabError, match="int4"):
-        applicable("Conv", "int4")
+        applicable(convs, conv, "int4")
     with VariantBuilder(builders.conv_stack(), []) as builder, pytest.raises(LayerLabError, match="int4"):
         builder.build(["conv_0"], "int4")

@@ -9,7 +9,7 @@ import pytest
 
 from engine.errors import SettingsError
 from engine.ir.graph import build_graph
-from engine.measure.feeds import random_feeds
+from engine.ir.feeds import random_feeds
 from engine.model.plan import LayerSettings, Plan
 from engine.optimize.plans import route_plan
 from engine.passes.precision import PrecisionPass

@@ -13,7 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engine.errors import LayerLabError
 from engine.ir.graph import build_graph
-from engine.measure.feeds import feed_failure, integer_plan, random_feeds
+from engine.measure.feeds import feed_failure
+from engine.ir.feeds import integer_plan, random_feeds
 from tests import builders
 
 
