@@ -28,8 +28,9 @@ _SCREENSHOT_TIMEOUT_MS = 300_000
 
 def run_app(model: Path | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None,
             evaluator: Path | None = None, screenshot: Path | None = None, colour: str | None = None,
-            dims: dict[str, int] | None = None) -> int:
-    """Show the window (loading ``model`` when given) and run the event loop; returns the exit code."""
+            dims: dict[str, int] | None = None, given_by: str = "with --input") -> int:
+    """Show the window (loading ``model`` when given) and run the event loop; returns the exit code.
+    ``given_by``: how ``input_shapes`` were given (on the command line, an example's default)."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
@@ -48,7 +49,7 @@ def run_app(model: Path | None = None, input_shapes: dict[str, tuple[int, ...]] 
     if evaluator is not None:
         window.open_evaluator(evaluator)
     if model is not None:
-        window.open_model(model, input_shapes, dims)
+        window.open_model(model, input_shapes, dims, given_by=given_by)
     if screenshot is None:
         code = app.exec()
         _dispose(app, window)

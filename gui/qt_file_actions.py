@@ -53,7 +53,7 @@ _WRITERS: dict[str, Callable[[Session, Path], Path]] = {"plan": write_plan, "csv
 def adopt(target: Session, loaded: Session) -> None:
     """Make ``target`` hold what ``loaded`` holds, announcing each field; it ends clean (or dirty, if recovered)."""
     with target.batch():  # each view hears of each field once, with the whole session in place
-        target.set_model(loaded.model_path, loaded.graph, loaded.input_shapes)
+        target.set_model(loaded.model_path, loaded.graph, loaded.input_shapes, loaded.shape_notes)
         target.set_evaluator(loaded.evaluator_path, trusted=loaded.evaluator_trusted)
         target.set_plan(loaded.plan)
         target.set_profile(loaded.profile)

@@ -212,11 +212,12 @@ class QtMainWindow(QMainWindow):
         return str(Path(recent[0]).parent) if recent else str(Path.home())
 
     def open_model(self, path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None,
-                   dims: dict[str, int] | None = None, source: str = "") -> QtJob:
+                   dims: dict[str, int] | None = None, given_by: str = "with --input") -> QtJob:
         """Load ``path`` in a worker process; the session gets the graph when it is ready.
 
         Dims left open are resolved by ``engine.ir.resolve`` (``dims``, the evaluator, batch 1); any
-        still open are asked in the shape dialog, never guessed.
+        still open are asked in the shape dialog, never guessed. ``given_by``: how ``input_shapes``
+        were given, for the notes on where the shapes came from (the session keeps them).
         """
         path = Path(path)
         shapes = dict(input_shapes or {})
@@ -224,20 +225,19 @@ class QtMainWindow(QMainWindow):
         self.cancel_job(everything=True)  # jobs of the old model have nothing to say about the new one
         return self.run_job(catalogue.OPEN_MODEL,
                             {"path": str(path), "input_shapes": shapes, "dims": dict(dims or {}),
-                             "evaluator": str(evaluator) if evaluator is not None else None},
-                            f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded, source=source))
+                             "evaluator": str(evaluator) if evaluator is not None else None, "given_by": given_by},
+                            f"Loading {path.name}", lambda loaded: self._model_loaded(path, *loaded))
 
     def _model_loaded(self, path: Path, graph: Any, shapes: dict[str, tuple[int, ...]],
-                      notes: list[str] | None = None, missing: dict | None = None, source: str = "") -> None:
-        """``source``: where the shapes given came from, for the status bar (the shape dialog)."""
+                      notes: list[str] | None = None, missing: dict | None = None) -> None:
+        """``notes``: where each shape came from; the session keeps them and the status bar shows them."""
         if graph is None:  # dims nobody gave: ask, then open again at the answer
             self.set_status(f"{path.name}: input dims unknown ({', '.join(missing or {})}); give their sizes")
             self.shape_dialog = ask_shapes(self, path.name, missing or {}, shapes,
-                                           lambda answer: self.open_model(path, answer, source="given in the shape dialog"))
+                                           lambda answer: self.open_model(path, answer, given_by="in the shape dialog"))
             return
         self.undo_stack.clear()  # edits of the previous model cannot be undone into this one
-        self.session.set_model(path, graph, shapes)
-        self.shapes.set_notes([*(notes or []), *([source] if source else [])])
+        self.session.set_model(path, graph, shapes, notes or [])
         self.session.set_plan(Plan())
         # Opening is not an edit: nothing is unsaved yet (Session has no "mark clean" without a path).
         self.session.dirty = False

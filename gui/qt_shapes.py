@@ -1,17 +1,15 @@
 """The input shapes and where they came from, always in sight: a permanent widget of the status bar.
 
 Every figure the window shows was measured at these shapes, so they must not scroll away with the
-next status message. The open job says how the dims it did not get were settled (the evaluator's
-most frequent shape, batch 1); the shape dialog's answer is "given in the dialog"; a model opened
-at shapes given on the command line or restored from a session file needs no note. The notes
-belong to the graph they came with: another model clears them. Text only, no numerics.
+next status message. Where each shape came from (given with --input or in the shape dialog, --dim,
+the evaluator's most frequent shape, batch 1) is the session's ``shape_notes``: set when a model
+opens, saved in the session file, so a reopened session shows them again. Text only, no numerics.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtWidgets import QLabel
@@ -38,8 +36,6 @@ class QtShapes(QLabel):
         super().__init__(parent)
         self.session = session
         self.setObjectName("input_shapes")
-        self._graph: Any = None  # the graph the notes are about
-        self._notes: list[str] = []
         self._callback = lambda _: self.refresh()
         session.events.model.connect(self._callback)
         self.refresh()
@@ -47,21 +43,14 @@ class QtShapes(QLabel):
     def close_view(self) -> None:
         self.session.events.disconnect(self._callback)
 
-    def set_notes(self, notes: Sequence[str]) -> None:
-        """How the current model's open dims were settled (said once when it opened, kept here)."""
-        self._graph = self.session.graph
-        self._notes = [short_note(n) for n in notes if n]
-        self.refresh()
-
     def refresh(self) -> None:
         graph = self.session.graph
         if graph is None:
             self.setText("")
             self.setToolTip("")
             return
-        if graph is not self._graph:  # another model (or a session file): its own shapes, no stale notes
-            self._graph, self._notes = graph, []
+        notes = [short_note(n) for n in self.session.shape_notes]
         shapes = "inputs " + shapes_label({t.name: t.shape for t in graph.inputs})
-        text = shapes + (" — " + "; ".join(self._notes) if self._notes else "")
+        text = shapes + (" — " + "; ".join(notes) if notes else "")
         self.setText(text)
-        self.setToolTip("Every time and metric shown was measured at these input shapes.\n" + "\n".join([shapes, *self._notes]))
+        self.setToolTip("Every time and metric shown was measured at these input shapes.\n" + "\n".join([shapes, *notes]))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["add_int8_arguments", "int8_choices", "format_count", "resolve_model", "input_shapes", "load_graph", "shape_text", "shapes_text",
+__all__ = ["add_int8_arguments", "int8_choices", "format_count", "resolve_model", "input_shapes", "given_by", "load_graph", "load_graph_noted", "shape_text", "shapes_text",
            "add_model_arguments", "add_shape_arguments", "evaluator_path", "add_target_arguments", "remote_target",
            "add_providers_argument", "providers_of"]
 
@@ -73,6 +73,18 @@ def load_graph(args: argparse.Namespace, path: Path, defaults: dict[str, tuple[i
     file is one line, nothing before it). ``strict``: a dim still unknown is an error naming it and
     both flags; otherwise the inputs that stay dynamic keep their symbolic dims.
     """
+    return load_graph_noted(args, path, defaults, evaluator=evaluator, strict=strict)[0]
+
+
+def given_by(args: argparse.Namespace) -> str:
+    """How shapes ``input_shapes`` returns were given: on the command line, or an example's default."""
+    return "with --input" if getattr(args, "input", None) else "as the example's default"
+
+
+def load_graph_noted(args: argparse.Namespace, path: Path, defaults: dict[str, tuple[int, ...]], *,
+                     evaluator: Any = None, strict: bool = True) -> tuple[Any, list[str]]:
+    """``load_graph`` and where its input shapes came from (``ResolvedShapes.sources``), which a
+    session file and the report keep."""
     import onnx
 
     from engine.ir.graph import load_model
@@ -83,16 +95,16 @@ def load_graph(args: argparse.Namespace, path: Path, defaults: dict[str, tuple[i
     try:  # the declared inputs only: no external data, no validation (load_model reports a bad file)
         declared = declared_inputs(onnx.load(str(path), load_external_data=False))
     except Exception:  # noqa: BLE001 - load_model names the problem in one line
-        return load_model(path, explicit)
+        return load_model(path, explicit), []
     samples = sample_shapes(inputs for inputs, _ in evaluator.samples()) if evaluator is not None else None
-    resolved = resolve_input_shapes(declared, explicit, dims, samples, label=str(path))
+    resolved = resolve_input_shapes(declared, explicit, dims, samples, label=str(path), given_by=given_by(args))
     if strict and resolved.missing:
         load_model(path, resolved.shapes)  # a broken file is the first thing to say
         resolved.require(str(path))
     graph = load_model(path, resolved.shapes)
     for note in resolved.notes:
         print(f"{path.name}: {note}", file=sys.stderr)
-    return graph
+    return graph, resolved.sources
 
 
 def shapes_text(shapes: Mapping[str, Sequence[object]]) -> str:

@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.cli.common import evaluator_path, input_shapes, resolve_model
+    from engine.cli.common import evaluator_path, given_by, input_shapes, resolve_model
 
     from engine.ir.resolve import parse_dim
 
@@ -60,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise LayerLabError(f"the window needs PySide6 and pyqtgraph ({exc}); the other commands work without") from None
     colour = getattr(args, "colour", None)
-    extra = ({"colour": colour} if colour else {}) | ({"dims": dims} if dims else {})
+    extra = ({"colour": colour} if colour else {}) | ({"dims": dims} if dims else {}) | ({"given_by": given_by(args)} if shapes else {})
     return run_app(model, shapes, evaluator, screenshot, **extra)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from engine.cli.common import (add_int8_arguments, add_model_arguments, add_providers_argument, add_target_arguments, int8_choices,
-                               load_graph, providers_of, remote_target, resolve_model, shapes_text)
+                               load_graph, load_graph_noted, providers_of, remote_target, resolve_model, shapes_text)
 
 __all__ = ["add_parser", "parse_bytes", "run"]
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     path, defaults = resolve_model(args.model)
     eval_path = evaluator_path(args)
     evaluator = load_evaluator(eval_path)
-    graph = load_graph(args, path, defaults, evaluator=evaluator)
+    graph, shape_notes = load_graph_noted(args, path, defaults, evaluator=evaluator)
     shapes = graph.input_shapes
     profile, sensitivity = _tables(args.session, graph, shapes, eval_path)
     result = run_job(tune_job(graph, evaluator, options, None, profile, sensitivity), stderr_progress(f"tune {path.name}"))
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if args.session is not None:
         from engine.io.session_file import save_session
 
-        save_session(to_session(result, graph, path.resolve(), Path(eval_path).resolve(), shapes), args.session)
+        save_session(to_session(result, graph, path.resolve(), Path(eval_path).resolve(), shapes, shape_notes), args.session)
     if args.json:
         data = result.to_json()
         print(json.dumps({"inputs": {k: list(v) for k, v in shapes.items()}, "providers": _providers_json(result)}

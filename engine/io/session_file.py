@@ -9,6 +9,7 @@ Schema (version 1; every key is written, absent values are ``null``)::
       "layerlab_session": 1,
       "model": {"path": "digits.onnx", "sha256": "..."},     # path relative to the session file
       "input_shapes": {"x": [1, 3, 48, 320]},
+      "shape_notes": ["x: 1x3x48x320 given with --input", ...],  # where the input shapes came from
       "evaluator": {"path": "eval.py", "sha256": "..."} | null,
       "plan": {...engine.model.plan.Plan...} | null,
       "profile": {...Profile.to_json()...} | null,           # cached: loading never re-profiles
@@ -185,6 +186,7 @@ def session_to_dict(session: Session, path: str | os.PathLike[str]) -> dict[str,
         "layerlab_session": SCHEMA_VERSION,
         "model": {"path": _relative(session.model_path, base), "sha256": model_sha},
         "input_shapes": {k: list(v) for k, v in session.input_shapes.items()},
+        "shape_notes": list(session.shape_notes),
         "evaluator": evaluator,
         "plan": to_data(session.plan),
         "profile": to_data(session.profile),
@@ -354,9 +356,13 @@ def load_session(
     except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise MalformedSessionError(f"{label}: 'input_shapes' or 'trials' malformed ({one_line(exc)})", path) from None
 
+    notes = data.get("shape_notes") or []  # absent in files saved before it was kept
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise MalformedSessionError(f"{label}: 'shape_notes' must be a list of strings", path)
     session = Session()
     session.model_path = model
     session.input_shapes = shapes
+    session.shape_notes = list(notes)
     same = (loaded is not None and getattr(loaded, "sha256", None) == actual_sha and loaded.path is not None
             and Path(loaded.path).resolve() == model.resolve() and dict(loaded.input_shapes) == shapes)
     session.graph = loaded if same else load_model(model, shapes)

@@ -11,6 +11,10 @@ exports write ``-1``):
    whose samples have a batch of 4 must be profiled at 4, or its feeds would not fit.
 4. Otherwise :func:`resolve_input_shapes` raises one line naming the dims and both flags; the
    window asks instead (:attr:`ResolvedShapes.missing`).
+
+``notes`` say what was chosen without being given (printed by the CLI); ``given`` says what was
+given and how (``--input``, ``--dim``, the shape dialog, an example's default). Both together,
+:attr:`ResolvedShapes.sources`, are where the shapes came from: the session file and the report keep it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,12 @@ class ResolvedShapes:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     missing: dict[str, tuple[Dim, ...]] = field(default_factory=dict)  # input -> dims with the unresolved left open
+    given: list[str] = field(default_factory=list)  # what was given, and how: not repeated on the CLI
+
+    @property
+    def sources(self) -> list[str]:
+        """Where every shape came from: what was given, then what was chosen (sessions and reports keep it)."""
+        return [*self.given, *self.notes]
 
     def require(self, label: str) -> dict[str, tuple[int, ...]]:
         """The shapes; SettingsError naming every unresolved dim and both flags when any is left."""
@@ -132,8 +142,10 @@ def resolve_input_shapes(
     dims: Mapping[str, int] | None = None,
     samples: Mapping[str, Counter[tuple[int, ...]]] | None = None,
     label: str = "<model>",
+    given_by: str = "with --input",
 ) -> ResolvedShapes:
-    """Concrete shapes for the dynamic inputs, in the module's order; ``missing`` lists what is left."""
+    """Concrete shapes for the dynamic inputs, in the module's order; ``missing`` lists what is left.
+    ``given_by`` says how ``explicit`` was given, for ``given`` ("in the shape dialog", ...)."""
     explicit, dims, samples = dict(explicit or {}), dict(dims or {}), dict(samples or {})
     known = {i.name: i for i in inputs}
     for name in explicit:
@@ -148,6 +160,7 @@ def resolve_input_shapes(
     for inp in inputs:
         if inp.name in explicit:
             out.shapes[inp.name] = _check_explicit(inp, explicit[inp.name], label)
+            out.given.append(f"{inp.name}: {shape_label(out.shapes[inp.name])} given {given_by}")
             continue
         if not inp.dynamic:
             continue
@@ -166,6 +179,7 @@ def resolve_input_shapes(
                 batch_set.append(inp.name + (f" ({inp.dims[0]})" if isinstance(inp.dims[0], str) else ""))  # type: ignore[index]
         else:
             out.missing[inp.name] = tuple(current)
+    out.given += [f"{name}={size} given with --dim" for name, size in dims.items()]
     if batch_set:
         out.notes.append(f"batch dim of {', '.join(batch_set)} set to 1 (give --input or --dim to change it)")
     for name, shape in out.shapes.items():

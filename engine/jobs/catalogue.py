@@ -43,13 +43,14 @@ _MEASURE_REPEATS = 20
 
 def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                dims: Mapping[str, int] | None = None,
-               evaluator: str | Path | None = None) -> tuple[Any, dict, list[str], dict]:
+               evaluator: str | Path | None = None, given_by: str = "with --input") -> tuple[Any, dict, list[str], dict]:
     """Load the model for the window at shapes resolved as ``engine.ir.resolve`` orders them.
 
     Returns ``(graph, shapes, notes, missing)``: the graph and the input shapes every later job
-    reuses, what was chosen without being given (batch 1, the evaluator's most frequent shape), and
-    the dims nobody gave. An unknown dim is never set here: with ``missing`` the graph is None and
-    the window asks for them (``gui.qt_shape_dialog``), then opens again with the answer.
+    reuses, where each shape came from (``input_shapes`` given ``given_by``, the evaluator's most
+    frequent shape, batch 1: ``ResolvedShapes.sources``), and the dims nobody gave. An unknown dim
+    is never set here: with ``missing`` the graph is None and the window asks for them
+    (``gui.qt_shape_dialog``), then opens again with the answer.
     """
     import onnx
 
@@ -64,12 +65,12 @@ def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | N
     samples = None
     if evaluator is not None:
         samples = sample_shapes(inputs for inputs, _ in load_evaluator(evaluator).samples())
-    resolved = resolve_input_shapes(declared, explicit, dims, samples, label=str(path))
+    resolved = resolve_input_shapes(declared, explicit, dims, samples, label=str(path), given_by=given_by)
     if resolved.missing:
         load_graph(path, resolved.shapes)  # a broken file is said before any shape is asked
         logger.info("%s: input dims unknown: %s", path, resolved.missing)
-        return None, dict(resolved.shapes), list(resolved.notes), dict(resolved.missing)
-    return load_graph(path, resolved.shapes), dict(resolved.shapes), list(resolved.notes), {}
+        return None, dict(resolved.shapes), resolved.sources, dict(resolved.missing)
+    return load_graph(path, resolved.shapes), dict(resolved.shapes), resolved.sources, {}
 
 
 def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,

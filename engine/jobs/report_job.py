@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 #: The Session attributes a snapshot carries besides the model (what the report reads).
 _FIELDS = ("evaluator_path", "evaluator_trusted", "machine", "plan", "profile", "sensitivity", "route",
-           "baseline", "current", "trials", "calibration", "notes", "path")
+           "baseline", "current", "trials", "calibration", "notes", "shape_notes", "path")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import UntrustedEvaluatorError
@@ -127,6 +128,7 @@ class Session:
         self.events = SessionEvents()
         self.model_path: Path | None = None
         self.input_shapes: dict[str, tuple[int, ...]] = {}
+        self.shape_notes: list[str] = []  # where the input shapes came from (engine.ir.resolve's sources)
         self.graph: Any = None  # engine.ir.graph.ModelGraph, rebuilt from model_path, never saved
         self.evaluator_path: Path | None = None
         self.evaluator_trusted = True  # False for an evaluator named by a session file nobody here agreed to
@@ -157,10 +159,13 @@ class Session:
             self.dirty = True
             self.events.dirty.emit(True)
 
-    def set_model(self, path: Path, graph: Any, input_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
-        """A new model: results that belonged to the old one are cleared first."""
+    def set_model(self, path: Path, graph: Any, input_shapes: dict[str, tuple[int, ...]] | None = None,
+                  shape_notes: Sequence[str] = ()) -> None:
+        """A new model: results that belonged to the old one are cleared first. ``shape_notes``: where the
+        input shapes came from (given with --input, the evaluator's most frequent shape, batch 1 ...)."""
         self.model_path = Path(path)
         self.input_shapes = dict(input_shapes or {})
+        self.shape_notes = [str(n) for n in shape_notes if n]
         with self.batch():  # views see the new model with the old results already gone
             for name in ("profile", "sensitivity", "route", "baseline", "current", "calibration"):
                 self._set(name, None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,10 @@ logger = logging.getLogger(__name__)
 
 
 def to_session(result: TuneResult, graph: ModelGraph, model_path: Any, evaluator_path: Any,
-               input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Session:
+               input_shapes: Mapping[str, tuple[int, ...]] | None = None, shape_notes: Sequence[str] = ()) -> Session:
     """A Session holding the tune: plan, profile, sensitivity, route, baseline/current and one Trial per round."""
     session = Session()
-    session.set_model(Path(model_path), graph, dict(input_shapes or {}))
+    session.set_model(Path(model_path), graph, dict(input_shapes or {}), shape_notes)
     if evaluator_path is not None:
         session.set_evaluator(Path(evaluator_path))
     session.set_plan(result.plan)

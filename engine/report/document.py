@@ -113,6 +113,7 @@ def _header(session: Session) -> Facts:
         ("Model", str(session.model_path or "–")),
         ("sha256", graph.sha256 if graph is not None else "–"),
         ("Input shapes", shapes),
+        *([("Shapes from", "; ".join(session.shape_notes))] if session.shape_notes else []),
         ("Layers / nodes", f"{len(graph.layers)} / {len(graph.nodes)}" if graph is not None else "–"),
         ("MACs / params", f"{_count(graph.total_macs)} / {_count(graph.total_params)}" if graph is not None else "–"),
         ("Evaluator", str(session.evaluator_path or "none (fidelity to fp32 outputs)")),

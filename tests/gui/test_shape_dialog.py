@@ -69,7 +69,8 @@ def test_window_asks_for_open_dims(qtbot, settings, dynamic_cnn) -> None:
     ok.click()
     qtbot.waitUntil(lambda: w.session.graph is not None, timeout=60_000)
     assert w.session.input_shapes == {"x": (1, 3, 16, 36)} and w.session.graph.inputs[0].shape == (1, 3, 16, 36)
-    assert w.shapes.text() == "inputs x=1x3x16x36 — given in the shape dialog"
+    assert w.shapes.text() == "inputs x=1x3x16x36 — x: 1x3x16x36 given in the shape dialog"
+    assert w.session.shape_notes == ["x: 1x3x16x36 given in the shape dialog"]
     w.cancel_job(everything=True)
 
 
@@ -91,22 +92,37 @@ def test_the_shapes_and_where_they_came_from_stay_in_the_status_bar(qtbot, setti
     w.cancel_job(everything=True)
     w.open_model(model, dims={"width": 20})  # another opening: its own provenance, none of the old
     qtbot.waitUntil(lambda: w.session.input_shapes == {"x": (1, 3, 16, 20)}, timeout=60_000)
-    assert w.shapes.text() == "inputs x=1x3x16x20 — batch dim of x (batch) set to 1"
+    expected = "inputs x=1x3x16x20 — width=20 given with --dim; batch dim of x (batch) set to 1"
+    assert w.shapes.text() == expected
     w.set_status("Measured.")
-    assert w.shapes.text() == "inputs x=1x3x16x20 — batch dim of x (batch) set to 1"
+    assert w.shapes.text() == expected
     w.cancel_job(everything=True)
 
 
 def test_a_model_from_elsewhere_shows_its_shapes_without_stale_notes(qtbot, window, digits_graph, digits_model) -> None:
-    import copy
-
-    assert window.shapes.text() == "inputs input=1x1x8x8"  # a session's model: its shapes, nothing to explain
-    window.shapes.set_notes(["batch dim of input set to 1 (give --input or --dim to change it)"])
+    assert window.shapes.text() == "inputs input=1x1x8x8"  # a model set without notes: nothing to explain
+    window.session.set_model(digits_model, digits_graph, {"input": (1, 1, 8, 8)},
+                             ["batch dim of input set to 1 (give --input or --dim to change it)"])
     assert window.shapes.text() == "inputs input=1x1x8x8 — batch dim of input set to 1"
-    window.session.set_model(digits_model, digits_graph, {"input": (1, 1, 8, 8)})  # the same graph again: kept
-    assert window.shapes.text() == "inputs input=1x1x8x8 — batch dim of input set to 1"
-    window.session.set_model(digits_model, copy.copy(digits_graph), {"input": (1, 1, 8, 8)})  # another graph
+    window.session.set_model(digits_model, digits_graph, {"input": (1, 1, 8, 8)})  # another opening: its own notes
     assert window.shapes.text() == "inputs input=1x1x8x8"
+
+
+def test_a_reopened_session_shows_where_its_shapes_came_from(qtbot, window, digits_graph, digits_model,
+                                                              tmp_path, monkeypatch) -> None:
+    from engine.io.session_file import load_session, save_session
+    from gui.qt_file_actions import adopt
+
+    monkeypatch.setenv("LAYERLAB_CACHE", str(tmp_path / "cache"))
+    notes = ["input: 1x1x8x8 from the evaluator's 36 sample(s)", "batch dim of input set to 1 (give --input or --dim to change it)"]
+    window.session.set_model(digits_model, digits_graph, {"input": (1, 1, 8, 8)}, notes)
+    save_session(window.session, tmp_path / "s.layerlab.json")
+    window.session.set_model(digits_model, digits_graph, {"input": (1, 1, 8, 8)})  # forgotten by the window
+    assert window.shapes.text() == "inputs input=1x1x8x8"
+    adopt(window.session, load_session(tmp_path / "s.layerlab.json"))
+    assert window.session.shape_notes == notes
+    assert window.shapes.text() == ("inputs input=1x1x8x8 — input: 1x1x8x8 from the evaluator's 36 sample(s); "
+                                    "batch dim of input set to 1")
 
 
 def test_dialog_parsing(qtbot) -> None:

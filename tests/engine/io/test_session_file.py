@@ -25,6 +25,8 @@ from tests import builders
 
 HOSTILE = ("<script>alert(1)</script>", '"&<>')
 ROOT = Path(__file__).resolve().parents[3]
+SHAPE_NOTES = ["x: the evaluator's samples vary (2 shapes: 1x3x16x16 x30, 1x3x16x24 x10); using the most frequent, "
+               "1x3x16x16 (30 of 40)", "batch dim of x (batch) set to 1 (give --input or --dim to change it)"]
 
 
 def make_session(folder: Path, hostile: bool = False, notes: str = "first try") -> Session:
@@ -38,7 +40,7 @@ def make_session(folder: Path, hostile: bool = False, notes: str = "first try") 
     onnx.save(model, path)
     graph = load_model(path)
     s = Session()
-    s.set_model(path, graph, {"x": (1, 3, 16, 16)})
+    s.set_model(path, graph, {"x": (1, 3, 16, 16)}, SHAPE_NOTES)
     layers = [n.name for n in graph.layers]
     s.set_plan(Plan.from_dict({"default": {"precision": "fp32"}, "layers": {layers[1]: {"precision": "int8"}}}))
     s.set_profile(
@@ -88,6 +90,7 @@ def _fields(s: Session) -> dict:
     out = {name: to_data(getattr(s, name)) for name in names}
     out["trials"] = [t.to_json() for t in s.trials]
     out["input_shapes"] = s.input_shapes
+    out["shape_notes"] = s.shape_notes
     out["model_path"] = s.model_path.resolve()
     return out
 
@@ -119,7 +122,7 @@ def test_file_is_versioned_json_with_relative_paths(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "s.layerlab.json").read_text())
     assert data["layerlab_session"] == 1
     assert data["model"] == {"path": "model.onnx", "sha256": s.graph.sha256}
-    assert data["input_shapes"] == {"x": [1, 3, 16, 16]}
+    assert data["input_shapes"] == {"x": [1, 3, 16, 16]} and data["shape_notes"] == SHAPE_NOTES
     assert data["route"]["measured"]["ms"] == 0.65
     assert data["machine"]["cores"] == os.cpu_count()
     for key in ("plan", "profile", "sensitivity", "trials", "baseline", "current", "notes", "saved_at", "evaluator"):
@@ -192,6 +195,12 @@ def test_newer_schema_and_malformed_files(tmp_path: Path) -> None:
             load_session(path)
     path.write_text(json.dumps({k: v for k, v in data.items() if k != "calibration"}))  # older files have none
     assert load_session(path).calibration is None
+    for bad in ("batch 1", [1, 2]):
+        path.write_text(json.dumps({**data, "shape_notes": bad}))
+        with pytest.raises(MalformedSessionError, match=r"s\.layerlab\.json: 'shape_notes' must be a list of strings"):
+            load_session(path)
+    path.write_text(json.dumps({k: v for k, v in data.items() if k != "shape_notes"}))  # nor these
+    assert load_session(path).shape_notes == []
     with pytest.raises(SessionError, match="no such session file"):
         load_session(tmp_path / "missing.json")
 

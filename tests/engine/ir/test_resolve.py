@@ -23,6 +23,12 @@ def test_explicit_and_dims_and_batch_default() -> None:
     assert r.shapes == {"x": (2, 3, 16, 40)} and r.notes == []
     r = resolve_input_shapes(inputs, explicit={"x": (3, 3, 16, 8)})
     assert r.shapes == {"x": (3, 3, 16, 8)} and r.notes == []
+    # what was given is said too, not on the CLI (the user typed it) but where the shapes are kept
+    assert r.given == r.sources == ["x: 3x3x16x8 given with --input"]
+    r = resolve_input_shapes(inputs, explicit={"x": (1, 3, 16, 8)}, given_by="in the shape dialog")
+    assert r.sources == ["x: 1x3x16x8 given in the shape dialog"]
+    r = resolve_input_shapes(inputs, dims={"width": 40})
+    assert r.sources == ["width=40 given with --dim", "batch dim of x (batch) set to 1 (give --input or --dim to change it)"]
 
 
 def test_unresolved_dims_are_one_line_naming_both_flags() -> None:

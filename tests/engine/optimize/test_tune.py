@@ -407,6 +407,8 @@ def test_cli_tune_with_a_session_does_not_sweep_again(
     first, calls["metric"] = calls["metric"], 0
     out = json.loads(capsys.readouterr().out)
     assert out["reused"][1].startswith("sensitivity: measured")
+    # where the shapes came from is kept with them (the example's default: no --input, no evaluator choice)
+    assert json.loads((tmp_path / "s.json").read_text())["shape_notes"] == ["input: 1x1x8x8 given as the example's default"]
     assert main(args) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["reused"] == ["profile: reused", "sensitivity: reused"]

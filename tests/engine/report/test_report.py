@@ -190,13 +190,14 @@ def test_every_report_field_is_escaped(tmp_path: Path) -> None:
     s.evaluator_path = folder / f"{_marker('evaluator')}.py"
     s.path = folder / f"{_marker('session')}.layerlab.json"
     s.set_notes(_marker("notes"))
+    s.shape_notes = [_marker("shapes")]
     text = _html(tmp_path, s)
     parsed = _Tags()
     parsed.feed(text)
     assert "img" not in parsed.tags and "script" not in parsed.tags
     assert not [a for a in parsed.attrs if a[0].startswith("on")]
     shown = "".join(parsed.text)
-    for field in ("folder", "input", "cpu", "cores", "system", "ort", "evaluator", "session", "notes"):
+    for field in ("folder", "input", "cpu", "cores", "system", "ort", "evaluator", "session", "notes", "shapes"):
         assert _marker(field) in shown, field
         assert _marker(field) not in text, field  # only its escaped form is in the file
 
@@ -236,3 +237,22 @@ def test_random_calibration_session_report_carries_the_warning(tmp_path: Path) -
     pdf = " ".join("".join(page.extract_text() for page in PdfReader(tmp_path / "report.pdf").pages).split())
     assert f"Warning: {RANDOM_WARNING}." in pdf
     assert "int8 was calibrated on random inputs (no evaluator); 4 input(s) at x=1x3x16x16." in pdf
+
+
+def test_report_says_where_the_input_shapes_came_from(tmp_path: Path) -> None:
+    import html
+
+    from pypdf import PdfReader
+
+    from engine.io.session_file import load_session
+    from tests.engine.io.test_session_file import SHAPE_NOTES
+
+    save_session(make_session(tmp_path), tmp_path / "s.layerlab.json")
+    loaded = load_session(tmp_path / "s.layerlab.json")  # the report of the session as the file keeps it
+    said = "; ".join(SHAPE_NOTES)
+    assert html.escape(said) in _html(tmp_path, loaded)
+    write_report(loaded, tmp_path / "report.pdf")
+    pdf = " ".join("".join(page.extract_text() for page in PdfReader(tmp_path / "report.pdf").pages).split())
+    assert " ".join(SHAPE_NOTES[0].split()) in pdf and "batch dim of x (batch) set to 1" in pdf
+    loaded.shape_notes = []  # shapes given nowhere else (a session made before the notes were kept)
+    assert "Shapes from" not in _html(tmp_path, loaded)
