@@ -29,12 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nncf-accuracy-control", action="store_true",
                    help="with --peers nncf, also nncf.quantize_with_accuracy_control at --max-drop (can take long)")
     add_int8_arguments(p)
+    p.add_argument("--compare-methods", action="store_true",
+                   help="also tune without --calibration/--int8-methods (MinMax only, no CLE, bias correction, SmoothQuant "
+                        "or symmetric ranges) and time that route as the row layerlab-plain in the same interleaved run")
     add_target_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.optimize.bench import bench_job
+    from engine.optimize.bench import PLAIN, bench_job
     from engine.cli.common import evaluator_path
     from engine.errors import SettingsError
     from engine.evaluate.evaluator import load_evaluator
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
     if args.nncf_accuracy_control and "nncf" not in peers:
         raise SettingsError("--nncf-accuracy-control needs --peers nncf")
+    if args.compare_methods and args.session is not None:
+        raise SettingsError("--compare-methods needs a tune: not with --session")
     from engine.optimize.peers import check_peers
 
     check_peers(peers)
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         bench_job(graph, evaluator, repeats=args.repeats, threads=args.threads, route_model=route_model,
                   predicted_ms=predicted, routines=routines, ops=ops, peers=peers,
                   accuracy_control=args.nncf_accuracy_control, profiled_fp32_ms=profiled,
+                  compare_methods=args.compare_methods,
                   tune_options=TuneOptions(max_drop=args.max_drop, threads=args.threads, target=target, **int8_choices(args))),
         stderr_progress("bench"),
     )
@@ -88,9 +94,9 @@ def run(args: argparse.Namespace) -> int:
     where = f" on target {target.target.label}" if target is not None else ""  # type: ignore[attr-defined]
     print(f"{label}{where}: inputs {shapes_text(graph.input_shapes)}; {result.threads} threads, {result.repeats} "
           f"interleaved runs per row; metric {evaluator.metric_name}; timed on {result.feeds}")
-    print(f"{'':<10} {'median ms':>10} {'p10-p90 ms':>17} {'vs fp32':>13} {'metric':>8} {'drop':>8} {'size':>8}")
+    print(f"{'':<14} {'median ms':>10} {'p10-p90 ms':>17} {'vs fp32':>13} {'metric':>8} {'drop':>8} {'size':>8}")
     for r in result.rows:
-        print(f"{r.name:<10} {r.ms.median:>10.3f} {f'{r.ms.p10:.3f}-{r.ms.p90:.3f}':>17} {ratio_words(r.speedup):>13} "
+        print(f"{r.name:<14} {r.ms.median:>10.3f} {f'{r.ms.p10:.3f}-{r.ms.p90:.3f}':>17} {ratio_words(r.speedup):>13} "
               f"{r.metric:>8.4f} {r.drop:>+8.4f} {format_count(r.bytes, 'B'):>8}")
     if result.predicted_ms is not None:
         measured = result.row("layerlab").ms.median
@@ -105,9 +111,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"  the machine's load moved between profile and timing: fp32 {result.profiled_fp32_ms:.3f} ms "
                   f"in the profile, {result.row('ort-fp32').ms.median:.3f} ms in this run ({change:+.0%}); the "
                   f"prediction carries the profile's load")
-    changed = {k: v for k, v in result.routines.items() if v != "fp32"}
     if result.routines:
-        kinds = ", ".join(f"{sum(1 for v in changed.values() if v == x)} {x}" for x in sorted(set(changed.values())))
-        ops_note = f"; ops {result.ops}" if result.ops != "fp32" else ""
-        print(f"route: {kinds or 'all fp32'} of {len(result.routines)} layers{ops_note}")
+        print(f"route: {_route_words(result.routines, result.ops)}")
+    if result.plain is not None:
+        print(f"{PLAIN} route (MinMax, no int8 methods): {_route_words(result.plain['routines'], result.plain['ops'])}")
     return 0
+
+
+def _route_words(routines: dict[str, str], ops: str) -> str:
+    """"20 int8, 6 int8_dynamic of 47 layers; ops int8"."""
+    changed = [v for v in routines.values() if v != "fp32"]
+    kinds = ", ".join(f"{changed.count(x)} {x}" for x in sorted(set(changed)))
+    return f"{kinds or 'all fp32'} of {len(routines)} layers" + (f"; ops {ops}" if ops != "fp32" else "")
