@@ -2,7 +2,7 @@
 
 An ``.npz`` holds ``input:<name>`` arrays (first axis: samples) and optionally ``labels``: with
 labels the metric is top-1 accuracy, without them the evaluator measures fidelity to the fp32
-model's outputs (``fidelity_scores``). ``engine.evaluate.evaluator.load_evaluator`` is the entry point and
+model's first floating-point output (``fidelity_scores``). ``engine.evaluate.evaluator.load_evaluator`` is the entry point and
 re-exports ``fidelity_scores``.
 """
 
@@ -19,18 +19,27 @@ from engine.errors import LayerLabError
 from engine.evaluate.contract import Evaluator, Sample, describe_error
 
 
-__all__ = ["fidelity_scores"]
+__all__ = ["fidelity_scores", "scored_output"]
 
 logger = logging.getLogger(__name__)
 
 
+def scored_output(reference: Sequence[Sequence[np.ndarray]]) -> int:
+    """The output fidelity compares: the first floating-point one. Exports copy integer inputs to outputs
+    (minilm-l3's first output is ``Identity(input_ids)``): scored, those agree whatever the model computes."""
+    first = reference[0] if len(reference) else []
+    return next((k for k, v in enumerate(first) if np.asarray(v).dtype.kind in "fc"), 0)
+
+
 def fidelity_scores(outputs: Sequence[Sequence[np.ndarray]], reference: Sequence[Sequence[np.ndarray]]) -> dict[str, float]:
-    """Top-1 agreement (argmax over the last axis of the first output), mean cosine and SQNR (dB) vs ``reference``."""
+    """Top-1 agreement (argmax over the last axis of the first floating-point output: ``scored_output``),
+    mean cosine and SQNR (dB) vs ``reference``."""
     agree, positions, cosines = 0, 0, []
     signal = noise = 0.0
+    k = scored_output(reference)
     for out, ref in zip(outputs, reference):
-        a = np.asarray(out[0], dtype=np.float64)
-        b = np.asarray(ref[0], dtype=np.float64)
+        a = np.asarray(out[k], dtype=np.float64)
+        b = np.asarray(ref[k], dtype=np.float64)
         if a.shape != b.shape:
             raise ValueError(f"output shape {a.shape} differs from the reference's {b.shape}")
         if a.ndim and a.shape[-1] > 1:

@@ -112,6 +112,15 @@ def test_fidelity_scores_measure_disagreement() -> None:
     assert scores["sqnr_db"] == pytest.approx(10 * np.log10(2 / 2))
 
 
+def test_fidelity_scores_the_first_float_output_not_an_integer_copy_of_an_input() -> None:
+    """minilm-l3 outputs Identity(input_ids) first: scored, every variant would agree perfectly."""
+    ids = np.array([[101, 7, 102]], np.int64)
+    ref = [[ids, np.array([[0.0, 1.0, 0.0]])], [ids, np.array([[1.0, 0.0, 0.0]])]]
+    out = [[ids, np.array([[0.0, 1.0, 0.0]])], [ids, np.array([[0.0, 1.0, 0.0]])]]
+    scores = fidelity_scores(out, ref)
+    assert scores["top1_agreement"] == 0.5 and scores["cosine"] == pytest.approx(0.5)
+
+
 def test_evaluate_is_a_job(tmp_path: Path) -> None:
     job = evaluate_job(_doubler(), load_evaluator(_script(tmp_path, _GOOD)))
     progress = []
