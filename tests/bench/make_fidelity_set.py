@@ -32,6 +32,12 @@ def main() -> int:
     path, defaults = resolve_model(args.model)
     graph = load_graph(args, path, defaults)
     samples = [random_feeds(graph, seed=1000 + i) for i in range(args.samples)]
+    unbatched = {name: a.shape for name, a in samples[0].items() if a.ndim == 0 or a.shape[0] != 1}
+    if unbatched:  # silero-vad's sr (a scalar), silero-vad-seq's input (sequence_length x 576)
+        shown = ", ".join(f"{n} {'x'.join(map(str, s)) or 'scalar'}" for n, s in unbatched.items())
+        print(f"{args.model}: input(s) {shown} have no leading batch dim of 1, which an .npz evaluator's rows need; "
+              "write a .py evaluator (README: Evaluators)", file=sys.stderr)
+        return 2
     # An .npz evaluator's rows are samples along the first axis, which is the model's batch axis (1 here).
     arrays = {f"input:{name}": np.concatenate([s[name] for s in samples]) for name in samples[0]}
     np.savez(args.output, **arrays)
