@@ -14,7 +14,9 @@ installed is one clear line.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -84,7 +86,8 @@ def nncf_quantize(model: onnx.ModelProto, calibration: Sequence[dict[str, np.nda
     """``nncf.quantize`` with its defaults on exactly ``calibration`` (``model`` as ``for_nncf`` gives it)."""
     nncf = _nncf()
     try:
-        return nncf.quantize(for_nncf(model), nncf.Dataset(list(calibration)), subset_size=len(calibration))
+        with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars: stdout carries bench --json
+            return nncf.quantize(for_nncf(model), nncf.Dataset(list(calibration)), subset_size=len(calibration))
     except Exception as exc:  # NNCF's own errors are many types; the user needs the one line
         raise LayerLabError(f"nncf.quantize failed: {describe_error(exc)}") from None
 
@@ -115,9 +118,10 @@ def nncf_accuracy_control(model: onnx.ModelProto, calibration: Sequence[dict[str
     nncf = _nncf()
     indices = list(range(len(evaluator.samples())))
     try:
-        return nncf.quantize_with_accuracy_control(
-            for_nncf(model), nncf.Dataset(list(calibration)), nncf.Dataset(indices), validation_fn(evaluator, threads),
-            max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration))
+        with contextlib.redirect_stdout(sys.stderr):  # as in nncf_quantize
+            return nncf.quantize_with_accuracy_control(
+                for_nncf(model), nncf.Dataset(list(calibration)), nncf.Dataset(indices), validation_fn(evaluator, threads),
+                max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calibration))
     except LayerLabError:
         raise
     except Exception as exc:

@@ -92,3 +92,14 @@ def test_for_nncf_folds_casts_of_constants_and_keeps_the_outputs() -> None:
     run_ = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(run_(prepared), run_(model))
     assert [n.op_type for n in model.graph.node] == ["Cast", "Add"]  # the caller's model is not changed
+
+
+def test_nncf_progress_stays_off_stdout(digits, digits_eval: Path, capfd: pytest.CaptureFixture) -> None:
+    """bench --json prints its JSON on stdout: NNCF's progress bars must go to stderr."""
+    pytest.importorskip("nncf")
+    from engine.optimize.peers import nncf_quantize
+
+    capfd.readouterr()
+    nncf_quantize(digits.model, load_evaluator(digits_eval).calibration())
+    captured = capfd.readouterr()
+    assert captured.out == "" and "Statistics collection" in captured.err
