@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.passes.cle import CLEPass
@@ -20,15 +21,15 @@ def _run(model: onnx.ModelProto, x: np.ndarray, *extra: str) -> list[np.ndarray]
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
 
 
-def _net(norm: bool, pad_b: bool = False, x: np.ndarray | None = None) -> onnx.ModelProto:
+def _net(norm: bool, pad_b: bool = False, x: np.ndarray | None = None, depthwise: bool = False) -> onnx.ModelProto:
     """x -> Conv A -> [BN] -> Relu -> Conv B (3x3) -> y; channels 0..2 sit far above 0 (high bias), the widest
     of them is channel 0. With ``norm``, BN's statistics are those of A's output on ``x``, scaled so every
     value stays within 2.5 standard deviations (so beta - 3 |gamma| is below every value: exact)."""
     rng = np.random.default_rng(0)
     wa = rng.standard_normal((C, 3, 1, 1)).astype(np.float32)
     high = np.array([40.0, 20.0, 10.0, 0.0, 0.0, 0.0])
-    inits = [numpy_helper.from_array(wa, "wa"), numpy_helper.from_array(rng.standard_normal((4, C, 3, 3)).astype(np.float32), "wb"),
-             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "bb")]
+    inits = [numpy_helper.from_array(wa, "wa"), numpy_helper.from_array(rng.standard_normal((C, 1, 3, 3) if depthwise else (4, C, 3, 3)).astype(np.float32), "wb"),
+             numpy_helper.from_array(rng.standard_normal(C if depthwise else 4).astype(np.float32), "bb")]
     nodes = [helper.make_node("Conv", ["x", "wa"] + ([] if norm else ["ba"]), ["a"], name="A")]
     t = "a"
     if norm:
@@ -43,10 +44,11 @@ def _net(norm: bool, pad_b: bool = False, x: np.ndarray | None = None) -> onnx.M
     else:
         inits.append(numpy_helper.from_array(high.astype(np.float32), "ba"))
     nodes += [helper.make_node("Relu", [t], ["r"], name="act"),
-              helper.make_node("Conv", ["r", "wb", "bb"], ["y"], name="B", pads=[1] * 4 if pad_b else [0] * 4)]
+              helper.make_node("Conv", ["r", "wb", "bb"], ["y"], name="B", pads=[1] * 4 if pad_b else [0] * 4,
+                               group=C if depthwise else 1)]
     out = 4 if not pad_b else 6
     graph = helper.make_graph(nodes, "hb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, out, out])], inits)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, C if depthwise else 4, out, out])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -57,9 +59,10 @@ def _x(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (1, 3, 6, 6)).astype(np.float32)
 
 
-def test_batchnorm_statistics_absorb_exactly_and_narrow_the_activation() -> None:
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_batchnorm_statistics_absorb_exactly_and_narrow_the_activation(depthwise: bool) -> None:
     x = _x(1)
-    model = _net(norm=True, x=x)
+    model = _net(norm=True, x=x, depthwise=depthwise)
     result = CLEPass()(model)
     notes = [n for n in result.notes if n.startswith("high-bias absorption")]
     assert notes == ["high-bias absorption: 3 channel(s) of A moved into B's bias (from BatchNormalization statistics; "
