@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from engine.ir.ops import op_facts
+from engine.ir.routines import routine_problem
 from engine.jobs.layer_facts import LayerFacts, RankFacts
 from engine.model.plan import PRECISIONS, PRUNE_MODES
 
@@ -69,13 +70,10 @@ def layer_options(graph: Any, names: Sequence[str]) -> LayerOptions:
     def first(pairs: list[tuple[str, str]]) -> str:
         return f"{pairs[0][0]}: {pairs[0][1]}" + (f" (and {len(pairs) - 1} more)" if len(pairs) > 1 else "")
 
-    not_quantizable = [(n.name, f"{n.op_type} has no int8 routine") for n in layers if not op_facts(n.op_type).quantizable]
-    if not_quantizable:
-        out.precision_blocked["int8"] = first(not_quantizable)
-    not_dynamic = [(n.name, "int8_dynamic is for MatMul/Gemm only (dynamic Conv is slower than fp32)")
-                   for n in layers if n.op_type not in ("MatMul", "Gemm")]
-    if not_dynamic:
-        out.precision_blocked["int8_dynamic"] = first(not_dynamic)
+    for routine in ("int8", "int8_dynamic"):  # the rule apply checks (engine.ir.routines): no offer it would refuse
+        blocked = [(n.name, why) for n in layers if (why := routine_problem(graph, n, routine))]
+        if blocked:
+            out.precision_blocked[routine] = first(blocked)
     not_prunable = [(n.name, f"{n.op_type} cannot be pruned") for n in layers if not op_facts(n.op_type).prunable]
     if not_prunable:
         out.prune_blocked = first(not_prunable)

@@ -17,7 +17,7 @@ import onnx
 from engine.errors import LayerLabError, SettingsError
 from engine.ir.graph import ModelGraph, Node
 from engine.ir.feeds import random_feeds  # re-exported: where the profiler and jobs get their feeds
-from engine.passes.layer_variants import routine_problem
+from engine.ir.routines import routine_problem
 from engine.passes.precision import PrecisionPass, unconverted
 
 __all__ = ["OPS_INT8", "ROUTINES", "build_variant", "int8_variant", "random_feeds", "to_graph"]

@@ -32,7 +32,7 @@ import onnx
 
 from engine.errors import LayerLabError
 from engine.ir.graph import ModelGraph, Node
-from engine.ir.ops import op_facts
+from engine.ir.routines import routine_problem
 from engine.passes.base import clone
 from engine.passes.bias_correction import correct_biases
 from engine.passes.cle import CLEPass, find_pairs
@@ -42,35 +42,10 @@ from engine.passes.smoothquant import SmoothQuantPass, smoothable
 from engine.passes.precision import (ROUTINES, CalibrationCache, PrecisionPass, _static_int8, prepare, symmetric_ranges,
                                      tensor_methods, unconverted)
 
-__all__ = ["INT8_METHODS", "ROUTINES", "SMOOTHQUANT_ALPHA", "Int8Variant", "applicable", "parse_variant", "routine_problem",
-           "variant_name", "VariantBuilder"]
+__all__ = ["INT8_METHODS", "ROUTINES", "SMOOTHQUANT_ALPHA", "Int8Variant", "applicable", "parse_variant", "variant_name",
+           "VariantBuilder"]
 
 logger = logging.getLogger(__name__)
-
-
-def routine_problem(graph: ModelGraph, node: Node, routine: str) -> str:
-    """Why layer ``node`` of ``graph`` cannot take ``routine``; empty when it can.
-
-    The one rule for what a layer may be: ``apply`` (``engine.passes.manager.check_plan``) refuses
-    exactly this, and the sweep, tune and the profiler offer nothing else, so a route tune picks is
-    always one apply can build. int8 places Q/DQ by the layer's input shape: it needs the shape, which
-    the graph has once the input shapes are concrete (``engine.ir.graph``, by a run where inference
-    gives up)."""
-    if routine == "int8":
-        if not op_facts(node.op_type).quantizable:
-            return "int8 is not supported for this op"
-        if getattr(graph.tensors.get(node.inputs[0]), "shape", None) is None:
-            return "shapes unknown at its input; give concrete input shapes (--input NAME=SHAPE)"
-        return ""
-    if routine == "int8_dynamic":
-        if node.op_type not in ("MatMul", "Gemm"):
-            return "int8_dynamic is for MatMul/Gemm only (dynamic Conv is slower than fp32)"
-        if node.op_type == "Gemm" and (node.attributes.get("transA", 0) or node.inputs[1] not in node.weights):
-            return "int8_dynamic needs a Gemm with constant B and transA=0"  # PrecisionPass refuses the others
-        return ""
-    if routine in ("fp16", "fp32"):
-        return ""
-    raise LayerLabError(f"routine {routine!r}: must be one of {', '.join(ROUTINES)}")
 
 
 def applicable(graph: ModelGraph, node: Node, routine: str) -> bool:

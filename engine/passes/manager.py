@@ -24,7 +24,7 @@ from engine.ir.graph import ModelGraph
 from engine.ir.ops import op_facts
 from engine.model.plan import Plan
 from engine.passes.base import PassResult
-from engine.passes.layer_variants import routine_problem
+from engine.ir.routines import routine_problem
 from engine.passes.lowrank import LowRankPass, lowrank_names, lowrank_problem
 from engine.passes.bias_correction import BiasCorrectionPass
 from engine.passes.cle import CLEPass

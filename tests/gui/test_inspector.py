@@ -146,3 +146,19 @@ def test_the_header_names_the_model_file_with_its_full_path_as_tooltip(window) -
     title = window.inspector.title
     assert graph.path.name in title.text() and str(graph.path.parent) not in title.text()
     assert title.toolTip() == str(graph.path)
+
+
+def test_the_inspector_offers_int8_exactly_where_apply_accepts_it() -> None:
+    """One rule (engine.ir.routines): a layer whose input shape only a run can tell is int8 once shapes are concrete."""
+    from engine.ir.graph import build_graph
+    from engine.ir.routines import routine_problem
+    from gui.layer_options import layer_options
+    from tests import builders
+
+    model = builders.run_time_reshape_head()
+    open_dims = build_graph(model)
+    blocked = layer_options(open_dims, ["fc"]).precision_blocked
+    assert blocked["int8"] == f"fc: {routine_problem(open_dims, open_dims.node('fc'), 'int8')}"
+    assert "shapes unknown" in blocked["int8"] and "int8_dynamic" not in blocked
+    assert layer_options(build_graph(model, {"x": (1, 3, 6, 5)}), ["fc"]).precision_blocked == {}
+    assert "int8_dynamic" in layer_options(open_dims, ["conv"]).precision_blocked  # a Conv has no dynamic int8

@@ -16,7 +16,8 @@ from engine.evaluate.sensitivity import SweepSettings
 from engine.evaluate.sensitivity import _plan as sweep_pairs  # the (layer, routine) pairs a sweep measures
 from engine.ir.graph import build_graph
 from engine.model.plan import Plan
-from engine.passes.layer_variants import VariantBuilder, applicable, routine_problem
+from engine.ir.routines import routine_problem
+from engine.passes.layer_variants import VariantBuilder, applicable
 from engine.passes.manager import apply_plan, check_plan
 from tests import builders
 
