@@ -23,9 +23,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 from numpy.lib.stride_tricks import sliding_window_view
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
-from engine.passes.base import clone, set_initializer
+from engine.ir.shapes import session_with_outputs
+from engine.passes.base import set_initializer
 from engine.passes.prune_dims import attr
 from engine.passes.prune_groups import Group
 
@@ -39,14 +40,7 @@ _RIDGE = 1e-4
 
 def capture(model: onnx.ModelProto, tensors: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """The values of ``tensors`` for each feed (a list per tensor: feeds may differ in size)."""
-    import onnxruntime as ort
-
-    probe = clone(model)
-    known = {o.name for o in probe.graph.output}
-    for t in tensors:
-        if t not in known:
-            probe.graph.output.append(helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = session_with_outputs(model, tensors)
     runs = [session.run(list(tensors), feed) for feed in feeds]
     return {t: [r[i] for r in runs] for i, t in enumerate(tensors)}
 
