@@ -221,7 +221,7 @@ class QtInspector(QWidget):
         if settings is not None and settings.precision == "int8":
             lines.append(f"int8 calibration: {settings.calibration or 'minmax'}")
             if settings.cle:
-                lines.append("cross-layer equalization: with the Conv it feeds")
+                lines.append("cross-layer equalization: with the Conv that feeds it")
             if settings.smoothquant is not None:
                 lines.append(f"SmoothQuant: alpha {settings.smoothquant:g} (activation outliers moved into the weights)")
             if settings.symmetric:

@@ -144,7 +144,7 @@ def add_int8_arguments(parser: argparse.ArgumentParser) -> None:
                              "percentile99.99, percentile99.999, entropy (default: minmax)")
     parser.add_argument("--int8-methods", default="", metavar="M,...",
                         help="per-layer int8 methods to try on top of each calibration method, alone and together, the "
-                             "smallest drop wins: cle (cross-layer equalization of the Conv pair the layer starts), "
+                             "smallest drop wins: cle (cross-layer equalization of the Conv pair the layer ends), "
                              "bias_correction, smoothquant (activation outliers of a MatMul/Gemm moved into its weights), "
                              "symmetric (the layer's activation ranges symmetric: uint8 with zero point 128) "
                              "(default: none)")

@@ -28,7 +28,7 @@ Fields of one entry (all optional):
   ``minmax`` (the default when absent), ``percentile99.9``, ``percentile99.99``, ``percentile99.999``
   or ``entropy`` (see ``engine.passes.calibration``). ``layerlab tune`` writes the method the
   sensitivity sweep measured best for the layer; plans without the field read as before.
-- ``cle``: ``true`` equalizes this Conv with the Conv it feeds (cross-layer equalization,
+- ``cle``: ``true`` equalizes this Conv with the Conv that feeds it (cross-layer equalization,
   ``engine.passes.cle``, then high-bias absorption; exact, fp32 outputs unchanged, but for a ReLU6
   between them, replaced by ReLU as AIMET does: the notes say so). ``bias_correction``: ``true`` folds this
   int8 layer's mean output error on the calibration samples into its bias
@@ -106,7 +106,7 @@ class LayerSettings:
     prune: PruneSettings | None = None
     rank: int | None = None
     calibration: str | None = None  # int8 calibration method; None: minmax
-    cle: bool = False  # cross-layer equalization with the Conv this one feeds
+    cle: bool = False  # cross-layer equalization with the Conv that feeds this one
     bias_correction: bool = False  # empirical bias correction of this int8 layer
     symmetric: bool = False  # symmetric activation ranges (uint8, zero point 128) for this int8 layer
     smoothquant: float | None = None  # SmoothQuant migration strength alpha; None: not done

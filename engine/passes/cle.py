@@ -50,7 +50,9 @@ _SCALE_FLOOR = 1e-8  # channels whose weights are all zero keep s = 1
 
 
 class CLEPass:
-    """Equalize every pair ``find_pairs`` finds (or only those whose first conv is in ``layers``), then
+    """Equalize every pair ``find_pairs`` finds (or only those whose *second* conv is in ``layers``: the
+    layer whose input activation and weight columns equalization evens out, so its int8 is what CLE
+    changes; with a BatchNormalization between, the first conv quantizes exactly as before), then
     absorb high biases; ``samples`` (calibration inputs) give the pre-activation statistics where no
     BatchNormalization does (without them, only pairs with a BatchNormalization absorb)."""
 
@@ -62,7 +64,7 @@ class CLEPass:
         self.high_bias = high_bias
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
-        pairs = [p for p in find_pairs(model, self.approximate) if self.layers is None or p.first in self.layers]
+        pairs = [p for p in find_pairs(model, self.approximate) if self.layers is None or p.second in self.layers]
         if not pairs:
             return PassResult(model, False)
         model = clone(model)

@@ -9,7 +9,7 @@ the same nodes as quantizing the whole model with only that layer chosen, at a f
 
 ``int8_variants`` adds the per-layer int8 methods (``INT8_METHODS``): bias correction of the layer
 (``engine.passes.bias_correction``, on the same calibration samples), cross-layer equalization of
-the Conv pair the layer starts with high-bias absorption (``engine.passes.cle``: exact, but for a
+the Conv pair the layer ends (its input's producer and itself) with high-bias absorption (``engine.passes.cle``: exact, but for a
 ReLU6 replaced by ReLU as AIMET does, whose cost the measured drop includes) and SmoothQuant migration of a
 MatMul/Gemm's activation outliers into its weights (``engine.passes.smoothquant``, alpha
 ``SMOOTHQUANT_ALPHA``, exact in fp32) and symmetric activation ranges for the tensors the layer reads
@@ -95,7 +95,7 @@ class VariantBuilder:
         self._ranges: RangeSet | None = None  # the prepared base's ranges, kept by the cache
         self._samples = list(calibration)
         self._fp32: onnx.ModelProto | None = None  # the prepared base: bias correction's reference
-        self._pair_starts: set[str] | None = None  # first convs of the CLE pairs
+        self._pair_ends: set[str] | None = None  # second convs of the CLE pairs
         self._smoothable: set[str] | None = None  # MatMul/Gemm layers SmoothQuant can migrate
         # the last layer's builders on a CLE'd or smoothed base, by method (the sweep goes layer by layer)
         self._derived: dict[str, tuple[str, VariantBuilder]] = {}
@@ -147,9 +147,9 @@ class VariantBuilder:
         yield method, plain
         built: list[tuple[dict[str, bool], VariantBuilder, onnx.ModelProto]] = [({}, self, plain)]
         if "cle" in methods:
-            if self._pair_starts is None:
-                self._pair_starts = {p.first for p in find_pairs(self.base, approximate=True)}
-            if layer in self._pair_starts:
+            if self._pair_ends is None:
+                self._pair_ends = {p.second for p in find_pairs(self.base, approximate=True)}
+            if layer in self._pair_ends:
                 builder = self._derived_builder(layer, "cle")
                 built.append(({"cle": True}, builder, builder.build([layer], "int8", method)))
                 yield variant_name(method, cle=True), built[-1][2]
@@ -177,7 +177,7 @@ class VariantBuilder:
         return corrected, bool(done)
 
     def _derived_builder(self, layer: str, kind: str) -> "VariantBuilder":
-        """A builder on ``base`` with the pair ``layer`` starts equalized (``kind`` "cle") or with ``layer``'s
+        """A builder on ``base`` with the pair ``layer`` ends equalized (``kind`` "cle") or with ``layer``'s
         input smoothed ("smoothquant"); calibrated on its own, since the ranges move."""
         kept = self._derived.get(kind)
         if kept is None or kept[0] != layer:

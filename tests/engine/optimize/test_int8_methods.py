@@ -70,8 +70,8 @@ def test_each_layer_keeps_the_variant_with_the_smallest_drop(chain: ModelGraph, 
     plain = sweep(chain, evaluator, SweepSettings(routines=("int8",)))
     for name in NAMES:
         measured = methods_sweep.layers[name]
-        expected = {"minmax", "minmax+bias_correction"} | ({"minmax+cle", "minmax+cle+bias_correction"} if name != NAMES[-1] else set())
-        assert set(measured.method_drops) == expected, name  # the last conv starts no CLE pair
+        expected = {"minmax", "minmax+bias_correction"} | ({"minmax+cle", "minmax+cle+bias_correction"} if name != NAMES[0] else set())
+        assert set(measured.method_drops) == expected, name  # the first conv ends no CLE pair
         assert measured.method_drops["minmax"] == pytest.approx(plain.layers[name].drops["int8"], abs=1e-12)
         best = min(measured.method_drops, key=measured.method_drops.get)
         assert measured.drops["int8"] == measured.method_drops[best]

@@ -99,3 +99,21 @@ def test_relu6_as_attributes_before_opset_11() -> None:
     assert any("ReLU6 replaced by ReLU (upper bound 6 dropped)" in n for n in result.notes)
     x = rng.uniform(0, 0.05, (1, 3, 4, 4)).astype(np.float32)  # small inputs: nothing reaches 6, so no change
     np.testing.assert_allclose(_outputs(result.model, x)[0], _outputs(model, x)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_cle_variant_sits_on_the_pairs_second_conv() -> None:
+    """With a BatchNormalization between, CLE scales the normalization: the first conv's int8 is unchanged,
+    the second's (its input activation and weight columns evened out) is what CLE changes."""
+    from engine.passes.layer_variants import VariantBuilder
+
+    model = _gated("swish")
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    builder = VariantBuilder(model, [{"x": np.random.default_rng(s).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+                                     for s in range(4)])
+    assert [name for name, _ in builder.int8_variants("A", "minmax", ("cle",))] == ["minmax"]
+    second = dict(builder.int8_variants("B", "minmax", ("cle",)))
+    assert set(second) == {"minmax", "minmax+cle"}
+    reference = _outputs(model, x)[0]
+    plain, equalized = (_outputs(second[k], x)[0] for k in ("minmax", "minmax+cle"))
+    error = lambda out: float(np.abs(out - reference).mean())
+    assert error(equalized) != pytest.approx(error(plain), rel=1e-3)  # a different int8 model, not a copy
