@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from engine.ir.shapes import session_with_outputs
 from engine.passes.base import initializers, set_initializer
-from engine.passes.bias_correction import session_with_outputs
 from engine.passes.cle_pairs import Pair, attr
 
 __all__ = ["absorb_high_biases", "channel_stats"]
