@@ -235,7 +235,11 @@ def sensitivity_job(graph: ModelGraph, evaluator: Evaluator, settings: SweepSett
                         measured.method_drops[candidate_name] = result.baseline - value
                     if best is None or value > best[0]:
                         best = (value, candidate_name, candidate, candidate_suffix, None)
-                    elif value == best[0]:
+                    elif value == best[0] and len(candidate.graph.node) < len(best[2].graph.node):
+                        # Equal drops, fewer nodes: a variant's added nodes (CLE's Mul on a gate, SmoothQuant's
+                        # Mul) cost time the sweep does not price, so they never win on output error alone.
+                        best = (value, candidate_name, candidate, candidate_suffix, None)
+                    elif value == best[0] and len(candidate.graph.node) == len(best[2].graph.node):
                         # Equal drops (the metric does not see this layer alone at this sample count): the smaller
                         # output error wins, since errors that cost nothing alone add up when many layers run int8.
                         best_sqnr = best[4] if best[4] is not None else sqnr_of(best[2], best[3])
