@@ -25,6 +25,8 @@ from gui.colour_modes import layers_by_name, sensitivity_drop
 from gui.graph_items import shape_label
 from gui.layer_options import PRECISION_ORDER, RankInfo, facts_for, layer_options, rank_info, store_facts
 from gui.plan_commands import SetPlanCommand, edit_layers
+from engine.measure.providers import CPU, short_name
+from gui.qt_provider_row import QtProviderRow
 from gui.session_links import connect_view
 
 __all__ = ["QtInspector"]
@@ -68,6 +70,7 @@ class QtInspector(QWidget):
         for p in PRECISION_ORDER:
             self.precision.addItem(p, p)
         self.precision.activated.connect(self._precision_chosen)
+        self.provider = QtProviderRow(self._provider_chosen)
         self.prune = QSlider(Qt.Orientation.Horizontal)
         self.prune.setRange(0, 95)
         self.prune.setSingleStep(5)
@@ -109,6 +112,7 @@ class QtInspector(QWidget):
         rank_row.addWidget(self.rank_label)
         form = QFormLayout()
         form.addRow("Precision", self.precision)
+        form.addRow("Provider", self.provider.combo)
         form.addRow("Prune", prune_row)
         form.addRow("Low rank", self.rank_on)
         form.addRow("Rank", rank_row)
@@ -118,7 +122,8 @@ class QtInspector(QWidget):
         box.addWidget(self.energy_plot)
         box.addWidget(self.reasons)
         layout = QVBoxLayout(self)
-        for w in (self.title, self.facts, self.latency_plot, self.drop_plot, self.results_note, self.controls):
+        for w in (self.title, self.facts, self.latency_plot, self.drop_plot, self.results_note, self.provider.label,
+                  self.controls):
             layout.addWidget(w)
         layout.addStretch(1)
 
@@ -269,6 +274,7 @@ class QtInspector(QWidget):
         self.controls.setEnabled(bool(layers))
         if not layers:
             self.controls.setTitle("Plan (select a layer)" if graph is not None else "Plan")
+            self.provider.clear()
             self.reasons.setText("")
             self.energy_plot.hide()
             return
@@ -287,6 +293,9 @@ class QtInspector(QWidget):
         precisions = {s.precision for s in settings}
         self.precision.setCurrentIndex(PRECISION_ORDER.index(precisions.pop()) if len(precisions) == 1 else -1)
         self.precision.setPlaceholderText("(mixed)")
+        profile = layers_by_name(getattr(self.session.profile, "layers", None))
+        self.provider.show({n: dict(getattr(profile.get(n), "routines", {}) or {}) for n in layers},
+                           {n: s.provider for n, s in zip(layers, settings)})
 
         ratios = {round(100 * s.prune.ratio) if s.prune else 0 for s in settings}
         modes = {s.prune.mode for s in settings if s.prune}
@@ -354,6 +363,10 @@ class QtInspector(QWidget):
     def _precision_chosen(self, index: int) -> None:
         precision = self.precision.itemData(index)
         self._push(f"Set precision {precision}", lambda s: replace(s, precision=precision))
+
+    def _provider_chosen(self, provider: str | None) -> None:
+        where = short_name(provider or CPU)
+        self._push(f"Run on {where}", lambda s: replace(s, provider=provider))
 
     def _prune_moved(self, value: int) -> None:
         self.prune_label.setText(f"{value}%")

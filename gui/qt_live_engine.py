@@ -27,6 +27,7 @@ from PySide6.QtGui import QUndoCommand
 from engine.jobs import catalogue
 from engine.jobs.prediction import baseline_measurement, predict_plan
 from engine.model.plan import Plan
+from engine.measure.providers import CPU, split_routine
 from engine.model.session import Measurement, Trial
 from gui.plan_commands import SetPlanCommand
 from gui.qt_background import QtBackground
@@ -64,6 +65,8 @@ class QtLiveEngine(QObject):
         self.profile_options: Any = None  # engine.measure.profiler.ProfileOptions; None = its defaults
         self.sweep_settings: Any = None  # engine.evaluate.sensitivity.SweepSettings; None = its defaults
         self.sweep_structural = False  # the Jobs menu's check: sweep and tune also take prune:r / rank:f
+        self.target: str | None = None  # a named remote target (gui/qt_target_menu.py), None: here
+        self.providers: tuple[str, ...] = ()  # other execution providers profile and tune time routines on (Target menu)
         self.measure_repeats = 20
         self.max_drop = 0.01  # Tune's accuracy budget (metric units); the window keeps it in QSettings
         self.tune_options: Any = None  # engine.optimize.tune.TuneOptions for the effort; None = its defaults
@@ -130,7 +133,8 @@ class QtLiveEngine(QObject):
         args = self._model_args()
         if args is None:
             return None
-        args["target"] = getattr(self, "target", None)  # a named remote target (gui/qt_target_menu.py), None: here
+        args["target"] = self.target
+        args["providers"] = tuple(self.providers)  # their routine tables too (engine.measure.provider_tables)
         # timed on the evaluator's sample when there is one, as Measure and Tune are (engine.optimize.timing_feeds)
         args["evaluator"] = self._evaluator(quiet=True)
         return self._run_job(catalogue.PROFILE, {**args, "options": self.profile_options},
@@ -174,7 +178,7 @@ class QtLiveEngine(QObject):
         kwargs = {**args, "evaluator": evaluator, "max_drop": self.max_drop, "plan_dict": plan.to_dict(),
                   "options": self.tune_options, "profile": self.session.profile,
                   "sensitivity": self.session.sensitivity, "threads": self.threads,
-                  "structural": self.sweep_structural}
+                  "structural": self.sweep_structural, "providers": tuple(self.providers)}
         return self._run_job(catalogue.TUNE, kwargs, f"Tuning (max drop {self.max_drop:g})",
                              lambda outcome: self._tuned(plan, outcome), kind="tune")
 
@@ -187,8 +191,10 @@ class QtLiveEngine(QObject):
         if outcome.sensitivity is not session.sensitivity:  # measured afresh or completed by tune
             session.set_sensitivity(outcome.sensitivity)
         # the route's routines pinned per layer; the user's prune/rank edits stay as they were
-        layers = {n.name: replace(before.settings_for(n.name), precision=outcome.routines.get(n.name, "fp32"))
-                  for n in session.graph.layers}
+        layers = {}
+        for n in session.graph.layers:  # int8@OpenVINO: precision int8, on OpenVINO
+            base, where = split_routine(outcome.routines.get(n.name, "fp32"))
+            layers[n.name] = replace(before.settings_for(n.name), precision=base, provider=None if where == CPU else where)
         after = Plan(default=before.default, layers={**before.layers, **layers}, ops=outcome.ops)
         # not in one batch: the plan's and tables' own handlers (prediction, baseline) must run before
         # the tune's measured baseline and route replace what they set

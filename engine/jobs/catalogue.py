@@ -29,7 +29,7 @@ from engine.progress import Job, Progress, in_thread
 from engine.jobs.prediction import Prediction, baseline_measurement, plan_routines, predict_plan, tune_available  # re-exported
 from engine.model.session import Measurement, Trial
 
-__all__ = ["JOBS", "OPEN_MODEL", "PROFILE", "SENSITIVITY", "MEASURE", "TUNE", "EXPORT_PLAN", "LAYER_FACTS", "WRITE_REPORT",
+__all__ = ["JOBS", "OPEN_MODEL", "PROFILE", "PROVIDERS", "available_providers_job", "SENSITIVITY", "MEASURE", "TUNE", "EXPORT_PLAN", "LAYER_FACTS", "WRITE_REPORT",
            "register", "SessionSnapshot",
            "resolve", "load_job_evaluator", "PlanMeasurement", "Prediction", "TuneOutcome", "load_graph", "open_model",
            "profile_model_job", "sensitivity_model_job",
@@ -74,10 +74,13 @@ def open_model(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | N
 
 
 def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-                      options: Any = None, target: str | None = None, evaluator: str | Path | None = None) -> Job[Any]:
+                      options: Any = None, target: str | None = None, evaluator: str | Path | None = None,
+                      providers: tuple[str, ...] = ()) -> Job[Any]:
     """Load the model and profile it (``engine.measure.profiler.profile_job``) here, or on ``target``
     (a name from targets.json, see ``engine.measure.targets``); returns the Profile. With ``evaluator``
-    it is timed on the evaluator's sample (``engine.optimize.timing_feeds``), as Measure and Tune are."""
+    it is timed on the evaluator's sample (``engine.optimize.timing_feeds``), as Measure and Tune are.
+    ``providers``: other execution providers whose routine tables are merged in, timed there too
+    (``engine.measure.provider_tables.with_providers_job``, as ``profile --providers``)."""
     from dataclasses import replace
 
     from engine.measure.profiler import ProfileOptions, profile_job
@@ -88,12 +91,33 @@ def profile_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ..
     if evaluator is not None and options.feeds is None:
         timing = _timing(graph, evaluator, path, input_shapes)
         options = replace(options, feeds=timing.feeds, feeds_source=timing.source)
+    remote = None
     if target:
         from engine.measure.remote import RemoteTarget
         from engine.measure.targets import resolve_target
 
-        return (yield from RemoteTarget(resolve_target(target)).profile_job(graph, options))
-    return (yield from profile_job(graph, options))
+        remote = RemoteTarget(resolve_target(target))
+    profile = yield from (profile_job(graph, options) if remote is None else remote.profile_job(graph, options))
+    if providers and profile.complete:
+        from engine.measure.provider_tables import TableOptions, with_providers_job
+
+        yield Progress(0, 0, f"routines per provider: {', '.join(providers)}")
+        profile = yield from with_providers_job(graph, profile, TableOptions(
+            providers=tuple(providers), threads=profile.threads, feeds=options.feeds, use_cache=options.use_cache), remote)
+    return profile
+
+
+def available_providers_job(target: str | None = None) -> Job[list[str]]:
+    """The execution providers ONNX Runtime has here, or that ``target`` (a name from targets.json) reports."""
+    yield Progress(0, 0, f"asking {target or 'this machine'} for its execution providers")
+    if target:
+        from engine.measure.remote import RemoteTarget
+        from engine.measure.targets import resolve_target
+
+        return list(RemoteTarget(resolve_target(target)).info().get("providers", []))
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
 
 
 def _timing(graph: Any, evaluator: str | Path | None, path: str | Path,
@@ -150,6 +174,7 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
     from engine.measure.interleave import interleaved_latency
     from engine.measure.timing import physical_cores
     from engine.model.plan import Plan
+    from engine.optimize.tune_providers import timed_form
 
     yield Progress(0, 3, "building the variant")
     graph = load_graph(path, input_shapes)
@@ -159,7 +184,9 @@ def measure_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...
     built = yield from in_thread(lambda: build_variant(graph, resolved, calibration), "building the variant")
     yield Progress(1, 3, "timing the variant and fp32 in turns")
     timing = _timing(graph, evaluator, path, input_shapes)
-    stats = yield from interleaved_latency({"fp32": graph.model, "plan": built.model}, timing.feeds,
+    # a plan that places layers on other providers runs as parts (engine.optimize.tune_providers), as tune times it
+    timed = timed_form(graph, resolved, built.model, timing.feeds, threads or physical_cores())
+    stats = yield from interleaved_latency({"fp32": graph.model, "plan": timed}, timing.feeds,
                                            threads or physical_cores(), repeats)
     metric = base_metric = None
     if ev is not None:
@@ -179,12 +206,15 @@ def _resolve_auto(plan: Any, graph: Any, routines: Mapping[str, str]) -> Any:
 
     from engine.model.plan import PRECISIONS
 
+    from engine.measure.providers import CPU, split_routine
+
     layers = dict(plan.layers)
     for node in graph.layers:
         settings = plan.settings_for(node.name)
         if settings.precision == "auto":
-            routine = routines.get(node.name, "fp32")
-            layers[node.name] = replace(settings, precision=routine if routine in PRECISIONS else "fp32")
+            base, provider = split_routine(routines.get(node.name, "fp32"))  # int8@OpenVINO: int8, on OpenVINO
+            layers[node.name] = replace(settings, precision=base if base in PRECISIONS else "fp32",
+                                        provider=None if provider == CPU else provider)
     return replace(plan, layers=layers)
 
 
@@ -228,7 +258,8 @@ def _calibration_warning(result: Any) -> str:
 def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]] | None, evaluator: str | Path,
                    max_drop: float, plan_dict: Mapping[str, Any] | None = None,
                    options: Any = None, profile: Any = None, sensitivity: Any = None,
-                   threads: int | None = None, structural: bool | None = None) -> Job[TuneOutcome]:
+                   threads: int | None = None, structural: bool | None = None,
+                   providers: tuple[str, ...] | None = None) -> Job[TuneOutcome]:
     """Load the model and the evaluator and run ``engine.optimize.tune.tune_job`` within ``max_drop``.
 
     ``plan_dict``: layers whose precision is not ``auto`` stay pinned (None: every layer is auto).
@@ -237,7 +268,8 @@ def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
     ``threads``: the window's one thread count, the one its Profile and Measure use (None: the physical
     cores, as they take it); it replaces any in ``options``, so baseline, predicted and measured agree.
     ``structural`` (the window's check box), when given, replaces ``options.structural``: routes may also
-    prune groups and factor layers (``layerlab tune --structural``).
+    prune groups and factor layers (``layerlab tune --structural``). ``providers``, when given, replaces
+    ``options.providers``: DPRS may place layers on those execution providers (``layerlab tune --providers``).
     """
     from dataclasses import replace
 
@@ -251,6 +283,8 @@ def tune_model_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]]
     opts = replace(options or TuneOptions(), max_drop=float(max_drop), threads=threads or physical_cores())
     if structural is not None:
         opts = replace(opts, structural=bool(structural))
+    if providers is not None:
+        opts = replace(opts, providers=tuple(providers))
     result = yield from tune_job(graph, load_job_evaluator(evaluator, path, input_shapes), opts, plan, profile,
                                  sensitivity)
     return tune_outcome(result, graph)
@@ -283,6 +317,7 @@ def export_plan_job(path: str | Path, input_shapes: Mapping[str, tuple[int, ...]
 
 OPEN_MODEL = "open_model"
 PROFILE = "profile"
+PROVIDERS = "providers"
 SENSITIVITY = "sensitivity"
 MEASURE = "measure"
 TUNE = "tune"
@@ -295,6 +330,7 @@ WRITE_REPORT = "write_report"
 JOBS: dict[str, Callable[..., Any]] = {
     OPEN_MODEL: open_model,
     PROFILE: profile_model_job,
+    PROVIDERS: available_providers_job,
     SENSITIVITY: sensitivity_model_job,
     MEASURE: measure_plan_job,
     TUNE: tune_model_job,

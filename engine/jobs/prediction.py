@@ -53,7 +53,11 @@ def plan_routines(graph: Any, plan: Any, profile: Any = None, sensitivity: Any =
     are not ``auto`` pinned, within ``max_drop`` when given. Without a profile (or the tuner) an ``auto``
     layer is predicted as fp32, and a note says so.
     """
-    chosen = {n.name: plan.settings_for(n.name).precision or "fp32" for n in graph.layers}
+    from engine.measure.providers import CPU, routine_on
+
+    # a layer placed on another provider runs its precision there (int8@OpenVINO)
+    chosen = {n.name: routine_on(s.precision or "fp32", s.provider or CPU) if s.precision != "auto" else "auto"
+              for n in graph.layers for s in [plan.settings_for(n.name)]}
     auto = [n for n, r in chosen.items() if r == "auto"]
     notes: list[str] = []
     if auto and profile is not None and tune_available():
@@ -64,7 +68,9 @@ def plan_routines(graph: Any, plan: Any, profile: Any = None, sensitivity: Any =
         pinned = {n: r for n, r in chosen.items() if r != "auto"}
         try:
             # tune's routines: ORT's fp16 CPU timings are cast noise that would lure DPRS (see engine.optimize.tune)
-            problem = build_problem(graph, profile, sensitivity, pinned=pinned, routines=TuneOptions().routines)
+            # plus the provider routines the profile has (the window's Target ▸ Execution providers)
+            extra = sorted({r for lp in profile.layers for r in lp.routines if "@" in r})
+            problem = build_problem(graph, profile, sensitivity, pinned=pinned, routines=(*TuneOptions().routines, *extra))
             route = dprs.solve(problem, dprs.Constraints(max_drop=max_drop))
             if not route.feasible:
                 notes.append(f"DPRS: no route within the budget ({route.detail or route.binding})")
@@ -72,6 +78,12 @@ def plan_routines(graph: Any, plan: Any, profile: Any = None, sensitivity: Any =
             auto = []
         except (LayerLabError, KeyError, ValueError) as exc:  # a half-made table: predict, do not fail
             notes.append(f"DPRS failed ({exc})")
+    if profile is not None:
+        timed = {lp.name: lp.routines for lp in profile.layers}
+        untimed = [n for n, r in chosen.items() if "@" in r and r not in timed.get(n, {})]
+        if untimed:
+            notes.append(f"{len(untimed)} layer(s) on a provider this profile has no times for: predicted at their CPU "
+                         "time (profile with that provider: Target ▸ Execution providers)")
     if auto:
         why = "no profile yet" if profile is None else "no tuner"
         notes.append(f"{len(auto)} auto layer(s) predicted as fp32 ({why})")
@@ -87,6 +99,7 @@ def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = 
     are measured, not predicted (a note says so).
     """
     from engine.measure.predict import predict_ms
+    from engine.measure.providers import split_routine
 
     routines, notes = plan_routines(graph, plan, profile, sensitivity, max_drop)
     latency = predict_ms(profile, graph, routines, plan.ops) if profile is not None else None
@@ -96,7 +109,8 @@ def predict_plan(graph: Any, plan: Any, profile: Any = None, sensitivity: Any = 
         for name, routine in routines.items():
             if routine == "fp32":
                 continue
-            value = getattr(sensitivity.layers.get(name), "drops", {}).get(routine)
+            base = split_routine(routine)[0]  # a provider's routine loses what its precision does
+            value = 0.0 if base == "fp32" else getattr(sensitivity.layers.get(name), "drops", {}).get(base)
             if value is None:
                 unknown += 1
             else:

@@ -130,8 +130,8 @@ def test_target_menu_lists_named_targets_and_shows_the_choice(window, tmp_path, 
     menu.rebuild()
     names = [a.text() for a in menu.menu.actions() if a.isCheckable()]
     assert names == ["This machine", "jetson"] and menu.menu.actions()[0].isChecked()
-    assert menu.label.text() == "Numbers from: this machine"
+    assert menu.label.text() == "Numbers from: this machine · CPU"
     started = []
     monkeypatch.setattr(window.live, "profile", lambda: started.append(window.live.target))
     menu.menu.actions()[1].trigger()
-    assert menu.label.text() == "Numbers from: jetson" and started == ["jetson"]
+    assert menu.label.text() == "Numbers from: jetson · CPU" and started == ["jetson"]
