@@ -167,6 +167,7 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     uniform.update({n: next(iter(r)) for n, r in problem.pinned.items()})
     lat, drop, nbytes = dprs.route_cost(problem, uniform)
     fits = drop <= options.max_drop + _TOL and (options.memory_limit is None or nbytes <= options.memory_limit)
+    fits = fits and "int8" in uniform.values()  # no layer takes CPU int8 (e.g. only int8@<EP> offered): nothing to try
     # the all-int8 round: with its ops in int8 too it is ORT's whole-model int8, which tune must not lose to
     same = [k for k, r in enumerate(rounds) if r.routines == _layer_routines(graph, uniform)]
     whole = (same[0] if same else len(rounds)) if fits else None

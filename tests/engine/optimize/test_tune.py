@@ -202,6 +202,22 @@ def test_the_all_int8_route_is_measured_with_its_ops_in_int8_even_when_another_r
     assert result.plan.ops == "int8" and {result.routines[n] for n in names} == {"int8"} and result.ms_measured.median == 0.3
 
 
+def test_no_all_fp32_candidate_is_built_when_no_layer_may_take_int8(
+    monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
+) -> None:
+    """The all-int8 candidate is skipped when int8 is not offered (only int8_dynamic, or only int8@<EP>):
+    it would be the fp32 model, measured for nothing (seen with tune --providers on a target)."""
+    names = [n.name for n in digits.layers]
+    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0, "int8_dynamic": 0.0}) for n in names}, True)
+    prof = fixed_profile(digits)
+    prof = replace(prof, layers=[replace(lp, routines={**lp.routines, "int8_dynamic": lp.routines["int8"]})
+                                 if lp.tunable else lp for lp in prof.layers])
+    built = _fake_pipeline(monkeypatch, prof, sens, lambda r: 0.99)
+    run(tune.tune_job(digits, evaluator, tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8_dynamic"))))
+    assert built and "int8_dynamic" in built[0].values()
+    assert not any(set(b.values()) == {"fp32"} for b in built)
+
+
 def test_infeasible_and_slower_routes_fall_back_to_fp32(
     monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
