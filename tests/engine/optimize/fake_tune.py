@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from engine.measure.profiler import Profile, Stats
-from engine.evaluate.sensitivity import Sensitivity
+from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity
+from engine.ir.graph import ModelGraph
 from engine.optimize import tune
 
-__all__ = ["fake_pipeline"]
+__all__ = ["fake_pipeline", "no_drops"]
 
 
 def fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensitivity, metric_of,
@@ -42,3 +43,9 @@ def fake_pipeline(monkeypatch: pytest.MonkeyPatch, prof: Profile, sens: Sensitiv
     monkeypatch.setattr(tune, "_build_and_measure", fake_build)
     monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(1.0, 0.9, 1.1))
     return built
+
+
+def no_drops(graph: ModelGraph, routines: tuple[str, ...] = ("int8",), drop: float = 0.0) -> Sensitivity:
+    """A sweep in which every layer loses ``drop`` in each of ``routines`` (baseline 0.99)."""
+    return Sensitivity(0.99, "acc", {n.name: LayerSensitivity(n.name, dict.fromkeys(routines, drop))
+                                     for n in graph.layers}, True)

@@ -18,7 +18,7 @@ from engine.progress import run
 from engine.model.plan import LayerSettings, Plan
 from engine.measure.predict import predict_ms
 from engine.measure.profiler import Profile, ProfileOptions, Stats, profile
-from tests.engine.optimize.fake_tune import fake_pipeline as _fake_pipeline
+from tests.engine.optimize.fake_tune import fake_pipeline as _fake_pipeline, no_drops
 from tests.engine.optimize.tables import fixed_profile
 from engine.optimize.routes import build_problem
 from engine.evaluate.sensitivity import LayerSensitivity, Sensitivity, SweepSettings, sweep
@@ -160,8 +160,7 @@ def test_the_fp32_comparison_is_interleaved(
     monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
     """A route that looked fast when timed alone but is slower than fp32 in the round-robin run is dropped."""
-    names = [n.name for n in digits.layers]
-    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    sens = no_drops(digits)
     fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     _fake_pipeline(monkeypatch, fast, sens, lambda r: 1.0)
     monkeypatch.setattr(tune, "measure_latency", lambda *a, **k: Stats(9.0, 8.0, 10.0))  # fp32 timed alone: slow
@@ -218,7 +217,7 @@ def test_under_the_budget_tune_adds_layers_by_time_saved_per_drop(
     """The tables say 0.004 a layer, so DPRS takes two within 0.01; measured, int8 costs nothing: tune
     goes on adding layers (each round reported) until none is left to add."""
     names = [n.name for n in digits.layers]
-    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.004}) for n in names}, True)
+    sens = no_drops(digits, drop=0.004)
     fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     base = run(tune.evaluate_job(digits.model, evaluator)).metric
     built = _fake_pipeline(monkeypatch, fast, sens, lambda r: base)

@@ -13,7 +13,7 @@ from engine.ir.graph import ModelGraph
 from engine.measure.profiler import Stats
 from engine.optimize import tune, tune_session
 from engine.progress import run
-from tests.engine.optimize.fake_tune import fake_pipeline as _fake_pipeline
+from tests.engine.optimize.fake_tune import fake_pipeline as _fake_pipeline, no_drops
 from tests.engine.optimize.tables import fixed_profile
 
 
@@ -39,8 +39,7 @@ def test_rounds_revert_the_worst_layer_when_the_measured_drop_is_too_high(
 def test_the_best_route_is_also_measured_with_its_ops_in_int8(
     monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
-    names = [n.name for n in digits.layers]
-    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    sens = no_drops(digits)
     fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     base = run(tune.evaluate_job(digits.model, evaluator)).metric
     options = tune.TuneOptions(max_drop=0.01, routines=("fp32", "int8"))
@@ -61,7 +60,7 @@ def test_the_all_int8_route_is_measured_with_its_ops_in_int8_even_when_another_r
     """ORT's whole-model int8 is all layers and ops in int8: tune must try that model whenever its drop fits,
     not only the ops-in-int8 twin of the round that happened to time fastest alone."""
     names = [n.name for n in digits.layers]
-    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    sens = no_drops(digits)
     prof = fixed_profile(digits)
     slow = names[0]  # the profile says int8 is slower here, so DPRS keeps it fp32
     prof = replace(prof, layers=[replace(lp, routines={**lp.routines, "int8": 3 * lp.ms}) if lp.name == slow else lp
@@ -88,8 +87,7 @@ def test_no_all_fp32_candidate_is_built_when_no_layer_may_take_int8(
 ) -> None:
     """The all-int8 candidate is skipped when int8 is not offered (only int8_dynamic, or only int8@<EP>):
     it would be the fp32 model, measured for nothing (seen with tune --providers on a target)."""
-    names = [n.name for n in digits.layers]
-    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0, "int8_dynamic": 0.0}) for n in names}, True)
+    sens = no_drops(digits, ("int8", "int8_dynamic"))
     prof = fixed_profile(digits)
     prof = replace(prof, layers=[replace(lp, routines={**lp.routines, "int8_dynamic": lp.routines["int8"]})
                                  if lp.tunable else lp for lp in prof.layers])
@@ -102,8 +100,7 @@ def test_no_all_fp32_candidate_is_built_when_no_layer_may_take_int8(
 def test_infeasible_and_slower_routes_fall_back_to_fp32(
     monkeypatch: pytest.MonkeyPatch, digits: ModelGraph, evaluator: Evaluator
 ) -> None:
-    names = [n.name for n in digits.layers]
-    sens = Sensitivity(0.99, "acc", {n: LayerSensitivity(n, {"int8": 0.0}) for n in names}, True)
+    sens = no_drops(digits)
     fast = fixed_profile(digits)  # every layer 10x faster in int8, adapts far cheaper: drops decide
     _fake_pipeline(monkeypatch, fast, sens, lambda r: 0.0)  # every int8 route is a disaster
     result = run(tune.tune_job(digits, evaluator, tune.TuneOptions(max_drop=0.01, max_rounds=2, routines=("fp32", "int8"))))
