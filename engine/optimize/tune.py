@@ -186,7 +186,8 @@ def tune_job(graph: ModelGraph, evaluator: Evaluator, options: TuneOptions = Tun
     twins = sorted({min(int8, key=lambda k: rounds[k].ms_measured.median)} | ({whole} & set(int8))) if int8 else []
     for best in twins:
         r = rounds[best]
-        yield Progress(3, 5, "measuring the best route with its ops in int8 too")
+        yield Progress(3, 5, "measuring the all-int8 route with its ops in int8 (ORT's whole-model int8)" if best == whole
+                       else "measuring the best route with its ops in int8 too")
         oplan = route_plan(graph, r.routines, "int8", calibration=methods, data=data)
         model, ms, metric, timed = yield from _build_and_measure(graph, oplan, calibration, evaluator, feeds, options,
                                                                  len(rounds))
